@@ -1,0 +1,5 @@
+import sys
+
+from trmlab.cli import main
+
+sys.exit(main())
