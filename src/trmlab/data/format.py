@@ -1,0 +1,82 @@
+"""The official on-disk dataset format (trm-reference §7.1), shared by every builder and the loader.
+
+One directory per dataset: ``train/`` and ``test/`` each with ``dataset.json`` and the ``all__*.npy`` arrays,
+plus ``identifiers.json`` (index = identifier, entry 0 = ``"<blank>"``) and, for ARC, ``test_puzzles.json``.
+The encoder layout adds ``all__num_demos.npy`` per split and two extra ``dataset.json`` keys (after the official
+ones, so official readers still parse it).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from trmlab.errors import DataError
+
+SPLITS = ("train", "test")
+SET_NAME = "all"
+PAD_ID = 0
+EOS_ID = 1
+COLOR_OFFSET = 2  # colour c is token c + 2
+VOCAB_SIZE = 12
+IGNORE_LABEL = -100
+BLANK_IDENTIFIER = "<blank>"
+
+# name → dtype of every array file (``all__<name>.npy``).
+ARRAY_DTYPES: dict[str, np.dtype] = {
+    "inputs": np.dtype(np.uint8),
+    "labels": np.dtype(np.uint8),
+    "puzzle_identifiers": np.dtype(np.int32),
+    "puzzle_indices": np.dtype(np.int32),
+    "group_indices": np.dtype(np.int32),
+}
+ENCODER_ARRAY_DTYPES = {**ARRAY_DTYPES, "num_demos": np.dtype(np.int32)}
+
+
+def array_path(split_dir: Path, name: str) -> Path:
+    return Path(split_dir) / f"{SET_NAME}__{name}.npy"
+
+
+def dataset_json(*, seq_len: int, num_puzzle_identifiers: int, total_groups: int, total_puzzles: int,
+                 total_examples: int, vocab_size: int = VOCAB_SIZE, extra: dict[str, Any] | None = None
+                 ) -> dict[str, Any]:
+    """``dataset.json`` content with the official key order (extra keys, e.g. the encoder layout's, last)."""
+    meta: dict[str, Any] = {
+        "pad_id": PAD_ID,
+        "ignore_label_id": PAD_ID,
+        "blank_identifier_id": 0,
+        "vocab_size": vocab_size,
+        "seq_len": seq_len,
+        "num_puzzle_identifiers": num_puzzle_identifiers,
+        "total_groups": total_groups,
+        "mean_puzzle_examples": total_examples / total_puzzles if total_puzzles else 0,
+        "total_puzzles": total_puzzles,
+        "sets": [SET_NAME],
+    }
+    meta.update(extra or {})
+    return meta
+
+
+def write_json(path: Path, content: Any) -> None:
+    """JSON with the official formatting (default separators, no trailing newline)."""
+    with open(path, "w") as f:
+        json.dump(content, f)
+
+
+def read_dataset_json(split_dir: Path) -> dict[str, Any]:
+    """Read and sanity-check one split's ``dataset.json``."""
+    path = Path(split_dir) / "dataset.json"
+    if not path.is_file():
+        raise DataError(f"{path}: missing; a dataset split needs dataset.json (build one with "
+                        f"`trmlab data build-arc`)")
+    try:
+        meta = json.loads(path.read_text())
+    except json.JSONDecodeError as error:
+        raise DataError(f"{path}: not valid JSON ({error})") from None
+    for key in ("seq_len", "vocab_size", "num_puzzle_identifiers", "total_groups", "total_puzzles", "sets"):
+        if key not in meta:
+            raise DataError(f"{path}: key '{key}' is missing")
+    return meta
