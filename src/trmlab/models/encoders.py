@@ -1,0 +1,551 @@
+"""Demonstration encoders: a task's demo pairs → a context [B, P, D] that takes the puzzle embedding's place.
+
+Input: ``demo_inputs``, ``demo_labels`` int [B, K, S] (S = C·C canvas tokens, PAD 0) and ``demo_mask`` bool
+[B, K]. Output: :class:`EncoderOutput` with ``context`` [B, P, D] (P = puzzle_emb_len, D = hidden_size), a
+per-sample ``kl`` [B] for the variational encoders, and ``has_demos`` [B].
+
+Two stages (etrm-reference §3, with its defects fixed):
+
+1. **Grid encoder** → one vector per demo. Only the *real* demos of the batch are encoded (packed, no compute
+   on padded slots), and only their content: each demo is cropped to the bounding box of its non-PAD cells
+   (grid plus EOS row/column, input and output together) and the batch is padded to the largest crop. Keys and
+   pooling see only non-PAD tokens, and RoPE uses the tokens' canvas positions, so neither padded slots nor
+   padded canvas cells change any result (``packing=False`` runs the same function over every slot at full
+   canvas: the naive baseline the benchmark compares against).
+2. **Aggregator** over the demo set → [B, P, D]: P learned queries cross-attending to the demo vectors
+   (``standard``, ``hybrid_*``) or a masked mean over demos projected to P·D (``lpn_*``), optionally through a
+   per-sample Gaussian latent (``*_variational``).
+
+The context is RMS-normalised and multiplied by a learned per-channel gain initialised to 1/√D, so after the
+decoder's ×√D input scaling its prefix has the same scale as the token embeddings (RMS ≈ 1) instead of √D
+(etrm-reference §9.17). Samples without any demo get an all-zero context (no NaN from fully masked rows).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F  # noqa: N812
+from torch import Tensor, nn
+
+from trmlab.errors import ConfigError, DataError
+
+PAD_ID = 0
+LOGVAR_CLAMP = 10.0  # |log σ²| bound of the variational encoders (keeps exp() finite in bf16)
+LOGVAR_INIT = -4.0   # initial log σ²: small posterior noise, so early sampling does not drown the signal
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Small building blocks. fp32 master weights cast to the activation dtype at use (as the TRM decoder does), so
+# the encoder runs in the model's forward dtype (bf16 on CUDA, fp32 on CPU).
+
+
+def trunc_normal_(tensor: Tensor, std: float) -> Tensor:
+    """Truncated normal (±2σ bounds) whose final standard deviation is ``std`` (JAX-style correction)."""
+    if std == 0:
+        return tensor.zero_()
+    with torch.no_grad():
+        lower, upper = math.erf(-2 / math.sqrt(2)), math.erf(2 / math.sqrt(2))
+        z = (upper - lower) / 2
+        pdf_2 = math.exp(-2.0) / math.sqrt(2 * math.pi)
+        comp_std = std / math.sqrt(1 - 2 * 2 * pdf_2 / z)
+        tensor.uniform_(lower, upper).erfinv_().mul_(math.sqrt(2) * comp_std)
+        tensor.clamp_(-2 * comp_std, 2 * comp_std)
+    return tensor
+
+
+def rms_norm(x: Tensor, eps: float) -> Tensor:
+    """Parameter-free RMSNorm over the last dim, computed in fp32 and cast back."""
+    x32 = x.float()
+    return (x32 * torch.rsqrt(x32.square().mean(-1, keepdim=True) + eps)).to(x.dtype)
+
+
+class Linear(nn.Module):
+    """Linear layer with an fp32 master weight (truncated LeCun init), cast to the input's dtype at use."""
+
+    def __init__(self, in_features: int, out_features: int, bias: bool = False, std: float | None = None):
+        super().__init__()
+        std = 1 / math.sqrt(in_features) if std is None else std
+        self.weight = nn.Parameter(trunc_normal_(torch.empty(out_features, in_features), std))
+        self.bias = nn.Parameter(torch.zeros(out_features)) if bias else None
+
+    def forward(self, x: Tensor) -> Tensor:
+        bias = None if self.bias is None else self.bias.to(x.dtype)
+        return F.linear(x, self.weight.to(x.dtype), bias)
+
+
+class Embedding(nn.Module):
+    """Token embedding (fp32 table, std 1/√D) looked up in the activation dtype."""
+
+    def __init__(self, num: int, dim: int):
+        super().__init__()
+        self.embedding_weight = nn.Parameter(trunc_normal_(torch.empty(num, dim), 1 / math.sqrt(dim)))
+
+    def forward(self, ids: Tensor, dtype: torch.dtype) -> Tensor:
+        return F.embedding(ids.long(), self.embedding_weight.to(dtype))
+
+
+def swiglu_width(hidden: int, expansion: float) -> int:
+    """TRM's SwiGLU inner width: round(2/3·expansion·hidden) rounded up to a multiple of 256."""
+    inter = round(expansion * hidden * 2 / 3)
+    return -(-inter // 256) * 256
+
+
+class SwiGLU(nn.Module):
+    """``down(silu(gate) · up)`` with a fused gate|up projection (first half gate, second half up)."""
+
+    def __init__(self, hidden: int, expansion: float):
+        super().__init__()
+        inter = swiglu_width(hidden, expansion)
+        self.gate_up_proj = Linear(hidden, 2 * inter)
+        self.down_proj = Linear(inter, hidden)
+
+    def forward(self, x: Tensor) -> Tensor:
+        gate, up = self.gate_up_proj(x).chunk(2, dim=-1)
+        return self.down_proj(F.silu(gate) * up)
+
+
+def rope_tables(positions: Tensor, head_dim: int, theta: float) -> tuple[Tensor, Tensor]:
+    """cos/sin [..., L, head_dim] (fp32) for integer ``positions`` [..., L] (rotate-half convention)."""
+    inv_freq = 1.0 / (theta ** (torch.arange(0, head_dim, 2, device=positions.device, dtype=torch.float32)
+                                / head_dim))
+    freqs = positions.float()[..., None] * inv_freq
+    emb = torch.cat((freqs, freqs), dim=-1)
+    return emb.cos(), emb.sin()
+
+
+def apply_rope(x: Tensor, cos: Tensor, sin: Tensor) -> Tensor:
+    """Rotate ``x`` [N, H, L, hd] by per-token tables [N, L, hd] (or [L, hd]), in fp32."""
+    x32 = x.float()
+    half = x32.shape[-1] // 2
+    rotated = torch.cat((-x32[..., half:], x32[..., :half]), dim=-1)
+    cos, sin = cos.unsqueeze(-3), sin.unsqueeze(-3)  # broadcast over heads
+    return (x32 * cos + rotated * sin).to(x.dtype)
+
+
+class Attention(nn.Module):
+    """Multi-head attention with a key mask; self-attention (fused qkv, optional RoPE) or cross-attention.
+
+    ``key_mask`` [N, Lk] bool (True = attend) must allow at least one key per row; callers guarantee it so
+    that no softmax is taken over an empty set (the research code's NaN path).
+    """
+
+    def __init__(self, hidden: int, num_heads: int, *, cross: bool, qk_norm: bool, eps: float):
+        super().__init__()
+        if hidden % num_heads:
+            raise ConfigError(f"arch.hidden_size {hidden} is not divisible by arch.num_heads {num_heads}")
+        self.num_heads, self.head_dim, self.cross = num_heads, hidden // num_heads, cross
+        self.qk_norm, self.eps = qk_norm, eps
+        if cross:
+            self.q_proj = Linear(hidden, hidden)
+            self.kv_proj = Linear(hidden, 2 * hidden)
+        else:
+            self.qkv_proj = Linear(hidden, 3 * hidden)
+        self.o_proj = Linear(hidden, hidden)
+
+    def _heads(self, x: Tensor) -> Tensor:
+        n, length, _ = x.shape
+        return x.view(n, length, self.num_heads, self.head_dim).transpose(1, 2)  # [N, H, L, hd]
+
+    def forward(self, x: Tensor, key_mask: Tensor, *, memory: Tensor | None = None,
+                rope: tuple[Tensor, Tensor] | None = None) -> Tensor:
+        if self.cross:
+            q = self._heads(self.q_proj(x))
+            k, v = (self._heads(t) for t in self.kv_proj(memory).chunk(2, dim=-1))
+        else:
+            q, k, v = (self._heads(t) for t in self.qkv_proj(x).chunk(3, dim=-1))
+        if self.qk_norm:
+            q, k = rms_norm(q, self.eps), rms_norm(k, self.eps)
+        if rope is not None:
+            q, k = apply_rope(q, *rope), apply_rope(k, *rope)
+        out = F.scaled_dot_product_attention(q, k, v, attn_mask=key_mask[:, None, None, :])
+        n, _, length, _ = out.shape
+        return self.o_proj(out.transpose(1, 2).reshape(n, length, self.num_heads * self.head_dim))
+
+
+class Block(nn.Module):
+    """Attention + SwiGLU, post-norm (TRM's) or pre-norm, with optional CaiT layer scale."""
+
+    def __init__(self, hidden: int, num_heads: int, expansion: float, *, cross: bool, norm_style: str,
+                 qk_norm: bool, layer_scale_init: float, eps: float):
+        super().__init__()
+        if norm_style not in ("post", "pre"):
+            raise ConfigError(f"arch.encoder_norm_style must be 'post' or 'pre', got {norm_style!r}")
+        self.attn = Attention(hidden, num_heads, cross=cross, qk_norm=qk_norm, eps=eps)
+        self.mlp = SwiGLU(hidden, expansion)
+        self.pre_norm, self.eps = norm_style == "pre", eps
+        if layer_scale_init > 0:
+            self.attn_scale = nn.Parameter(torch.full((hidden,), float(layer_scale_init)))
+            self.mlp_scale = nn.Parameter(torch.full((hidden,), float(layer_scale_init)))
+        else:
+            self.attn_scale = self.mlp_scale = None
+
+    @staticmethod
+    def _scaled(x: Tensor, scale: Tensor | None) -> Tensor:
+        return x if scale is None else x * scale.to(x.dtype)
+
+    def forward(self, h: Tensor, key_mask: Tensor, *, memory: Tensor | None = None,
+                rope: tuple[Tensor, Tensor] | None = None) -> Tensor:
+        if self.pre_norm:
+            h = h + self._scaled(self.attn(rms_norm(h, self.eps), key_mask, memory=memory, rope=rope),
+                                 self.attn_scale)
+            return h + self._scaled(self.mlp(rms_norm(h, self.eps)), self.mlp_scale)
+        attn = self.attn(h, key_mask, memory=memory, rope=rope)
+        h = rms_norm(h + self._scaled(attn, self.attn_scale), self.eps)
+        return rms_norm(h + self._scaled(self.mlp(h), self.mlp_scale), self.eps)
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Packing: the real demos of a batch, cropped to their content.
+
+
+@dataclass
+class PackedDemos:
+    """The demos to encode, as token sequences [N, L] = [input crop; output crop] (flattened row-major)."""
+
+    inputs: Tensor      # [N, L/2] input tokens
+    outputs: Tensor     # [N, L/2] output tokens
+    positions: Tensor   # [N, L] canvas positions (input i → i, output i → S + i), for RoPE
+    real: Tensor        # [N, L] bool: non-PAD tokens inside the demo's own crop
+    sample: Tensor      # [N] long: batch row of each demo
+    rank: Tensor        # [N] long: index of the demo among its row's real demos
+
+
+def canvas_side(seq_len: int) -> int:
+    """Side C of the square canvas with C·C = seq_len (ARC: 900 → 30)."""
+    side = math.isqrt(seq_len)
+    if side * side != seq_len:
+        raise DataError(f"demo encoder: seq_len {seq_len} is not a square canvas; the encoder crops demos as "
+                        f"C×C grids, so the dataset's seq_len must be C·C")
+    return side
+
+
+def _check_demo_batch(demo_inputs: Tensor, demo_labels: Tensor, demo_mask: Tensor) -> None:
+    if demo_inputs.dim() != 3 or demo_inputs.shape != demo_labels.shape:
+        raise DataError(f"batch demo_inputs {tuple(demo_inputs.shape)} / demo_labels "
+                        f"{tuple(demo_labels.shape)}: "
+                        f"expected two int tensors of the same shape [B, max_demos, seq_len]")
+    if demo_mask.shape != demo_inputs.shape[:2] or demo_mask.dtype != torch.bool:
+        raise DataError(f"batch demo_mask {tuple(demo_mask.shape)} {demo_mask.dtype}: expected bool "
+                        f"[B, max_demos] = {tuple(demo_inputs.shape[:2])}")
+
+
+def pack_demos(demo_inputs: Tensor, demo_labels: Tensor, demo_mask: Tensor) -> PackedDemos:
+    """Gather the real demos (``demo_mask``) and crop each to its non-PAD bounding box.
+
+    The crop is the union of the input's and output's boxes (they share the canvas offset), padded to the
+    batch's largest crop; cells outside a demo's own box are marked not real, so padding never matters.
+    """
+    _check_demo_batch(demo_inputs, demo_labels, demo_mask)
+    seq_len = demo_inputs.shape[-1]
+    side = canvas_side(seq_len)
+    sample, slot = demo_mask.nonzero(as_tuple=True)
+    rank = (demo_mask.long().cumsum(1) - 1)[sample, slot]
+    inputs, outputs = demo_inputs[sample, slot], demo_labels[sample, slot]  # [N, S]
+    content = ((inputs != PAD_ID) | (outputs != PAD_ID)).view(-1, side, side)
+    rows, cols = content.any(2), content.any(1)  # [N, C]
+    arange_c = torch.arange(side, device=demo_inputs.device)
+    # First/last True index; an all-PAD demo (malformed data) gets a 1×1 box of PAD, i.e. no real token.
+    top = torch.where(rows, arange_c, side).amin(1).clamp(max=side - 1)
+    left = torch.where(cols, arange_c, side).amin(1).clamp(max=side - 1)
+    height = (torch.where(rows, arange_c, -1).amax(1) - top + 1).clamp(min=1)
+    width = (torch.where(cols, arange_c, -1).amax(1) - left + 1).clamp(min=1)
+    if sample.numel():
+        crop_h, crop_w = int(height.max()), int(width.max())  # one host sync: the padded crop shape
+    else:
+        crop_h = crop_w = 1
+    dr = torch.arange(crop_h, device=demo_inputs.device)
+    dc = torch.arange(crop_w, device=demo_inputs.device)
+    inside = (dr[None, :, None] < height[:, None, None]) & (dc[None, None, :] < width[:, None, None])
+    r = (top[:, None] + dr).clamp(max=side - 1)
+    c = (left[:, None] + dc).clamp(max=side - 1)
+    flat = (r[:, :, None] * side + c[:, None, :]).reshape(len(sample), crop_h * crop_w)  # canvas indices
+    inside = inside.reshape(len(sample), crop_h * crop_w)
+    crop_in, crop_out = inputs.gather(1, flat), outputs.gather(1, flat)
+    real = torch.cat((inside & (crop_in != PAD_ID), inside & (crop_out != PAD_ID)), dim=1)
+    positions = torch.cat((flat, flat + seq_len), dim=1)
+    return PackedDemos(crop_in, crop_out, positions, real, sample, rank)
+
+
+def full_canvas_demos(demo_inputs: Tensor, demo_labels: Tensor, demo_mask: Tensor) -> PackedDemos:
+    """Every slot at full canvas (the naive layout): B·K sequences of 2·S tokens (padded slots: none real)."""
+    _check_demo_batch(demo_inputs, demo_labels, demo_mask)
+    batch, slots, seq_len = demo_inputs.shape
+    inputs, outputs = demo_inputs.reshape(-1, seq_len), demo_labels.reshape(-1, seq_len)
+    real = torch.cat((inputs != PAD_ID, outputs != PAD_ID), dim=1) & demo_mask.reshape(-1, 1)
+    positions = torch.arange(2 * seq_len, device=demo_inputs.device).expand(batch * slots, -1)
+    grid = torch.arange(batch * slots, device=demo_inputs.device)
+    return PackedDemos(inputs, outputs, positions, real, grid // slots, grid % slots)
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Stage 1: grid encoder (one vector per demo).
+
+
+class GridEncoder(nn.Module):
+    """[input; output] tokens of one demo → one vector [D].
+
+    Separate input/output embeddings (×√D), RoPE over canvas positions, ``num_layers`` blocks attending only
+    to the demo's real tokens, pooling over real tokens (``mean``, ``attention``: a learned query,
+    ``weighted``: a learned per-token score, ``cls``: a learned CLS token without rotation), then a D→D
+    projection.
+    """
+
+    def __init__(self, *, hidden: int, num_heads: int, expansion: float, num_layers: int, vocab_size: int,
+                 pooling: str, norm_style: str, qk_norm: bool, layer_scale_init: float, eps: float,
+                 rope_theta: float):
+        super().__init__()
+        if pooling not in ("mean", "attention", "weighted", "cls"):
+            raise ConfigError(f"arch.encoder_pooling_method must be mean, attention or weighted, "
+                              f"got {pooling!r}")
+        self.hidden, self.pooling, self.eps, self.rope_theta = hidden, pooling, eps, rope_theta
+        self.head_dim = hidden // num_heads
+        self.input_embedding = Embedding(vocab_size, hidden)
+        self.output_embedding = Embedding(vocab_size, hidden)
+        self.layers = nn.ModuleList(
+            Block(hidden, num_heads, expansion, cross=False, norm_style=norm_style, qk_norm=qk_norm,
+                  layer_scale_init=layer_scale_init, eps=eps) for _ in range(num_layers))
+        self.pre_norm = norm_style == "pre"
+        if pooling == "cls":
+            self.cls_token = nn.Parameter(trunc_normal_(torch.empty(hidden), 0.02))
+        elif pooling == "attention":
+            self.pool_query = nn.Parameter(trunc_normal_(torch.empty(hidden), 0.02))
+            self.pool_attn = Attention(hidden, num_heads, cross=True, qk_norm=qk_norm, eps=eps)
+        elif pooling == "weighted":
+            self.pool_score = Linear(hidden, 1, bias=True)
+        self.pool_proj = Linear(hidden, hidden)
+
+    def forward(self, demos: PackedDemos, dtype: torch.dtype) -> Tensor:
+        """Demo vectors [N, D] (all-zero for a demo without any real token)."""
+        tokens = torch.cat((self.input_embedding(demos.inputs, dtype),
+                            self.output_embedding(demos.outputs, dtype)), dim=1) * math.sqrt(self.hidden)
+        cos, sin = rope_tables(demos.positions, self.head_dim, self.rope_theta)
+        real = demos.real
+        if self.pooling == "cls":
+            n = tokens.shape[0]
+            tokens = torch.cat((self.cls_token.to(dtype).expand(n, 1, -1), tokens), dim=1)
+            # The CLS token is not rotated (cos 1, sin 0), so it has no position.
+            cos = torch.cat((cos.new_ones(n, 1, cos.shape[-1]), cos), dim=1)
+            sin = torch.cat((sin.new_zeros(n, 1, sin.shape[-1]), sin), dim=1)
+            real = torch.cat((real.new_ones(n, 1), real), dim=1)
+        has_real = real.any(1)
+        # A demo without real tokens still needs one attendable key (its output is zeroed below).
+        keys = torch.cat((real[:, :1] | ~has_real[:, None], real[:, 1:]), dim=1)
+        h = tokens
+        for layer in self.layers:
+            h = layer(h, keys, rope=(cos, sin))
+        if self.pre_norm:
+            h = rms_norm(h, self.eps)
+        pooled = self._pool(h, keys)
+        return torch.where(has_real[:, None], self.pool_proj(pooled), torch.zeros_like(pooled))
+
+    def _pool(self, h: Tensor, keys: Tensor) -> Tensor:
+        if self.pooling == "cls":
+            return rms_norm(h[:, 0], self.eps)
+        if self.pooling == "mean":
+            weights = keys.to(h.dtype)
+            return (h * weights[..., None]).sum(1) / weights.sum(1, keepdim=True).clamp(min=1)
+        if self.pooling == "weighted":
+            scores = self.pool_score(h).squeeze(-1).float().masked_fill(~keys, float("-inf"))
+            return (scores.softmax(-1).to(h.dtype)[..., None] * h).sum(1)
+        query = self.pool_query.to(h.dtype).expand(h.shape[0], 1, -1)
+        return self.pool_attn(query, keys, memory=h).squeeze(1)
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Stage 2: aggregation over the demo set.
+
+
+class SetEncoder(nn.Module):
+    """P learned queries cross-attending to the demo vectors (masked), ``num_layers`` deep, final RMSNorm."""
+
+    def __init__(self, *, hidden: int, num_heads: int, expansion: float, num_layers: int, prefix_len: int,
+                 norm_style: str, qk_norm: bool, layer_scale_init: float, eps: float):
+        super().__init__()
+        self.eps = eps
+        self.queries = nn.Parameter(trunc_normal_(torch.empty(prefix_len, hidden), 0.02))
+        self.layers = nn.ModuleList(
+            Block(hidden, num_heads, expansion, cross=True, norm_style=norm_style, qk_norm=qk_norm,
+                  layer_scale_init=layer_scale_init, eps=eps) for _ in range(num_layers))
+
+    def forward(self, vectors: Tensor, mask: Tensor) -> Tensor:
+        """[B, K, D] demo vectors + [B, K] mask → [B, P, D] (rows without demos: finite; caller zeroes)."""
+        keys = torch.cat((mask[:, :1] | ~mask.any(1, keepdim=True), mask[:, 1:]), dim=1)
+        h = self.queries.to(vectors.dtype).expand(vectors.shape[0], -1, -1)
+        for layer in self.layers:
+            h = layer(h, keys, memory=vectors)
+        return rms_norm(h, self.eps)
+
+
+def masked_mean(values: Tensor, mask: Tensor) -> Tensor:
+    """Mean of ``values`` [B, K, ...] over the K entries where ``mask`` [B, K] (zero when none)."""
+    weights = mask.to(values.dtype).view(*mask.shape, *([1] * (values.dim() - 2)))
+    return (values * weights).sum(1) / weights.sum(1).clamp(min=1)
+
+
+class GaussianLatent(nn.Module):
+    """μ / log σ² heads, reparameterised sample in training (μ in evaluation), KL to N(0, I) per row."""
+
+    def __init__(self, hidden: int, latent: int):
+        super().__init__()
+        self.mu = Linear(hidden, latent, bias=True)
+        self.logvar = Linear(hidden, latent, bias=True, std=0.0)
+        with torch.no_grad():
+            self.logvar.bias.fill_(LOGVAR_INIT)
+
+    def forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        """(z [..., latent], KL [...] summed over latent dims, fp32)."""
+        mu = self.mu(x)
+        logvar = self.logvar(x).float().clamp(-LOGVAR_CLAMP, LOGVAR_CLAMP)
+        if self.training:
+            z = mu + (torch.randn_like(logvar) * (0.5 * logvar).exp()).to(mu.dtype)
+        else:
+            z = mu
+        mu32 = mu.float()
+        kl = 0.5 * (mu32.square() + logvar.exp() - 1 - logvar).sum(-1)
+        return z, kl
+
+
+# ----------------------------------------------------------------------------------------------------------
+# The encoder the models use.
+
+
+@dataclass
+class EncoderOutput:
+    """What an encoder returns for a batch."""
+
+    context: Tensor      # [B, P, D] in the activation dtype
+    kl: Tensor | None    # [B] fp32 per-sample KL (variational encoders), else None
+    has_demos: Tensor    # [B] bool
+
+
+@dataclass
+class EncoderSettings:
+    """The ``arch.encoder_*`` values and decoder sizes an encoder is built from (see ``ArchConfig``)."""
+
+    hidden: int
+    num_heads: int
+    expansion: float
+    eps: float
+    rope_theta: float
+    prefix_len: int
+    vocab_size: int
+    num_layers: int = 2
+    pooling: str = "mean"
+    set_layers: int = 1
+    layer_scale_init: float = 0.0
+    norm_style: str = "post"
+    qk_norm: bool = False
+    latent_dim: int = 32
+
+    @classmethod
+    def from_arch(cls, arch, *, prefix_len: int, vocab_size: int) -> EncoderSettings:
+        """Settings from an ``ArchConfig``; ``prefix_len`` is the decoder's resolved puzzle_emb_len."""
+        return cls(hidden=arch.hidden_size, num_heads=arch.num_heads, expansion=arch.expansion,
+                   eps=arch.rms_norm_eps, rope_theta=arch.rope_theta, prefix_len=prefix_len,
+                   vocab_size=vocab_size, num_layers=arch.encoder_num_layers,
+                   pooling=arch.encoder_pooling_method,
+                   set_layers=arch.encoder_set_layers, layer_scale_init=arch.encoder_layer_scale_init,
+                   norm_style=arch.encoder_norm_style, qk_norm=arch.encoder_qk_norm,
+                   latent_dim=arch.encoder_latent_dim)
+
+
+class ContextHead(nn.Module):
+    """RMSNorm + learned per-channel gain (init 1/√D): the context matches the decoder's token scale."""
+
+    def __init__(self, hidden: int, eps: float):
+        super().__init__()
+        self.eps = eps
+        self.gain = nn.Parameter(torch.full((hidden,), 1 / math.sqrt(hidden)))
+
+    def forward(self, h: Tensor) -> Tensor:
+        return rms_norm(h, self.eps) * self.gain.to(h.dtype)
+
+
+class DemoEncoder(nn.Module):
+    """One of the ``arch.encoder_type`` encoders: ``standard``, ``lpn_standard``, ``lpn_variational``,
+    ``hybrid_standard``, ``hybrid_variational`` (see the module docstring).
+
+    ``packing=False`` selects the naive layout (every slot at full canvas); results are the same up to float
+    rounding, only slower. It exists for the benchmark and the equivalence test.
+    """
+
+    TYPES = ("standard", "lpn_standard", "lpn_variational", "hybrid_standard", "hybrid_variational")
+
+    def __init__(self, encoder_type: str, settings: EncoderSettings, *, packing: bool = True):
+        super().__init__()
+        if encoder_type not in self.TYPES:
+            raise ConfigError(f"arch.encoder_type {encoder_type!r} is not one of {', '.join(self.TYPES)}")
+        s = settings
+        lpn_family = encoder_type.startswith(("lpn", "hybrid"))
+        if lpn_family and s.pooling != "mean":
+            raise ConfigError(f"arch.encoder_pooling_method={s.pooling!r} does not apply to encoder_type "
+                              f"{encoder_type!r}, which pools each demo with a CLS token; leave it at 'mean' "
+                              f"or use encoder_type=standard")
+        if s.prefix_len < 1:
+            raise ConfigError("arch.puzzle_emb_len resolves to 0 prefix positions; an encoder model needs "
+                              "at least one (set arch.puzzle_emb_len, e.g. 16)")
+        self.encoder_type, self.packing, self.settings = encoder_type, packing, s
+        self.grid = GridEncoder(hidden=s.hidden, num_heads=s.num_heads, expansion=s.expansion,
+                                num_layers=s.num_layers, vocab_size=s.vocab_size,
+                                pooling="cls" if lpn_family else s.pooling, norm_style=s.norm_style,
+                                qk_norm=s.qk_norm, layer_scale_init=s.layer_scale_init, eps=s.eps,
+                                rope_theta=s.rope_theta)
+        if encoder_type in ("standard", "hybrid_standard", "hybrid_variational"):
+            self.set_encoder = SetEncoder(hidden=s.hidden, num_heads=s.num_heads, expansion=s.expansion,
+                                          num_layers=s.set_layers, prefix_len=s.prefix_len,
+                                          norm_style=s.norm_style, qk_norm=s.qk_norm,
+                                          layer_scale_init=s.layer_scale_init, eps=s.eps)
+        if encoder_type == "lpn_standard":
+            self.expand = Linear(s.hidden, s.prefix_len * s.hidden)
+        if encoder_type.endswith("variational"):
+            self.latent = GaussianLatent(s.hidden, s.latent_dim)
+            self.expand = Linear(s.latent_dim, s.prefix_len * s.hidden)
+        self.head = ContextHead(s.hidden, s.eps)
+
+    @property
+    def variational(self) -> bool:
+        return self.encoder_type.endswith("variational")
+
+    def demo_vectors(self, demo_inputs: Tensor, demo_labels: Tensor, demo_mask: Tensor,
+                     dtype: torch.dtype) -> tuple[Tensor, Tensor]:
+        """Stage 1: (vectors [B, K', D], mask [B, K']); K' = the batch's largest demo count when packing."""
+        if self.packing:
+            demos = pack_demos(demo_inputs, demo_labels, demo_mask)
+            batch = demo_mask.shape[0]
+            slots = max(int(demo_mask.sum(1).max()), 1) if batch else 1
+            index = demos.sample * slots + demos.rank
+            vectors = self.grid(demos, dtype)
+            grid = vectors.new_zeros(batch * slots, vectors.shape[-1]).index_copy(0, index, vectors)
+            mask = torch.zeros(batch * slots, dtype=torch.bool, device=demo_mask.device)
+            mask = mask.index_fill(0, index, True)
+            return grid.view(batch, slots, self.settings.hidden), mask.view(batch, slots)
+        demos = full_canvas_demos(demo_inputs, demo_labels, demo_mask)
+        vectors = self.grid(demos, dtype)
+        return vectors.view(*demo_mask.shape, self.settings.hidden), demo_mask
+
+    def forward(self, demo_inputs: Tensor, demo_labels: Tensor, demo_mask: Tensor,
+                dtype: torch.dtype = torch.float32) -> EncoderOutput:
+        """Context for a batch of demo sets (see :class:`EncoderOutput`)."""
+        vectors, mask = self.demo_vectors(demo_inputs, demo_labels, demo_mask, dtype)
+        has_demos = mask.any(1)
+        kl = None
+        batch, s = vectors.shape[0], self.settings
+        if self.encoder_type in ("standard", "hybrid_standard"):
+            h = self.set_encoder(vectors, mask)
+        elif self.encoder_type == "lpn_standard":
+            h = self.expand(masked_mean(vectors, mask)).view(batch, s.prefix_len, s.hidden)
+        elif self.encoder_type == "lpn_variational":
+            z, kl_demo = self.latent(vectors)  # one latent per demo
+            kl = masked_mean(kl_demo, mask)
+            h = self.expand(masked_mean(z, mask)).view(batch, s.prefix_len, s.hidden)
+        else:  # hybrid_variational: the set context, pooled over its P tokens, through one latent per sample
+            pooled = rms_norm(self.set_encoder(vectors, mask).mean(1), s.eps)
+            z, kl = self.latent(pooled)
+            h = self.expand(z).view(batch, s.prefix_len, s.hidden)
+        context = torch.where(has_demos[:, None, None], self.head(h), torch.zeros_like(h))
+        if kl is not None:
+            kl = torch.where(has_demos, kl, torch.zeros_like(kl))
+        return EncoderOutput(context=context, kl=kl, has_demos=has_demos)
