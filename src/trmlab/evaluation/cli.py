@@ -1,7 +1,200 @@
-"""CLI for trmlab.evaluation (placeholder until its commands land)."""
+"""``trmlab eval`` (run a checkpoint on an ARC test split) and ``trmlab score`` (re-vote raw predictions).
+
+Settings are ``key=value`` words after the positional paths, as everywhere in trmlab. Torch is imported only
+inside ``eval``.
+"""
+
+from __future__ import annotations
 
 import argparse
+import time
+from pathlib import Path
+from typing import Any
+
+from trmlab.errors import ConfigError
+
+EVAL_KEYS = {"out": str, "max_tasks": int, "num_augmentations": int, "batch_size": int, "device": str,
+             "max_demos": int, "pass_ks": str}
+SCORE_KEYS = {"out": str, "max_tasks": int, "num_augmentations": int, "pass_ks": str}
+
+
+def parse_settings(words: list[str], allowed: dict[str, type], command: str) -> dict[str, Any]:
+    """``["max_tasks=32", ...]`` → ``{"max_tasks": 32}``; unknown or malformed words are errors."""
+    settings: dict[str, Any] = {}
+    for word in words:
+        key, sep, text = word.partition("=")
+        if not sep or key not in allowed:
+            raise ConfigError(f"trmlab {command}: '{word}' is not a setting; use key=value with key one of "
+                              f"{sorted(allowed)}")
+        if key in settings:
+            raise ConfigError(f"trmlab {command}: '{key}' given twice")
+        try:
+            value = allowed[key](text)
+        except ValueError:
+            raise ConfigError(f"trmlab {command}: {key}={text!r} is not a valid "
+                              f"{allowed[key].__name__}") from None
+        if allowed[key] is int and value < 1:
+            raise ConfigError(f"trmlab {command}: {key} must be at least 1, got {value}")
+        settings[key] = value
+    if "pass_ks" in settings:
+        settings["pass_ks"] = _parse_ks(settings["pass_ks"], command)
+    return settings
+
+
+def _parse_ks(text: str, command: str) -> tuple[int, ...]:
+    try:
+        ks = tuple(int(k) for k in text.strip("[]").split(",") if k.strip())
+    except ValueError:
+        ks = ()
+    if not ks or min(ks) < 1:
+        raise ConfigError(f"trmlab {command}: pass_ks={text!r} must be positive integers, "
+                          f"e.g. pass_ks=1,2,10")
+    return ks
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    """Add this module's subcommands (none yet)."""
+    """Add ``eval`` and ``score``."""
+    ev = subparsers.add_parser(
+        "eval", help="evaluate a trmlab or official checkpoint on an ARC dataset (pass@K, submission.json)",
+        description="Run every selected test puzzle (all augmentations) for halt_max_steps ACT steps, vote "
+        "over augmentations and write metrics.json, submission.json, predictions.json and "
+        "raw_predictions.npz. Works under torchrun (each rank runs its slice).",
+        epilog="settings: out=DIR (default: <checkpoint dir>/eval-<checkpoint name>), max_tasks=K (first K "
+        "tasks of test_puzzles.json; the denominator is K), num_augmentations=K (first K puzzles of each "
+        "task group, 1 = original only), batch_size=N (default: the checkpoint config's "
+        "eval.global_batch_size or global_batch_size), device=cpu|cuda|cuda:N (default: cuda when "
+        "available), max_demos=N (encoder models; default: the checkpoint config's), "
+        "pass_ks=1,2,5,10,100,1000")
+    ev.add_argument("checkpoint", help="official step_N file or trmlab checkpoint directory")
+    ev.add_argument("data_dir", help="ARC dataset directory (official layout, with test_puzzles.json)")
+    ev.add_argument("settings", nargs="*", metavar="key=value", help="see below")
+    ev.set_defaults(func=_run_eval)
+
+    sc = subparsers.add_parser(
+        "score", help="re-vote and re-score raw_predictions.npz without the model",
+        description="Vote and score the raw per-augmentation outputs of an evaluation (raw_predictions.npz) "
+        "against the dataset they were made on; writes metrics.json, submission.json, predictions.json.",
+        epilog="settings: out=DIR (default: <npz dir>/score), max_tasks=K, num_augmentations=K "
+        "(first K puzzles of each task group, 1 = original only), pass_ks=1,2,5,10,100,1000")
+    sc.add_argument("data_dir", help="ARC dataset directory the predictions were made on")
+    sc.add_argument("raw_predictions", help="raw_predictions.npz (inputs, puzzle_identifiers, preds, "
+                    "q_halt_logits)")
+    sc.add_argument("settings", nargs="*", metavar="key=value", help="see below")
+    sc.set_defaults(func=_run_score)
+
+
+def _run_score(args: argparse.Namespace) -> int:
+    from trmlab.evaluation.arc import DEFAULT_PASS_KS
+    from trmlab.evaluation.outputs import default_out_dir, load_raw_predictions, write_output_dir
+    from trmlab.evaluation.scoring import describe, info_for, result_files, score_raw
+    from trmlab.evaluation.testset import load_test_set
+
+    settings = parse_settings(args.settings, SCORE_KEYS, "score")
+    test_set = load_test_set(args.data_dir)
+    raw = load_raw_predictions(args.raw_predictions)
+    result = score_raw(test_set, raw, max_tasks=settings.get("max_tasks"),
+                       num_augmentations=settings.get("num_augmentations"),
+                       pass_ks=settings.get("pass_ks", DEFAULT_PASS_KS))
+    _warn_uncovered(result, settings)
+    out = Path(settings["out"]) if "out" in settings else default_out_dir(Path(args.raw_predictions).parent,
+                                                                           "score")
+    info = info_for(test_set, max_tasks=settings.get("max_tasks"),
+                    num_augmentations=settings.get("num_augmentations"),
+                    raw_predictions=str(Path(args.raw_predictions).resolve()))
+    write_output_dir(out, result_files(result, None, info))
+    print(describe(result))
+    print(f"wrote {out}/metrics.json, submission.json, predictions.json")
+    return 0
+
+
+def _warn_uncovered(result: Any, settings: dict[str, Any]) -> None:
+    """Tasks without any vote count as wrong (official semantics); say so loudly when that is likely a
+    forgotten max_tasks."""
+    empty = [t for t, r in result.per_task.items() if r["votes"] == 0]
+    if empty:
+        hint = "" if "max_tasks" in settings else " (if the eval ran on a subset, pass the same max_tasks=K)"
+        print(f"warning: {len(empty)} of {len(result.per_task)} tasks have no votes and count as wrong{hint}")
+
+
+def _run_eval(args: argparse.Namespace) -> int:
+    import torch
+
+    from trmlab import load_checkpoint
+    from trmlab.evaluation.outputs import default_out_dir
+    from trmlab.evaluation.runner import evaluate
+    from trmlab.evaluation.scoring import describe
+    from trmlab.evaluation.testset import load_test_set
+
+    settings = parse_settings(args.settings, EVAL_KEYS, "eval")
+    test_set = load_test_set(args.data_dir)  # fail on a bad dataset before loading the model
+    device = _pick_device(settings.get("device"))
+    model = load_checkpoint(args.checkpoint, seq_len=test_set.seq_len, device=device)
+    config = getattr(model, "config", None)
+    eval_settings = _eval_settings(settings, config)
+    checkpoint = Path(args.checkpoint)
+    out = Path(settings["out"]) if "out" in settings else default_out_dir(
+        checkpoint.parent, f"eval-{checkpoint.name}")
+    print(f"evaluating {checkpoint} on {test_set.path} ({device}, batch {eval_settings.global_batch_size}, "
+          f"max_tasks={eval_settings.max_tasks}, num_augmentations={eval_settings.num_augmentations})")
+    started = time.perf_counter()
+    info = {"checkpoint": str(checkpoint.resolve()), "device": str(device),
+            "global_batch_size": eval_settings.global_batch_size}
+    result = evaluate(model, test_set.path, settings=eval_settings, out_dir=out, info=info)
+    if result is not None:  # rank 0
+        print(describe(result.result))
+        print(f"{len(result.raw)} samples in {result.model_seconds:.1f}s of model time "
+              f"({result.samples_per_second:.1f} samples/s); total {time.perf_counter() - started:.1f}s")
+        print(f"wrote {out}/metrics.json, submission.json, predictions.json, raw_predictions.npz")
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        torch.distributed.barrier()
+    return 0
+
+
+def _pick_device(name: str | None) -> Any:
+    """cuda when available unless device= says otherwise; under torchrun each rank takes cuda:LOCAL_RANK."""
+    import os
+
+    import torch
+
+    if name in (None, "auto"):
+        name = "cuda" if torch.cuda.is_available() else "cpu"
+    if name == "cuda" and "LOCAL_RANK" in os.environ:
+        name = f"cuda:{int(os.environ['LOCAL_RANK'])}"
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise ConfigError(f"trmlab eval: device={name!r} is not a torch device (cpu, cuda, cuda:N)") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ConfigError("trmlab eval: device=cuda but CUDA is not available; use device=cpu")
+    _init_distributed(device)
+    return device
+
+
+def _init_distributed(device: Any) -> None:
+    """Under torchrun (WORLD_SIZE > 1) join the process group: NCCL on GPU, gloo on CPU."""
+    import os
+
+    import torch
+
+    if int(os.environ.get("WORLD_SIZE", "1")) <= 1 or torch.distributed.is_initialized():
+        return
+    if device.type == "cuda":
+        torch.cuda.set_device(device)
+    torch.distributed.init_process_group(backend="nccl" if device.type == "cuda" else "gloo")
+
+
+def _eval_settings(settings: dict[str, Any], config: Any) -> Any:
+    from trmlab.evaluation.arc import DEFAULT_PASS_KS
+    from trmlab.evaluation.runner import EvalSettings
+
+    batch = settings.get("batch_size")
+    if batch is None and config is not None:
+        batch = config.eval.global_batch_size or config.global_batch_size
+    if batch is None:
+        raise ConfigError("trmlab eval: the checkpoint carries no config to take the batch size from; "
+                          "pass batch_size=N")
+    max_demos = settings.get("max_demos", getattr(config, "max_demos", 10) if config is not None else 10)
+    pass_ks = settings.get("pass_ks", tuple(config.eval.pass_ks) if config is not None else DEFAULT_PASS_KS)
+    return EvalSettings(global_batch_size=batch, max_tasks=settings.get("max_tasks"),
+                        num_augmentations=settings.get("num_augmentations"), pass_ks=pass_ks,
+                        max_demos=max_demos)
