@@ -1,0 +1,121 @@
+"""The eval runner: row selection, batching with padding, raw rows in file order, atomic eval directory."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from test_eval_support import IDENTITY, build_dataset, simple_task
+from trmlab.errors import CheckpointError, ConfigError
+from trmlab.evaluation.outputs import load_raw_predictions
+from trmlab.evaluation.runner import EvalSettings, evaluate
+from trmlab.evaluation.scoring import score_raw
+from trmlab.evaluation.testset import load_test_set
+
+AUGS = [IDENTITY, (1, "0213456789"), (4, "0987654321")]
+
+
+class AddOneModel(torch.nn.Module):
+    """Predicts colour + 1 (mod 10) on every cell: right on un-augmented puzzles of simple_task tasks only.
+
+    Records the identifiers it was asked to run, and the number of rollouts.
+    """
+
+    def __init__(self, num_ids: int) -> None:
+        super().__init__()
+        self.scale = torch.nn.Parameter(torch.ones(()))
+        self.puzzle_embedding = torch.nn.Module()
+        self.puzzle_embedding.weights = torch.zeros(num_ids, 4)
+        self.seen: list[int] = []
+        self.calls = 0
+
+    def rollout(self, inputs, puzzle_identifiers, steps=None, **extra):
+        self.calls += 1
+        self.seen += puzzle_identifiers.tolist()
+        colour = (inputs >= 2) & (inputs <= 11)
+        preds = torch.where(colour, (inputs - 2 + 1) % 10 + 2, inputs)
+        q = puzzle_identifiers.float() * 0.1 - 0.3  # deterministic, distinct per puzzle
+        return [{"preds": torch.zeros_like(preds), "q_halt_logits": -q}, {"preds": preds, "q_halt_logits": q}]
+
+
+@pytest.fixture
+def dataset(tmp_path):
+    tasks = {f"task{i}": simple_task(i, n_test=1 + i % 2) for i in range(3)}
+    return build_dataset(tmp_path / "data", tasks, {t: AUGS for t in tasks}), tasks
+
+
+def test_evaluate_scores_the_final_step_and_writes_the_eval_dir(dataset, tmp_path):
+    root, _ = dataset
+    test_set = load_test_set(root)
+    model = AddOneModel(test_set.num_puzzle_identifiers)
+    out = tmp_path / "eval"
+    result = evaluate(model, root, settings=EvalSettings(global_batch_size=4), out_dir=out, info={"step": 7})
+    n_rows = test_set.num_rows
+    assert model.calls == -(-n_rows // 4)  # ceil: the last batch is padded
+    assert sorted(set(model.seen) - {0}) == sorted(set(test_set.puzzle_identifiers.tolist()))
+    assert len(result.raw) == n_rows
+    # Raw rows come back in dataset file order with the dataset's inputs.
+    assert np.array_equal(result.raw.inputs, test_set.inputs())
+    assert np.array_equal(result.raw.puzzle_identifiers, test_set.row_identifiers())
+    # Only the identity puzzle is solved: one vote for the right answer, distinct wrong grids elsewhere.
+    assert result.result.counts == {"tasks": 3, "test_inputs": 4, "test_inputs_with_votes": 4,
+                                    "votes": n_rows, "votes_matched": n_rows, "rows": n_rows}
+    assert sorted(p.name for p in out.iterdir()) == [
+        "metrics.json", "predictions.json", "raw_predictions.npz", "submission.json"]
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["step"] == 7 and metrics["dataset"] == str(root.resolve())
+    assert {k: metrics[k] for k in result.metrics} == result.metrics
+    # Re-scoring the written raw predictions gives the same answer (trmlab score's contract).
+    again = score_raw(test_set, load_raw_predictions(out / "raw_predictions.npz"))
+    assert again.metrics == result.metrics
+    assert again.submission() == result.result.submission()
+
+
+def test_evaluate_skips_unselected_rows_entirely(dataset):
+    root, _ = dataset
+    test_set = load_test_set(root)
+    model = AddOneModel(test_set.num_puzzle_identifiers)
+    settings = EvalSettings(global_batch_size=8, max_tasks=2, num_augmentations=2)
+    result = evaluate(model, root, settings=settings)
+    allowed = {test_set.identifiers.index(n) for n in ("task0", "task1", "task0|||t1|||0213456789",
+                                                       "task1|||t1|||0213456789")}
+    assert set(model.seen) - {0} == allowed
+    assert result.result.counts["tasks"] == 2 and result.raw.puzzle_identifiers.size == 1 + 1 + 2 + 2
+    # The identity puzzle is always right, so the answer is among at most two candidates.
+    assert result.metrics["ARC/pass@2"] == 1.0
+    assert all(p.label_rank in (1, 2) and len(p.candidates) <= 2 for p in result.result.pairs)
+
+
+def test_two_evaluations_do_not_share_votes(dataset):
+    root, _ = dataset
+    test_set = load_test_set(root)
+    model = AddOneModel(test_set.num_puzzle_identifiers)
+    first = evaluate(model, root, settings=EvalSettings(global_batch_size=16))
+    second = evaluate(model, root, settings=EvalSettings(global_batch_size=16))
+    assert first.result.counts == second.result.counts
+    assert first.metrics == second.metrics
+
+
+def test_evaluate_refuses_a_table_of_the_wrong_size(dataset):
+    root, _ = dataset
+    model = AddOneModel(5)
+    with pytest.raises(CheckpointError, match="puzzle-embedding table has 5 rows"):
+        evaluate(model, root, settings=EvalSettings(global_batch_size=4))
+    with pytest.raises(ConfigError, match="config="):
+        evaluate(model, root)
+
+
+def test_evaluate_reads_settings_from_a_config(dataset):
+    from trmlab.config.schema import Config
+
+    root, _ = dataset
+    test_set = load_test_set(root)
+    config = Config()
+    config.global_batch_size = 4
+    config.eval.max_tasks = 1
+    model = AddOneModel(test_set.num_puzzle_identifiers)
+    result = evaluate(model, root, config=config)
+    assert result.result.counts["tasks"] == 1 and model.calls == 1
