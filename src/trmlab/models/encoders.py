@@ -354,6 +354,28 @@ class GridEncoder(nn.Module):
         return self.pool_attn(query, keys, memory=h).squeeze(1)
 
 
+def encode_demo_grids(grid: GridEncoder, demo_inputs: Tensor, demo_labels: Tensor, demo_mask: Tensor,
+                      dtype: torch.dtype, *, packing: bool = True, slots: int | None = None
+                      ) -> tuple[Tensor, Tensor]:
+    """Demo vectors in set layout: (vectors [B, K', D], mask [B, K']).
+
+    Packed: only the real demos are encoded, then placed in the first slots of their row (K' = ``slots``, or
+    the batch's largest demo count). Naive (``packing=False``): every slot at full canvas, K' = max_demos.
+    """
+    batch = demo_mask.shape[0]
+    if not packing:
+        vectors = grid(full_canvas_demos(demo_inputs, demo_labels, demo_mask), dtype)
+        return vectors.view(*demo_mask.shape, grid.hidden), demo_mask
+    demos = pack_demos(demo_inputs, demo_labels, demo_mask)
+    if slots is None:
+        slots = max(int(demo_mask.sum(1).max()), 1) if batch else 1
+    index = demos.sample * slots + demos.rank
+    vectors = grid(demos, dtype)
+    placed = vectors.new_zeros(batch * slots, grid.hidden).index_copy(0, index, vectors)
+    mask = torch.zeros(batch * slots, dtype=torch.bool, device=demo_mask.device).index_fill(0, index, True)
+    return placed.view(batch, slots, grid.hidden), mask.view(batch, slots)
+
+
 # ----------------------------------------------------------------------------------------------------------
 # Stage 2: aggregation over the demo set.
 
@@ -511,20 +533,8 @@ class DemoEncoder(nn.Module):
 
     def demo_vectors(self, demo_inputs: Tensor, demo_labels: Tensor, demo_mask: Tensor,
                      dtype: torch.dtype) -> tuple[Tensor, Tensor]:
-        """Stage 1: (vectors [B, K', D], mask [B, K']); K' = the batch's largest demo count when packing."""
-        if self.packing:
-            demos = pack_demos(demo_inputs, demo_labels, demo_mask)
-            batch = demo_mask.shape[0]
-            slots = max(int(demo_mask.sum(1).max()), 1) if batch else 1
-            index = demos.sample * slots + demos.rank
-            vectors = self.grid(demos, dtype)
-            grid = vectors.new_zeros(batch * slots, vectors.shape[-1]).index_copy(0, index, vectors)
-            mask = torch.zeros(batch * slots, dtype=torch.bool, device=demo_mask.device)
-            mask = mask.index_fill(0, index, True)
-            return grid.view(batch, slots, self.settings.hidden), mask.view(batch, slots)
-        demos = full_canvas_demos(demo_inputs, demo_labels, demo_mask)
-        vectors = self.grid(demos, dtype)
-        return vectors.view(*demo_mask.shape, self.settings.hidden), demo_mask
+        """Stage 1: (vectors [B, K', D], mask [B, K']); see :func:`encode_demo_grids`."""
+        return encode_demo_grids(self.grid, demo_inputs, demo_labels, demo_mask, dtype, packing=self.packing)
 
     def forward(self, demo_inputs: Tensor, demo_labels: Tensor, demo_mask: Tensor,
                 dtype: torch.dtype = torch.float32) -> EncoderOutput:

@@ -1,0 +1,116 @@
+"""ETRM: the TRM decoder with a demonstration encoder's context as its prefix (etrm-reference §4, fixed).
+
+The decoder is the shared :class:`~trmlab.models.core.ReasoningCore` (same weights, same key names ``core.*``,
+same ACT semantics as TRM); the puzzle-id table is replaced by :class:`~trmlab.models.encoders.DemoEncoder`
+(``encoder.*``), whose context [B, P, D] fills the P prefix positions.
+
+- Training: the encoder runs at **every ACT step** on the carry's ``current_data`` demos, with gradient, so
+  every row's loss reaches the encoder at every step (caching a detached context starved it: etrm-reference
+  §4.3).
+- Evaluation: the context of a row is computed once, when the row starts (all rows at step 0 of a rollout),
+  and reused for its remaining ACT steps (it is identical for a deterministic encoder; 15/16 of the encoder's
+  evaluation compute saved at 16 steps).
+
+Extra outputs: ``context`` [B, P, D] (for the collapse diagnostics) and ``kl`` [B] (variational encoders).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from trmlab.errors import DataError
+from trmlab.models.act import ACTModel
+from trmlab.models.core import ReasoningCore, prefix_length
+from trmlab.models.encoders import DemoEncoder, EncoderOutput, EncoderSettings
+
+DEMO_KEYS = ("demo_inputs", "demo_labels", "demo_mask")
+ENCODER_PREFIX = "encoder."
+
+
+def demo_batch(data: dict[str, Tensor], model_name: str) -> tuple[Tensor, Tensor, Tensor]:
+    """The three demo tensors of a batch, or a DataError saying how to get them."""
+    missing = [k for k in DEMO_KEYS if k not in data]
+    if missing:
+        raise DataError(f"{model_name} needs the batch keys {', '.join(DEMO_KEYS)} "
+                        f"(missing {', '.join(missing)}); build the dataset in the encoder layout "
+                        f"(`trmlab data build-arc --layout encoder` or `trmlab data build-synthetic`)")
+    return data["demo_inputs"], data["demo_labels"], data["demo_mask"]
+
+
+def subset_rows(data: dict[str, Tensor], rows: Tensor) -> dict[str, Tensor]:
+    """The demo tensors of the selected rows only."""
+    return {k: data[k][rows] for k in DEMO_KEYS}
+
+
+class EncoderModelMixin:
+    """Parameter split shared by ETRM and ETRMTRM: ``encoder.*`` = encoder, everything else = decoder."""
+
+    def parameter_group(self, name: str) -> str:
+        """``"encoder"`` or ``"decoder"`` for a parameter name (as in ``named_parameters()``)."""
+        return "encoder" if name.startswith(ENCODER_PREFIX) else "decoder"
+
+    def split_parameters(self) -> dict[str, list[tuple[str, torch.nn.Parameter]]]:
+        """``{"decoder": [(name, p), ...], "encoder": [...]}``: what freezing and encoder_lr_scale act on."""
+        groups: dict[str, list[tuple[str, torch.nn.Parameter]]] = {"decoder": [], "encoder": []}
+        for name, param in self.named_parameters():  # type: ignore[attr-defined]
+            groups[self.parameter_group(name)].append((name, param))
+        return groups
+
+
+class ETRM(EncoderModelMixin, ACTModel):
+    """TRM decoder + demo encoder (``arch.encoder_type``). Built by ``build_model`` for ``arch.name = etrm``.
+
+    ``num_puzzle_identifiers`` is accepted for the common constructor signature and unused (no table).
+    ``packing=False`` selects the encoder's naive full-canvas layout (benchmarks only).
+    """
+
+    def __init__(self, arch: Any, *, seq_len: int, vocab_size: int, num_puzzle_identifiers: int = 0,
+                 packing: bool = True) -> None:
+        prefix_len = prefix_length(arch)
+        core = ReasoningCore(arch, seq_len=seq_len, vocab_size=vocab_size, prefix_len=prefix_len)
+        super().__init__(arch, core)
+        settings = EncoderSettings.from_arch(arch, prefix_len=prefix_len, vocab_size=vocab_size)
+        self.encoder = DemoEncoder(arch.encoder_type, settings, packing=packing)
+
+    def _encode(self, demos: dict[str, Tensor]) -> EncoderOutput:
+        return self.encoder(*demo_batch(demos, "ETRM"), dtype=self.core.forward_dtype)
+
+    def initial_prefix_state(self, batch: dict[str, Tensor]) -> dict[str, Tensor]:
+        """Evaluation cache: the context (and KL) of each row, and which rows must (re)compute it."""
+        size, device = batch["inputs"].shape[0], batch["inputs"].device
+        shape = (size, self.core.prefix_len, self.core.hidden)
+        return {"context": torch.zeros(shape, dtype=self.core.forward_dtype, device=device),
+                "kl": torch.zeros(size, device=device),
+                "stale": torch.ones(size, dtype=torch.bool, device=device)}
+
+    def reset_prefix_state(self, state: dict[str, Tensor], halted: Tensor,
+                           batch: dict[str, Tensor]) -> dict[str, Tensor]:
+        return {**state, "stale": state["stale"] | halted}
+
+    def compute_prefix(self, data: dict[str, Tensor], state: dict[str, Tensor]
+                       ) -> tuple[Tensor, dict[str, Tensor], dict[str, Tensor]]:
+        if self.training:
+            out = self._encode(data)
+            # Nothing is cached in training; every row is marked stale so a later evaluation on this carry
+            # recomputes its context instead of reading an old one.
+            state = {**state, "stale": torch.ones_like(state["stale"])}
+            return out.context, state, self._outputs(out.context, out.kl)
+        context, kl, stale = state["context"], state["kl"], state["stale"]
+        if bool(stale.all()):
+            out = self._encode(data)
+            context, kl = out.context, out.kl if out.kl is not None else kl
+        elif bool(stale.any()):
+            rows = stale.nonzero(as_tuple=True)[0]
+            out = self._encode(subset_rows(data, rows))
+            context = context.index_copy(0, rows, out.context.to(context.dtype))
+            if out.kl is not None:
+                kl = kl.index_copy(0, rows, out.kl)
+        state = {"context": context, "kl": kl, "stale": torch.zeros_like(stale)}
+        return context, state, self._outputs(context, kl if self.encoder.variational else None)
+
+    @staticmethod
+    def _outputs(context: Tensor, kl: Tensor | None) -> dict[str, Tensor]:
+        return {"context": context} if kl is None else {"context": context, "kl": kl}
