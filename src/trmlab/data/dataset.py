@@ -1,19 +1,20 @@
 """The dataset, the training sampler and the test iteration (trm-reference §7.5-7.6, etrm-reference §2.3).
 
 :class:`ArcDataset` reads one split of one or more built datasets (official layout, or the encoder layout with
-``all__num_demos.npy``): inputs/labels memory-mapped, index arrays in RAM, later paths' identifiers offset by the
-earlier paths' counts.
+``all__num_demos.npy``): inputs/labels memory-mapped, index arrays in RAM, later paths' identifiers offset by
+the earlier paths' counts.
 
 :class:`TrainSampler` keeps the official sampling semantics — per epoch every group once in random order, one
 augmented puzzle per group chosen uniformly (the original is one of the choices), ``m = min(n_examples,
-remaining)`` of its examples drawn without replacement (the rest of that puzzle is dropped), global batches filled
-in group order, a short last batch dropped — but every draw comes from explicitly seeded numpy Philox generators
-(the official code draws the examples from numpy's unseeded global RNG). Two streams make the position cheap:
+remaining)`` of its examples drawn without replacement (the rest of that puzzle is dropped), global batches
+filled in group order, a short last batch dropped — but every draw comes from explicitly seeded numpy Philox
+generators (the official code draws the examples from numpy's unseeded global RNG). Two streams make the
+position cheap:
 
-- the *plan* stream of epoch ``e`` (``SeedSequence([seed, e, 0])``) draws the group order and each group's puzzle;
-  from those alone the batch boundaries (hence :meth:`TrainSampler.batches_per_epoch`) follow exactly;
-- the *example* stream of batch ``b`` of epoch ``e`` (``SeedSequence([seed, e, 1, b])``) draws the examples of the
-  puzzles in that batch, so any batch can be rebuilt without replaying the ones before it (resume).
+- the *plan* stream of epoch ``e`` (``SeedSequence([seed, e, 0])``) draws the group order and each group's
+  puzzle; from those alone the batch boundaries (hence :meth:`TrainSampler.batches_per_epoch`) follow exactly;
+- the *example* stream of batch ``b`` of epoch ``e`` (``SeedSequence([seed, e, 1, b])``) draws the examples of
+  the puzzles in that batch, so any batch can be rebuilt without replaying the ones before it (resume).
 
 In the encoder layout the items are queries (examples after a puzzle's ``num_demos`` demonstrations); puzzles
 without queries add nothing; each item carries its puzzle's first ``max_demos`` demos.
@@ -81,7 +82,8 @@ def _check_offsets(path: Path, name: str, offsets: np.ndarray, total: int) -> No
     """An offsets array must start at 0, never decrease and end at ``total``."""
     if offsets.size == 0 or offsets[0] != 0 or offsets[-1] != total or np.any(np.diff(offsets) < 0):
         raise DataError(f"{array_path(path, name)}: must start at 0, be non-decreasing and end at {total} "
-                        f"(found {offsets.size} entries from {offsets[:1].tolist()} to {offsets[-1:].tolist()})")
+                        f"(found {offsets.size} entries from {offsets[:1].tolist()} to "
+                        f"{offsets[-1:].tolist()})")
 
 
 def _load_part(root: Path, split: str) -> _Part:
@@ -104,7 +106,8 @@ def _load_part(root: Path, split: str) -> _Part:
     num_ids = int(meta["num_puzzle_identifiers"])
     if identifiers.size and (identifiers.min() < 0 or identifiers.max() >= num_ids):
         raise DataError(f"{array_path(split_dir, 'puzzle_identifiers')}: identifiers must lie in "
-                        f"[0, num_puzzle_identifiers={num_ids}), found {identifiers.min()}..{identifiers.max()}")
+                        f"[0, num_puzzle_identifiers={num_ids}), found "
+                        f"{identifiers.min()}..{identifiers.max()}")
     num_demos = None
     if meta.get("layout", OFFICIAL_LAYOUT) == ENCODER_LAYOUT:
         num_demos = _load_index_array(array_path(split_dir, "num_demos"))
@@ -151,7 +154,8 @@ class ArcDataset:
         for part in self._parts[1:]:
             for key in ("seq_len", "vocab_size", "pad_id", "ignore_label_id", "layout"):
                 if first.meta.get(key) != part.meta.get(key):
-                    raise DataError(f"data paths disagree on '{key}': {first.path} has {first.meta.get(key)!r}, "
+                    raise DataError(f"data paths disagree on '{key}': {first.path} has "
+                                    f"{first.meta.get(key)!r}, "
                                     f"{part.path} has {part.meta.get(key)!r}; only datasets with the same "
                                     f"format can be combined")
 
@@ -173,9 +177,9 @@ class ArcDataset:
         self.puzzle_indices = np.concatenate(puzzles)
         self.group_indices = np.concatenate(groups)
         self.num_demos = np.concatenate(demos) if self.layout == ENCODER_LAYOUT else None
-        self._example_starts = np.asarray(example_starts + [ex_offset], np.int64)
+        self._example_starts = np.asarray([*example_starts, ex_offset], np.int64)
 
-    # -- sizes -------------------------------------------------------------------------------------------------
+    # -- sizes -----------------------------------------------------------------------------------------------
     @property
     def num_examples(self) -> int:
         return int(self._example_starts[-1])
@@ -203,7 +207,7 @@ class ArcDataset:
         within = np.arange(puzzles.size, dtype=np.int64) - np.repeat(np.cumsum(counts) - counts, counts)
         return starts[puzzles] + within, puzzles
 
-    # -- reading -----------------------------------------------------------------------------------------------
+    # -- reading ---------------------------------------------------------------------------------------------
     def gather(self, name: str, examples: np.ndarray) -> np.ndarray:
         """Rows of ``inputs`` or ``labels`` for global example indices, as int32 [len(examples), seq_len]."""
         examples = np.asarray(examples, dtype=np.int64)
@@ -221,12 +225,13 @@ class ArcDataset:
         return out
 
     def identifiers(self) -> list[str]:
-        """Identifier names of all paths concatenated (index = offset identifier), read from identifiers.json."""
+        """Identifier names of all paths concatenated (index = offset identifier), from identifiers.json."""
         names: list[str] = []
         for part in self._parts:
             path = part.path / "identifiers.json"
             if not path.is_file():
-                raise DataError(f"{path}: missing; it maps puzzle identifiers to task names (rebuild the dataset)")
+                raise DataError(f"{path}: missing; it maps puzzle identifiers to task names "
+                                f"(rebuild the dataset)")
             part_names = json.loads(path.read_text())
             expected = int(part.meta["num_puzzle_identifiers"])
             if not isinstance(part_names, list) or len(part_names) != expected:
@@ -249,7 +254,7 @@ class ArcDataset:
                 f"groups={self.total_groups}, puzzles={self.num_puzzles}, examples={self.num_examples})")
 
 
-# -- collation -------------------------------------------------------------------------------------------------
+# -- collation -----------------------------------------------------------------------------------------------
 def _collate(dataset: ArcDataset, examples: np.ndarray, puzzles: np.ndarray, max_demos: int,
              real: np.ndarray | None = None) -> dict[str, torch.Tensor]:
     """Batch tensors for items (example, puzzle); rows where ``real`` is False are padding."""
@@ -275,7 +280,7 @@ def _collate(dataset: ArcDataset, examples: np.ndarray, puzzles: np.ndarray, max
 
 def _collate_demos(dataset: ArcDataset, puzzles: np.ndarray, real: np.ndarray, max_demos: int
                    ) -> dict[str, torch.Tensor]:
-    """demo_inputs/demo_labels int32 [B, max_demos, seq_len] (PAD-filled, labels raw) and demo_mask [B, max_demos]."""
+    """demo_inputs/demo_labels int32 [B, max_demos, seq_len] (PAD-filled, raw labels), demo_mask bool."""
     size = puzzles.size
     counts = np.where(real, np.minimum(dataset.num_demos[puzzles], max_demos), 0)
     mask = np.arange(max_demos)[None, :] < counts[:, None]
@@ -305,7 +310,8 @@ def _local_rows(global_batch_size: int, rank: int, world_size: int) -> slice:
 
 def _check_max_demos(dataset: ArcDataset, max_demos: int) -> None:
     if dataset.layout == ENCODER_LAYOUT and max_demos < 1:
-        raise ConfigError(f"max_demos must be ≥ 1 for the encoder layout of {dataset.paths[0]}, got {max_demos}")
+        raise ConfigError(f"max_demos must be ≥ 1 for the encoder layout of {dataset.paths[0]}, "
+                          f"got {max_demos}")
 
 
 # -- training ------------------------------------------------------------------------------------------------
@@ -326,8 +332,8 @@ class TrainSampler:
     """Seeded, resumable, rank-sharded training batches with the official sampling semantics.
 
     ``batches_per_epoch(epoch)`` is exact and computed before iterating (indices only). ``iter_epoch(epoch)``
-    yields this rank's local batches; after ``load_state_dict(state)`` it continues with exactly the batches an
-    uninterrupted run would have produced next. ``max_groups`` restricts training to the first K groups.
+    yields this rank's local batches; after ``load_state_dict(state)`` it continues with exactly the batches
+    an uninterrupted run would have produced next. ``max_groups`` restricts training to the first K groups.
     """
 
     def __init__(self, dataset: ArcDataset, global_batch_size: int, seed: int, rank: int = 0,
@@ -376,7 +382,7 @@ class TrainSampler:
         puzzles = rng.integers(starts, ends)  # one puzzle per group, uniformly, the original included
         sizes = self._item_counts[puzzles]
         cumulative = np.concatenate([[0], np.cumsum(sizes)])
-        # From start position p a batch fills at the first position j with cumulative[j+1] − cumulative[p] ≥ B.
+        # From start position p a batch fills at the first j with cumulative[j+1] − cumulative[p] ≥ B.
         fill = np.searchsorted(cumulative, cumulative[:-1] + self.global_batch_size, side="left") - 1
         batch_starts, batch_ends, position = [], [], 0
         while position < order.size and fill[position] < order.size:
@@ -417,14 +423,14 @@ class TrainSampler:
         examples, puzzles = self.global_items(epoch, batch)
         return _collate(self.dataset, examples[self._rows], puzzles[self._rows], self.max_demos)
 
-    # -- iteration and position --------------------------------------------------------------------------------
+    # -- iteration and position ------------------------------------------------------------------------------
     def iter_epoch(self, epoch: int) -> Iterator[dict[str, torch.Tensor]]:
-        """Yield this rank's batches of ``epoch``, from the resumed position when ``epoch`` is the current one."""
+        """This rank's batches of ``epoch``, from the resumed position if ``epoch`` is the current one."""
         first = self._batch if epoch == self._epoch else 0
         count = self.batches_per_epoch(epoch)
         for batch in range(first, count):
             result = self.make_batch(epoch, batch)
-            # The position names the next batch to produce, so a checkpoint taken after this step resumes there.
+            # The position names the next batch to produce: a checkpoint taken after this step resumes there.
             self._epoch, self._batch = (epoch, batch + 1) if batch + 1 < count else (epoch + 1, 0)
             yield result
 
@@ -437,22 +443,24 @@ class TrainSampler:
         try:
             epoch, batch = int(state["epoch"]), int(state["batch_in_epoch"])
         except (KeyError, TypeError, ValueError):
-            raise ConfigError(f"sampler state must hold integer 'epoch' and 'batch_in_epoch', got {state!r}") \
-                from None
+            raise ConfigError(f"sampler state must hold integer 'epoch' and 'batch_in_epoch', "
+                              f"got {state!r}") from None
         if epoch < 0 or not 0 <= batch <= self.batches_per_epoch(epoch):
             raise ConfigError(f"sampler state {state!r} is outside epoch {epoch}'s "
-                              f"{self.batches_per_epoch(max(epoch, 0))} batches (different data or batch size?)")
-        self._epoch, self._batch = (epoch + 1, 0) if batch == self.batches_per_epoch(epoch) else (epoch, batch)
+                              f"{self.batches_per_epoch(max(epoch, 0))} batches (different data or batch "
+                              f"size?)")
+        finished = batch == self.batches_per_epoch(epoch)
+        self._epoch, self._batch = (epoch + 1, 0) if finished else (epoch, batch)
 
 
-# -- evaluation ------------------------------------------------------------------------------------------------
+# -- evaluation ----------------------------------------------------------------------------------------------
 def iter_test_batches(dataset: ArcDataset, global_batch_size: int, rank: int = 0, world_size: int = 1,
                       max_demos: int = 10) -> Iterator[tuple[dict[str, torch.Tensor], int]]:
     """Every item in file order, in chunks of ``global_batch_size``; yields ``(local batch, n_real_rows)``.
 
     The last chunk is padded (inputs 0, labels −100, identifier 0, no demos); real rows come first in every
-    local batch. Besides the model inputs each batch carries ``example_indices`` int64 [B] (global example index
-    of each row, −1 for padding) so the evaluator can tell rows apart.
+    local batch. Besides the model inputs each batch carries ``example_indices`` int64 [B] (global example
+    index of each row, −1 for padding) so the evaluator can tell rows apart.
     """
     rows = _local_rows(global_batch_size, rank, world_size)
     _check_max_demos(dataset, max_demos)

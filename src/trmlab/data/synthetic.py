@@ -1,29 +1,33 @@
 """Synthetic few-shot ARC-style tasks from parameterised rule families (``trmlab data build-synthetic``).
 
-A *rule instance* is a family plus its parameters; a *task* is an instance with 3-4 demonstration pairs and 1-2
-test pairs on random small grids (≤ 10×10), all sharing the instance's parameters. Families (``apply_rule``
-defines each exactly):
+A *rule instance* is a family plus its parameters; a *task* is an instance with 3-4 demonstration pairs and
+1-2 test pairs on random small grids (≤ 10×10), all sharing the instance's parameters. Families
+(``apply_rule`` defines each exactly):
 
 - ``colour_permutation`` — ``mapping`` (10 colours, 0 = background fixed): every cell c becomes mapping[c].
-- ``dihedral`` — ``transform`` 1..7 (trm-reference §7.3 ids; identity excluded): the whole grid is transformed.
-- ``translation`` — ``dr``, ``dc`` in −3..3 (not both 0): the grid content is shifted down by dr and right by dc
-  with wrap-around (a torus: cells leaving one edge re-enter at the opposite edge; the shape is unchanged).
-- ``gravity`` — ``direction`` (down/up/left/right) and ``colour``: cells of that colour move as far as possible in
-  the direction, stopping at the grid edge or any non-background cell; other colours are fixed obstacles.
+- ``dihedral`` — ``transform`` 1..7 (trm-reference §7.3 ids; identity excluded): the whole grid is
+  transformed.
+- ``translation`` — ``dr``, ``dc`` in −3..3 (not both 0): the grid content is shifted down by dr and right by
+  dc with wrap-around (a torus: cells leaving one edge re-enter at the opposite edge; the shape is unchanged).
+- ``gravity`` — ``direction`` (down/up/left/right) and ``colour``: cells of that colour move as far as
+  possible in the direction, stopping at the grid edge or any non-background cell; other colours are fixed
+  obstacles.
 - ``recolour_by_size`` — ``size_colours`` (object size 1..4 → colour): each 4-connected component of
   non-background cells is painted with the colour of its size.
 - ``composition`` — ``first`` then ``second`` (each a family name with its parameters).
 
-Guarantees: the demos determine the test outputs (colours / object sizes of a test input occur in the demos, and
-for the small enumerable families every parameter value consistent with the demos gives the same test output);
-training and held-out instances are disjoint (no held-out (family, parameters) equals a training one; for
-``dihedral``, whose parameter space is tiny, this means the held-out transforms are never seen in training).
+Guarantees: the demos determine the test outputs (colours / object sizes of a test input occur in the demos,
+and for the small enumerable families every parameter value consistent with the demos gives the same test
+output); training and held-out instances are disjoint (no held-out (family, parameters) equals a training one;
+for ``dihedral``, whose parameter space is tiny, this means the held-out transforms are never seen in
+training).
 
-Output (``--output-dir DIR``): ``DIR/trm`` (official TRM layout: training tasks' demos and tests in train/; the
-test split holds the test pairs of held-out tasks first, then of training tasks; held-out identifiers never occur
-in train/, so TRM has no trained embedding for them), ``DIR/encoder`` (encoder layout: held-out tasks are only in
-test/, demos first then queries), ``DIR/tasks.json`` (every task with family, parameters, pairs and whether it is
-held out) — each layout with ``identifiers.json``, ``test_puzzles.json`` and ``synthetic.json``.
+Output (``--output-dir DIR``): ``DIR/trm`` (official TRM layout: training tasks' demos and tests in train/;
+the test split holds the test pairs of held-out tasks first, then of training tasks; held-out identifiers
+never occur in train/, so TRM has no trained embedding for them), ``DIR/encoder`` (encoder layout: held-out
+tasks are only in test/, demos first then queries), ``DIR/tasks.json`` (every task with family, parameters,
+pairs and whether it is held out) — each layout with ``identifiers.json``, ``test_puzzles.json`` and
+``synthetic.json``.
 """
 
 from __future__ import annotations
@@ -103,7 +107,7 @@ def gravity(grid: Grid, direction: str, colour: int) -> Grid:
 
 
 def components(grid: Grid) -> list[list[tuple[int, int]]]:
-    """4-connected components of non-background cells (any colours), in row-major order of their first cell."""
+    """4-connected components of non-background cells (any colours), in row-major order of first cells."""
     seen = np.zeros(grid.shape, dtype=bool)
     found = []
     for start in zip(*np.nonzero(grid)):
@@ -127,7 +131,8 @@ def recolour_by_size(grid: Grid, size_colours: dict[str, int]) -> Grid:
     for cells in components(grid):
         key = str(len(cells))
         if key not in size_colours:
-            raise DataError(f"recolour_by_size: an object of size {len(cells)} has no colour in {size_colours}")
+            raise DataError(f"recolour_by_size: an object of size {len(cells)} has no colour in "
+                            f"{size_colours}")
         rows, cols = zip(*cells)
         out[list(rows), list(cols)] = size_colours[key]
     return out
@@ -220,7 +225,8 @@ def _objects_grid(rng: np.random.Generator, shape: tuple[int, int], sizes: list[
         for _ in range(30):
             r0, c0 = int(rng.integers(0, shape[0] - height + 1)), int(rng.integers(0, shape[1] - width + 1))
             placed = [(r0 + r, c0 + c) for r, c in cells]
-            halo = {(r + dr, c + dc) for r, c in placed for dr, dc in ((0, 0), (1, 0), (-1, 0), (0, 1), (0, -1))}
+            halo = {(r + dr, c + dc) for r, c in placed
+                    for dr, dc in ((0, 0), (1, 0), (-1, 0), (0, 1), (0, -1))}
             if all(not (0 <= r < shape[0] and 0 <= c < shape[1]) or grid[r, c] == 0 for r, c in halo):
                 for r, c in placed:
                     grid[r, c] = colour
@@ -278,13 +284,15 @@ def _step_determined(family: str, params: dict[str, Any], demos: list[tuple[Grid
         return all(_sizes_of(t) <= seen for t in tests)
     truth = [apply_rule(family, params, t) for t in tests]
     for candidate in _enumerate(family):
-        if all(np.array_equal(apply_rule(family, candidate, i), o) for i, o in demos):
-            if any(not np.array_equal(apply_rule(family, candidate, t), y) for t, y in zip(tests, truth)):
-                return False
+        consistent = all(np.array_equal(apply_rule(family, candidate, i), o) for i, o in demos)
+        if consistent and any(not np.array_equal(apply_rule(family, candidate, t), y)
+                              for t, y in zip(tests, truth)):
+            return False
     return True
 
 
-def is_determined(family: str, params: dict[str, Any], demos: list[tuple[Grid, Grid]], tests: list[Grid]) -> bool:
+def is_determined(family: str, params: dict[str, Any], demos: list[tuple[Grid, Grid]],
+                  tests: list[Grid]) -> bool:
     """True when the demos pin down the test outputs (a composition: each rule given the other)."""
     if family != "composition":
         return _step_determined(family, params, demos, tests)
@@ -334,8 +342,8 @@ def make_task(name: str, family: str, params: dict[str, Any], held_out: bool, rn
         demos, tests = pairs[:n_demos], pairs[n_demos:]
         if is_determined(family, params, demos, [t for t, _ in tests]):
             return SyntheticTask(name, family, params, held_out, demos, tests)
-    raise DataError(f"synthetic task {name} ({family} {params}): could not draw demos that determine the rule "
-                    f"in {attempts} attempts; use a larger canvas")
+    raise DataError(f"synthetic task {name} ({family} {params}): could not draw demos that determine the "
+                    f"rule in {attempts} attempts; use a larger canvas")
 
 
 def generate_tasks(seed: int, families: list[str], train_tasks: int, eval_tasks: int,
@@ -399,7 +407,7 @@ def _task_hash(task: SyntheticTask, transform: Callable[[Grid], Grid]) -> str:
 
 # -- writing (official format) -------------------------------------------------------------------------------
 def encode_grid(grid: Grid, canvas: int, r0: int = 0, c0: int = 0) -> np.ndarray:
-    """Tokens of a grid placed at (r0, c0) on a canvas×canvas board with the EOS row/column (trm-reference §7.2)."""
+    """Tokens of a grid at (r0, c0) on a canvas×canvas board with the EOS row/column (trm-reference §7.2)."""
     height, width = grid.shape
     board = np.zeros((canvas, canvas), dtype=np.uint8)
     board[r0:r0 + height, c0:c0 + width] = grid + COLOR_OFFSET
@@ -456,7 +464,7 @@ def write_split(split_dir: Path, groups: list[list[PuzzleRecord]], identifier_of
 
 
 def assign_identifiers(splits: list[list[list[PuzzleRecord]]]) -> list[str]:
-    """Identifier names in first-seen order over splits, groups, puzzles (0 = blank), as the official builder."""
+    """Identifier names in first-seen order over splits, groups, puzzles (0 = blank), as officially."""
     names = [BLANK_IDENTIFIER]
     index = {BLANK_IDENTIFIER: 0}
     for groups in splits:
@@ -471,7 +479,7 @@ def assign_identifiers(splits: list[list[list[PuzzleRecord]]]) -> list[str]:
 def write_dataset(root: Path, train: list[list[PuzzleRecord]], test: list[list[PuzzleRecord]], canvas: int,
                   *, encoder: bool, seed: int, test_puzzles: dict[str, Any] | None = None,
                   info: dict[str, Any] | None = None) -> None:
-    """Write a whole dataset directory (train/, test/, identifiers.json, test_puzzles.json, synthetic.json)."""
+    """Write a dataset directory (train/, test/, identifiers.json, test_puzzles.json, synthetic.json)."""
     names = assign_identifiers([train, test])
     identifier_of = {name: i for i, name in enumerate(names)}
     rng = np.random.Generator(np.random.Philox(np.random.SeedSequence([seed, 1])))
@@ -485,15 +493,16 @@ def write_dataset(root: Path, train: list[list[PuzzleRecord]], test: list[list[P
         (root / "synthetic.json").write_text(json.dumps(info, indent=2) + "\n")
 
 
-# -- the two layouts -------------------------------------------------------------------------------------------
+# -- the two layouts -----------------------------------------------------------------------------------------
 def _group(task: SyntheticTask, augmentations, pairs_of: Callable[[SyntheticTask], list], num_demos: int
            ) -> list[PuzzleRecord]:
-    return [PuzzleRecord(name, [(f(i), f(o)) for i, o in pairs_of(task)], num_demos) for name, f in augmentations]
+    return [PuzzleRecord(name, [(f(i), f(o)) for i, o in pairs_of(task)], num_demos)
+            for name, f in augmentations]
 
 
 def build_layouts(tasks: list[SyntheticTask], output: Path, canvas: int, num_aug: int, seed: int,
                   info: dict[str, Any]) -> None:
-    """Write ``output/trm``, ``output/encoder`` and ``output/tasks.json`` (into ``output``, which must be new)."""
+    """Write ``output/trm``, ``output/encoder`` and ``output/tasks.json`` (``output`` must be new)."""
     rng = np.random.Generator(np.random.Philox(np.random.SeedSequence([seed, 2])))
     augmentations = {task.name: _augmentations(task, num_aug, rng) for task in tasks}
     training = [t for t in tasks if not t.held_out]
@@ -518,8 +527,9 @@ def build_layouts(tasks: list[SyntheticTask], output: Path, canvas: int, num_aug
 TRM_NOTE = ("official TRM layout. train/: every training task's demos and test pairs (with augmentations). "
             "test/: the test pairs of the held-out tasks (first) and of the training tasks. Held-out task "
             "identifiers never occur in train/, so a TRM has no trained puzzle embedding for them.")
-ENCODER_NOTE = ("encoder layout: each puzzle's demos first, then its queries (all__num_demos.npy). Held-out tasks "
-                "occur only in test/ (first), followed by the training tasks (whose queries are also in train/).")
+ENCODER_NOTE = ("encoder layout: each puzzle's demos first, then its queries (all__num_demos.npy). Held-out "
+                "tasks occur only in test/ (first), followed by the training tasks (whose queries are also "
+                "in train/).")
 
 
 def build_synthetic(output_dir: str | Path, seed: int = 0, families: list[str] | None = None,
@@ -575,8 +585,8 @@ def register_data_command(data_subparsers: argparse._SubParsersAction) -> None:
                         help=f"rule families: {', '.join(FAMILIES)}")
     parser.add_argument("--train-tasks", type=int, default=64, help="training tasks per family")
     parser.add_argument("--eval-tasks", type=int, default=16, help="held-out tasks per family")
-    parser.add_argument("--canvas", type=int, default=10, help="canvas side (seq_len = canvas²); grids are at "
-                        "most min(canvas, 10) on a side")
+    parser.add_argument("--canvas", type=int, default=10,
+                        help="canvas side (seq_len = canvas²); grids are at most min(canvas, 10) on a side")
     parser.add_argument("--num-aug", type=int, default=0,
                         help="augmented copies per task (dihedral + colour permutation, as in ARC)")
     parser.add_argument("--overwrite", action="store_true", help="replace an existing non-empty --output-dir")
