@@ -1,0 +1,524 @@
+"""The ARC dataset builder: the official TRM layout, byte for byte, and the encoder layout.
+
+The official algorithm (trm-reference §7.3) is followed draw for draw on a private legacy ``RandomState``:
+
+1. per subset: load (file order), one shuffle of the task list, then per task up to ``5 * num_aug``
+   augmentation trials (one ``randint(0, 8)`` and one permutation of 1..9 each), deduplicated by puzzle
+   identity;
+2. identifiers: train split first, groups and puzzles in order;
+3. per split, group, puzzle: ``k0 = randint(0, n_examples)``, then in train ``r0``/``c0`` per example but k0.
+
+What differs from the official code is only how the work is done (the random stream is untouched):
+
+- Deduplication uses an exact key instead of sha256 strings: the sorted tuple of each pair's
+  ``bytes([h_in, w_in, h_out, w_out]) + input cells + output cells``. Two puzzles have the same official
+  ``puzzle_hash`` exactly when these multisets are equal (the hash is injective on them), so the accepted
+  augmentations are the same. Each task's 8 dihedral versions are computed once; a trial is one colour
+  lookup on a concatenated buffer.
+- Only the augmentation plan (transform id + colour map, 9 bytes per puzzle) is kept in memory; arrays are
+  encoded in vectorised blocks and streamed to ``.npy`` files whose header (numpy's own) is written first, so
+  peak memory does not grow with ``num_aug`` and the files equal ``np.save``'s byte for byte.
+- The output is written into a temporary sibling directory and renamed into place at the end.
+
+Encoder layout (``layout="encoder"``, etrm-reference §2 with fixes): test-set tasks go entirely to ``test/``
+(none of their pairs reach ``train/``), every other task entirely to ``train/``; within a puzzle the demos
+(``"train"`` pairs) come first, then the queries (``"test"`` pairs); ``all__num_demos.npy`` gives the demo
+count per puzzle. Demos are stored once per augmented puzzle, untranslated at (0, 0) (they are context, a
+fixed random offset per stored copy would add nothing); in ``train/`` the queries follow the official
+translation rule among themselves (one query at (0, 0), the others at random offsets). The same
+augmentation/dedup/identifier machinery is used, so augmentations are identical to a TRM-layout build
+from the same inputs.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from trmlab.data import format as fmt
+from trmlab.data.augment import NUM_DIHEDRAL, augmentation_name, dihedral
+from trmlab.data.sources import ArcTask, load_subsets
+from trmlab.errors import ConfigError, DataError
+
+RETRIES_FACTOR = 5  # official: up to 5 * num_aug augmentation trials per task
+COLOURS_1_9 = np.arange(1, 10, dtype=np.uint8)
+IDENTITY_MAP = np.arange(10, dtype=np.uint8)
+SWAPS_AXES = (False, True, False, True, False, False, True, True)  # dihedral ids that exchange rows/columns
+BLOCK_ROWS = 8192  # examples encoded per vectorised block (bounds memory independently of num_aug)
+
+Pair = tuple[np.ndarray, np.ndarray]
+
+
+@dataclass
+class BuildOptions:
+    """Options of :func:`build_arc` (names and defaults of the official builder where they exist)."""
+
+    output_dir: str
+    input_file_prefix: str | None = None
+    source: str | None = None
+    subsets: list[str] = field(default_factory=lambda: ["training", "evaluation", "concept"])
+    test_set_name: str = "evaluation"
+    num_aug: int = 1000
+    seed: int = 42
+    puzzle_identifiers_start: int = 1
+    layout: str = "trm"
+    canvas: int = 30
+    max_tasks_per_subset: list[int] | None = None
+    count_only: bool = False
+    overwrite: bool = False
+
+
+@dataclass
+class Group:
+    """One task and its augmentation plan: puzzle p is ``dihedral(colour_maps[p][grid], transforms[p])``."""
+
+    task: ArcTask
+    splits: dict[str, list[Pair]]
+    num_demos: dict[str, int]
+    transforms: np.ndarray
+    colour_maps: np.ndarray
+    first_id: int = -1
+
+    @property
+    def num_puzzles(self) -> int:
+        return len(self.transforms)
+
+    def names(self) -> list[str]:
+        """Puzzle names in order: the task id, then ``<id>|||t<t>|||<digits>`` per augmentation."""
+        task_id = self.task.task_id
+        return [task_id] + [augmentation_name(task_id, int(t), m)
+                            for t, m in zip(self.transforms[1:], self.colour_maps[1:])]
+
+
+@dataclass
+class SplitCounts:
+    groups: int = 0
+    puzzles: int = 0
+    examples: int = 0
+
+
+@dataclass
+class BuildSummary:
+    """What a build produced (also printed by the CLI)."""
+
+    num_identifiers: int
+    splits: dict[str, SplitCounts]
+    tasks_per_subset: dict[str, int]
+    skipped_tasks: dict[str, list[str]]
+    dummy_outputs: int
+    seconds: float
+    output_dir: str | None
+
+
+def validate_options(options: BuildOptions) -> None:
+    """Option checks that need no data (bad values are ConfigErrors naming the option)."""
+    if options.layout not in ("trm", "encoder"):
+        raise ConfigError(f"--layout {options.layout!r}: choose trm or encoder")
+    if options.num_aug < 0:
+        raise ConfigError(f"--num-aug {options.num_aug}: must be >= 0")
+    if options.puzzle_identifiers_start < 1:
+        raise ConfigError(f"--puzzle-identifiers-start {options.puzzle_identifiers_start}: must be >= 1 "
+                          f"(identifier 0 is the blank puzzle)")
+    if not 1 <= options.canvas <= 255:
+        raise ConfigError(f"--canvas {options.canvas}: must be 1..255 (30 = official)")
+    if not options.subsets:
+        raise ConfigError("--subsets: give at least one subset")
+    if options.test_set_name not in options.subsets:
+        raise ConfigError(f"--test-set-name {options.test_set_name!r} is not one of --subsets "
+                          f"{' '.join(options.subsets)}; the test split would be empty")
+    if options.subsets[0] == options.test_set_name and len(options.subsets) > 1:
+        # Official: the split order would then follow set ordering (unstable); keep the train split first.
+        raise ConfigError(f"--subsets must not start with the test set {options.test_set_name!r} (the "
+                          f"official builder's split order is undefined then); list it after a training "
+                          f"subset")
+    limits = options.max_tasks_per_subset
+    if limits is not None and (len(limits) not in (1, len(options.subsets)) or any(k < 1 for k in limits)):
+        raise ConfigError(f"--max-tasks-per-subset {' '.join(map(str, limits))}: give one K >= 1, or one per "
+                          f"subset ({len(options.subsets)})")
+    if options.seed < 0 or options.seed >= 2**32:
+        raise ConfigError(f"--seed {options.seed}: numpy's legacy RNG takes 0 <= seed < 2**32")
+
+
+def _limits(options: BuildOptions) -> list[int | None]:
+    limits = options.max_tasks_per_subset
+    if limits is None:
+        return [None] * len(options.subsets)
+    return list(limits) * len(options.subsets) if len(limits) == 1 else list(limits)
+
+
+def check_output_dir(path: Path, overwrite: bool) -> None:
+    """Refuse a non-empty existing output directory unless ``overwrite``."""
+    if path.exists():
+        if not path.is_dir():
+            raise DataError(f"--output-dir {path}: exists and is not a directory")
+        if any(path.iterdir()) and not overwrite:
+            raise DataError(f"--output-dir {path}: exists and is not empty; pass --overwrite to replace it")
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Phase 1: routing and augmentation (the first part of the random stream)
+
+
+def route_pairs(task: ArcTask, is_test_subset: bool, layout: str
+                ) -> tuple[dict[str, list[Pair]], dict[str, int]]:
+    """Examples per split for one task, and (encoder layout) the number of leading demos per split."""
+    splits: dict[str, list[Pair]] = {}
+    if layout == "trm":
+        # Official: walk the task's keys in JSON order; test-set "test" pairs → test, everything else → train.
+        for kind, pairs in task.pairs.items():
+            dest = "test" if is_test_subset and kind == "test" else "train"
+            splits.setdefault(dest, []).extend(pairs)
+        return {s: splits[s] for s in fmt.SPLITS if splits.get(s)}, {}
+    dest = "test" if is_test_subset else "train"
+    demos, queries = task.pairs["train"], task.pairs["test"]
+    return {dest: demos + queries}, {dest: len(demos)}
+
+
+class _DedupTable:
+    """The 8 dihedral versions of all of a task's grids, concatenated, for fast exact puzzle keys."""
+
+    def __init__(self, pairs: list[Pair]):
+        self.buffers: list[np.ndarray] = []
+        self.spans: list[list[tuple[bytes, int, int]]] = []
+        for t in range(NUM_DIHEDRAL):
+            chunks, spans, position = [], [], 0
+            for grid_in, grid_out in pairs:
+                a, b = dihedral(grid_in, t), dihedral(grid_out, t)
+                chunks += [a.ravel(), b.ravel()]
+                spans.append((bytes((*a.shape, *b.shape)), position, position + a.size + b.size))
+                position += a.size + b.size
+            self.buffers.append(np.concatenate(chunks))
+            self.spans.append(spans)
+
+    def key(self, t: int, colour_map: np.ndarray) -> tuple[bytes, ...]:
+        """Exact identity of the puzzle under (t, colour map): equal keys ⇔ equal official puzzle_hash."""
+        cells = colour_map.take(self.buffers[t]).tobytes()
+        return tuple(sorted([shape + cells[start:end] for shape, start, end in self.spans[t]]))
+
+
+def augment_task(rng: np.random.RandomState, pairs: list[Pair], num_aug: int
+                 ) -> tuple[np.ndarray, np.ndarray]:
+    """Official augmentation trials for one task → (transform ids [P], colour maps [P, 10]); row 0 = original.
+    """
+    table = _DedupTable(pairs)
+    seen = {table.key(0, IDENTITY_MAP)}
+    transforms, maps = [0], [IDENTITY_MAP]
+    if num_aug > 0:
+        for _ in range(RETRIES_FACTOR * num_aug):
+            t = rng.randint(0, 8)
+            colour_map = np.concatenate((IDENTITY_MAP[:1], rng.permutation(COLOURS_1_9)))
+            key = table.key(t, colour_map)
+            if key not in seen:
+                seen.add(key)
+                transforms.append(t)
+                maps.append(colour_map)
+            if len(transforms) >= num_aug + 1:
+                break
+    return np.array(transforms, dtype=np.int64), np.stack(maps)
+
+
+def plan_groups(rng: np.random.RandomState, subsets: list[list[ArcTask]], options: BuildOptions,
+                log: Callable[[str], None]
+                ) -> tuple[dict[str, list[Group]], list[ArcTask], dict[str, list[str]]]:
+    """Shuffle and augment every subset in order → groups per split, test-set tasks (shuffled), skipped ids.
+    """
+    groups: dict[str, list[Group]] = {split: [] for split in fmt.SPLITS}
+    test_tasks: list[ArcTask] = []
+    skipped: dict[str, list[str]] = {}
+    for name, tasks in zip(options.subsets, subsets):
+        is_test = name == options.test_set_name
+        order = np.arange(len(tasks))
+        rng.shuffle(order)  # same permutation as the official shuffle of the (id, task) list
+        for index in order:
+            task = tasks[index]
+            if task.max_side > options.canvas:
+                skipped.setdefault(name, []).append(task.task_id)
+                continue
+            splits, num_demos = route_pairs(task, is_test, options.layout)
+            all_pairs = [pair for pairs in splits.values() for pair in pairs]
+            transforms, maps = augment_task(rng, all_pairs, options.num_aug)
+            if is_test:
+                test_tasks.append(task)
+            for split in splits:
+                groups[split].append(Group(task, splits, num_demos, transforms, maps))
+        note = (f", {len(skipped[name])} skipped (a grid larger than the {options.canvas}x{options.canvas} "
+                f"canvas)") if name in skipped else ""
+        log(f"  {name}: {len(tasks)} tasks{note}")
+    return groups, test_tasks, skipped
+
+
+def assign_identifiers(groups: dict[str, list[Group]], start: int) -> int:
+    """Official order: train split first, then test; a task's puzzles get consecutive ids. Returns the count.
+
+    Task ids are unique across subsets and a name embeds its task id, so a name was seen before exactly when
+    its task's group was already numbered in an earlier split.
+    """
+    first_ids: dict[str, int] = {}
+    next_id = start
+    for split in fmt.SPLITS:
+        for group in groups[split]:
+            task_id = group.task.task_id
+            if task_id not in first_ids:
+                first_ids[task_id] = next_id
+                next_id += group.num_puzzles
+            group.first_id = first_ids[task_id]
+    return next_id
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Phase 2: translation draws and the arrays (the rest of the random stream)
+
+
+def draw_offsets(rng: np.random.RandomState, group: Group, split: str, options: BuildOptions
+                 ) -> tuple[np.ndarray, np.ndarray]:
+    """Row/column offsets [P, E] of each example of each puzzle of ``group`` in ``split`` (official draws)."""
+    pairs = group.splits[split]
+    n = len(pairs)
+    canvas = options.canvas
+    # Valid offset ranges per example, for transforms that keep / swap the axes.
+    max_h = np.array([max(i.shape[0], o.shape[0]) for i, o in pairs])
+    max_w = np.array([max(i.shape[1], o.shape[1]) for i, o in pairs])
+    ranges = {False: ((canvas - max_h + 1).tolist(), (canvas - max_w + 1).tolist()),
+              True: ((canvas - max_w + 1).tolist(), (canvas - max_h + 1).tolist())}
+    rows = np.zeros((group.num_puzzles, n), dtype=np.int64)
+    cols = np.zeros((group.num_puzzles, n), dtype=np.int64)
+    if options.layout == "encoder":
+        _draw_encoder_offsets(rng, group, split, ranges, rows, cols)
+        return rows, cols
+    randint = rng.randint
+    translate = split == "train"
+    for p, t in enumerate(group.transforms.tolist()):
+        k0 = randint(0, n)  # drawn in both splits
+        if translate:
+            range_r, range_c = ranges[SWAPS_AXES[t]]
+            row_p, col_p = rows[p], cols[p]
+            for k in range(n):
+                if k != k0:
+                    row_p[k] = randint(0, range_r[k])
+                    col_p[k] = randint(0, range_c[k])
+    return rows, cols
+
+
+def _draw_encoder_offsets(rng: np.random.RandomState, group: Group, split: str, ranges: dict,
+                          rows: np.ndarray, cols: np.ndarray) -> None:
+    # Demos stay at (0, 0); train queries follow the official rule among themselves; test is untranslated.
+    if split != "train":
+        return
+    first_query = group.num_demos[split]
+    num_queries = rows.shape[1] - first_query
+    if num_queries == 0:
+        return
+    for p, t in enumerate(group.transforms.tolist()):
+        k0 = rng.randint(0, num_queries)
+        range_r, range_c = ranges[SWAPS_AXES[t]]
+        for q in range(num_queries):
+            if q != k0:
+                k = first_query + q
+                rows[p, k] = rng.randint(0, range_r[k])
+                cols[p, k] = rng.randint(0, range_c[k])
+
+
+class _GridLayout:
+    """Flat canvas positions of a grid shape's cells and EOS cells relative to the grid's top-left corner."""
+
+    def __init__(self, h: int, w: int, canvas: int):
+        self.h, self.w = h, w
+        self.cells = (np.arange(h)[:, None] * canvas + np.arange(w)).ravel()
+        self.eos_row = h * canvas + np.arange(w)  # the row below the grid
+        self.eos_col = np.arange(h) * canvas + w  # the column right of the grid
+
+
+def encode_puzzles(group: Group, split: str, puzzles: slice, rows: np.ndarray, cols: np.ndarray,
+                   canvas: int) -> tuple[np.ndarray, np.ndarray]:
+    """Inputs and labels [len(puzzles) * E, canvas²] uint8 of a range of the group's puzzles (vectorised)."""
+    pairs = group.splits[split]
+    n = len(pairs)
+    size = canvas * canvas
+    transforms = group.transforms[puzzles]
+    luts = group.colour_maps[puzzles] + np.uint8(fmt.COLOR_OFFSET)  # colour → token, per puzzle
+    rows, cols = rows[puzzles], cols[puzzles]
+    blocks = tuple(np.zeros((len(transforms) * n, size), np.uint8) for _ in range(2))
+    flats = (blocks[0].reshape(-1), blocks[1].reshape(-1))
+    for t in np.unique(transforms).tolist():
+        members = np.nonzero(transforms == t)[0]
+        member_luts = luts[members]
+        for k, pair in enumerate(pairs):
+            r0, c0 = rows[members, k], cols[members, k]
+            base = (members * n + k) * size + r0 * canvas + c0
+            for grid, flat in zip(pair, flats):
+                cells = np.ascontiguousarray(dihedral(grid, t))
+                layout = _GridLayout(*cells.shape, canvas)
+                flat[base[:, None] + layout.cells] = member_luts[:, cells.ravel()]
+                below = base[r0 + layout.h < canvas]
+                flat[below[:, None] + layout.eos_row] = fmt.EOS_ID
+                right = base[c0 + layout.w < canvas]
+                flat[right[:, None] + layout.eos_col] = fmt.EOS_ID
+    return blocks
+
+
+class NpyStreamWriter:
+    """Write a ``.npy`` file row block by row block; bytes equal ``np.save`` of the whole array."""
+
+    def __init__(self, path: Path, dtype: np.dtype, shape: tuple[int, ...]):
+        self.path, self.dtype, self.shape = path, np.dtype(dtype), shape
+        self.rows = 0
+        self.file = open(path, "wb")  # noqa: SIM115 (closed by close(), streamed across calls)
+        header = {"descr": np.lib.format.dtype_to_descr(self.dtype), "fortran_order": False, "shape": shape}
+        np.lib.format.write_array_header_1_0(self.file, header)
+
+    def write(self, block: np.ndarray) -> None:
+        block = np.ascontiguousarray(block, dtype=self.dtype)
+        if block.shape[1:] != self.shape[1:]:
+            raise RuntimeError(f"{self.path}: block shape {block.shape} does not match {self.shape}")
+        self.rows += block.shape[0]
+        self.file.write(block.tobytes())
+
+    def close(self) -> None:
+        self.file.close()
+        if self.rows != self.shape[0]:
+            raise RuntimeError(f"{self.path}: wrote {self.rows} rows, header says {self.shape[0]}")
+
+
+def split_counts(groups: list[Group], split: str) -> SplitCounts:
+    """Groups, puzzles and examples of one split (known before any array is written)."""
+    return SplitCounts(groups=len(groups), puzzles=sum(g.num_puzzles for g in groups),
+                       examples=sum(g.num_puzzles * len(g.splits[split]) for g in groups))
+
+
+def write_split(rng: np.random.RandomState, split_dir: Path, split: str, groups: list[Group],
+                options: BuildOptions, num_identifiers: int) -> SplitCounts:
+    """Draw offsets and stream one split's arrays and dataset.json."""
+    split_dir.mkdir()
+    counts = split_counts(groups, split)
+    size = options.canvas * options.canvas
+    encoder = options.layout == "encoder"
+    dtypes = fmt.ENCODER_ARRAY_DTYPES if encoder else fmt.ARRAY_DTYPES
+    shapes = {"inputs": (counts.examples, size), "labels": (counts.examples, size),
+              "puzzle_identifiers": (counts.puzzles,), "puzzle_indices": (counts.puzzles + 1,),
+              "group_indices": (counts.groups + 1,), "num_demos": (counts.puzzles,)}
+    writers = {name: NpyStreamWriter(fmt.array_path(split_dir, name), dtypes[name], shapes[name])
+               for name in dtypes}
+    try:
+        writers["puzzle_indices"].write(np.zeros(1))
+        writers["group_indices"].write(np.zeros(1))
+        example_end, puzzle_end = 0, 0
+        for group in groups:
+            n = len(group.splits[split])
+            rows, cols = draw_offsets(rng, group, split, options)
+            step = max(1, BLOCK_ROWS // n)
+            for start in range(0, group.num_puzzles, step):
+                inputs, labels = encode_puzzles(group, split, slice(start, start + step), rows, cols,
+                                                options.canvas)
+                writers["inputs"].write(inputs)
+                writers["labels"].write(labels)
+            puzzles = group.num_puzzles
+            writers["puzzle_indices"].write(example_end + n * np.arange(1, puzzles + 1))
+            writers["puzzle_identifiers"].write(group.first_id + np.arange(puzzles))
+            if encoder:
+                writers["num_demos"].write(np.full(puzzles, group.num_demos[split]))
+            example_end += n * puzzles
+            puzzle_end += puzzles
+            writers["group_indices"].write(np.array([puzzle_end]))
+    finally:
+        for writer in writers.values():
+            writer.file.close()
+    for writer in writers.values():
+        writer.close()
+    extra = None
+    if encoder:
+        extra = {"layout": "encoder", "max_demos": max((g.num_demos[split] for g in groups), default=0)}
+    fmt.write_json(split_dir / "dataset.json", fmt.dataset_json(
+        seq_len=size, num_puzzle_identifiers=num_identifiers, total_groups=counts.groups,
+        total_puzzles=counts.puzzles, total_examples=counts.examples, extra=extra))
+    return counts
+
+
+def write_identifiers(path: Path, groups: dict[str, list[Group]], start: int) -> None:
+    """identifiers.json streamed group by group (same bytes as json.dump of the whole list)."""
+    with open(path, "w") as f:
+        f.write(json.dumps([fmt.BLANK_IDENTIFIER] * start)[:-1])
+        numbered = set()
+        for split in fmt.SPLITS:
+            for group in groups[split]:
+                if group.first_id in numbered:
+                    continue
+                numbered.add(group.first_id)
+                for name in group.names():
+                    f.write(", " + json.dumps(name))
+        f.write("]")
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Driver
+
+
+def build_arc(options: BuildOptions, log: Callable[[str], None] = print) -> BuildSummary:
+    """Build an ARC dataset (see the module docstring). Nothing is written when ``options.count_only``."""
+    started = time.perf_counter()
+    validate_options(options)
+    output = Path(options.output_dir)
+    if not options.count_only:
+        check_output_dir(output, options.overwrite)
+    subsets = load_subsets(options.subsets, prefix=options.input_file_prefix, source=options.source,
+                           limits=_limits(options))
+    rng = np.random.RandomState(options.seed)
+    log(f"augmenting ({options.num_aug} per task, seed {options.seed}, layout {options.layout}):")
+    groups, test_tasks, skipped = plan_groups(rng, subsets, options, log)
+    num_identifiers = assign_identifiers(groups, options.puzzle_identifiers_start)
+    summary = BuildSummary(
+        num_identifiers=num_identifiers, splits={s: split_counts(groups[s], s) for s in fmt.SPLITS},
+        tasks_per_subset={name: len(tasks) for name, tasks in zip(options.subsets, subsets)},
+        skipped_tasks=skipped, dummy_outputs=sum(t.dummy_outputs for tasks in subsets for t in tasks),
+        seconds=0.0, output_dir=None if options.count_only else str(output))
+    if not groups["test"]:
+        raise DataError(f"no test examples: test set {options.test_set_name!r} contributed no test pairs")
+    if not options.count_only:
+        _write_dataset(rng, output, groups, test_tasks, options, num_identifiers)
+    summary.seconds = time.perf_counter() - started
+    _log_summary(summary, log)
+    return summary
+
+
+def _write_dataset(rng: np.random.RandomState, output: Path, groups: dict[str, list[Group]],
+                   test_tasks: list[ArcTask], options: BuildOptions, num_identifiers: int) -> None:
+    output.parent.mkdir(parents=True, exist_ok=True)
+    partial = output.parent / f".{output.name}.partial-{uuid.uuid4().hex[:8]}"
+    partial.mkdir()
+    try:
+        for split in fmt.SPLITS:
+            write_split(rng, partial / split, split, groups[split], options, num_identifiers)
+        write_identifiers(partial / "identifiers.json", groups, options.puzzle_identifiers_start)
+        fmt.write_json(partial / "test_puzzles.json", {task.task_id: task.raw for task in test_tasks})
+        _move_into_place(partial, output)
+    except BaseException:
+        shutil.rmtree(partial, ignore_errors=True)
+        raise
+
+
+def _move_into_place(partial: Path, output: Path) -> None:
+    # Checked again here: another process may have filled the directory meanwhile.
+    if output.exists():
+        old = output.parent / f".{output.name}.old-{uuid.uuid4().hex[:8]}"
+        os.rename(output, old)
+        os.rename(partial, output)
+        shutil.rmtree(old)
+    else:
+        os.rename(partial, output)
+
+
+def _log_summary(summary: BuildSummary, log: Callable[[str], None]) -> None:
+    if summary.dummy_outputs:
+        log(f"  {summary.dummy_outputs} test pairs had no output: given the dummy [[0]] (official behaviour)")
+    for split, counts in summary.splits.items():
+        log(f"{split}: {counts.groups:,} groups, {counts.puzzles:,} puzzles, {counts.examples:,} examples")
+    log(f"identifiers: {summary.num_identifiers:,} (including the blank)")
+    where = f"wrote {summary.output_dir}" if summary.output_dir else "counted (nothing written)"
+    log(f"{where} in {summary.seconds:.1f} s")
