@@ -44,7 +44,7 @@ class FieldInfo:
 
 @cache
 def schema_fields() -> dict[str, FieldInfo]:
-    """Every leaf field of :class:`Config` by dotted key, in schema order (``arch.*``, ``eval.*``, the rest)."""
+    """Every leaf field of :class:`Config` by dotted key, in order: ``arch.*``, ``eval.*``, the rest."""
     table: dict[str, FieldInfo] = {}
     for section, cls in SECTIONS.items():
         table.update(_fields_of(cls, section + "."))

@@ -110,7 +110,8 @@ def preset_layers(spec: str, _chain: tuple[str, ...] = ()) -> list[list[Entry]]:
     return [*layers, entries]
 
 
-def _read_layer_file(path: Path, label: Any, allow_meta: bool) -> tuple[dict[str, tuple[Any, int]], list[Entry]]:
+def _read_layer_file(path: Path, label: Any, allow_meta: bool
+                     ) -> tuple[dict[str, tuple[Any, int]], list[Entry]]:
     """Entries of a nested/dotted YAML file; ``base:`` is returned separately when ``allow_meta``."""
     node, loader = compose_file(path)
     if node is None:
@@ -142,7 +143,8 @@ def _check_repeats(entries: Sequence[Entry]) -> None:
     problems = []
     for entry in entries:
         if entry.key in seen:
-            problems.append(f"{entry.key} is set twice: {seen[entry.key].source} and {entry.source}; keep one")
+            problems.append(f"{entry.key} is set twice: {seen[entry.key].source} and {entry.source}; "
+                            "keep one")
         seen[entry.key] = entry
     raise_problems(problems)
 
@@ -189,7 +191,7 @@ def override_file_layer(path: str | Path) -> list[Entry]:
 
 
 def resolve(layers: Iterable[Sequence[Entry]], start: ResolvedConfig | None = None) -> ResolvedConfig:
-    """Apply ``layers`` in order over ``start`` (schema defaults when None); validate; collect every problem."""
+    """Apply ``layers`` in order over ``start`` (None: schema defaults); validate; collect every problem."""
     fields = schema_fields()
     if start is None:
         values, provenance = default_values(), dict.fromkeys(fields, SCHEMA_DEFAULT)
@@ -227,7 +229,7 @@ def load_config(preset: str | None, overrides: Sequence[str] = (), files: Sequen
     return resolve(layers)
 
 
-# ----------------------------------------------------------------------------------------------- (de)serialising
+# ----------------------------------------------------------------------------------------- (de)serialising
 
 
 def config_to_dict(config: Config) -> dict[str, Any]:
@@ -254,8 +256,8 @@ def _resolve_complete(entries: list[Entry], source: str) -> ResolvedConfig:
     given = {entry.key for entry in entries}
     missing_arch = [key for key, info in fields.items() if info.arch and key not in given]
     if missing_arch:
-        raise ConfigError(f"{source} lacks architecture key(s) {', '.join(missing_arch)}: a stored config must "
-                          "say what the model computes; refusing to substitute defaults")
+        raise ConfigError(f"{source} lacks architecture key(s) {', '.join(missing_arch)}: a stored config "
+                          "must say what the model computes; refusing to substitute defaults")
     resolved = resolve([entries])
     for key in fields.keys() - given:
         resolved.provenance[key] = f"{SCHEMA_DEFAULT} (not in {source})"

@@ -13,6 +13,9 @@ Schema defaults are the released ARC-AGI-1 checkpoint's recipe where one exists 
 for the sources of each value).
 """
 
+# `setting` returns a dataclasses.field (default_factory for lists), which RUF009 cannot see.
+# ruff: noqa: RUF009
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -40,8 +43,8 @@ class ArchConfig:
     name: str = setting("trm", "model variant: trm (puzzle-id embedding), etrm (demo encoder), "
                         "etrmtrm (recurrent demo encoder)", arch=True, choices=MODEL_NAMES)
     H_cycles: int = setting(3, "outer recursion cycles per ACT step (paper's T)", arch=True, ge=1)
-    L_cycles: int = setting(4, "z_L updates per outer cycle (paper's n); the released ARC-1 checkpoint used 4",
-                            arch=True, ge=1)
+    L_cycles: int = setting(4, "z_L updates per outer cycle (paper's n); the released ARC-1 checkpoint used "
+                            "4", arch=True, ge=1)
     H_layers: int = setting(0, "unused by TRM; kept so official configs map one to one", ge=0)
     L_layers: int = setting(2, "transformer blocks in the one shared reasoning network", arch=True, ge=1)
     hidden_size: int = setting(512, "model width", arch=True, ge=1)
@@ -55,14 +58,16 @@ class ArchConfig:
     puzzle_emb_ndim: int = setting(512, "puzzle-id embedding width (0 disables the table)", arch=True, ge=0)
     puzzle_emb_len: int = setting(16, "prefix positions before the grid (0: ceil(puzzle_emb_ndim/hidden))",
                                   arch=True, ge=0)
-    halt_max_steps: int = setting(16, "ACT steps per sample (evaluation always runs all of them)", arch=True, ge=1)
+    halt_max_steps: int = setting(16, "ACT steps per sample (evaluation always runs all of them)", arch=True,
+                                  ge=1)
     halt_exploration_prob: float = setting(0.1, "probability of a random minimum halting step in training",
                                            ge=0, le=1)
-    forward_dtype: str = setting("auto", "activation dtype: auto (bf16 on CUDA, fp32 on CPU), bfloat16, float32",
-                                 arch=True, choices=("auto", "bfloat16", "float32"))
+    forward_dtype: str = setting("auto", "activation dtype: auto (bf16 on CUDA, fp32 on CPU), bfloat16, "
+                                 "float32", arch=True, choices=("auto", "bfloat16", "float32"))
     mlp_t: bool = setting(False, "sequence-mixing MLP instead of attention (Sudoku variant)", arch=True)
     no_ACT_continue: bool = setting(True, "halt on q_halt > 0 and train only the halt logit "
-                                    "(false: q_halt > q_continue with a bootstrapped continue target)", arch=True)
+                                    "(false: q_halt > q_continue with a bootstrapped continue target)",
+                                    arch=True)
     loss_type: str = setting("stablemax_cross_entropy", "token loss", arch=True,
                              choices=("stablemax_cross_entropy", "softmax_cross_entropy"))
     eval_q_halting: bool = setting(False, "stop rows early at evaluation when q says halt (official: off)",
@@ -74,7 +79,8 @@ class ArchConfig:
                                           choices=("mean", "attention", "weighted"))
     encoder_set_layers: int = setting(1, "cross-attention layers aggregating the demo set", arch=True, ge=1)
     encoder_layer_scale_init: float = setting(0.0, "CaiT layer-scale init (0 disables)", arch=True, ge=0)
-    encoder_norm_style: str = setting("post", "encoder block norm placement", arch=True, choices=("post", "pre"))
+    encoder_norm_style: str = setting("post", "encoder block norm placement", arch=True,
+                                      choices=("post", "pre"))
     encoder_qk_norm: bool = setting(False, "RMS-normalise queries and keys in encoder attention", arch=True)
     encoder_latent_dim: int = setting(32, "latent size of the variational encoders", arch=True, ge=1)
     kl_weight: float = setting(1e-4, "weight of the per-sample KL term (variational encoders)", ge=0)
@@ -106,18 +112,20 @@ class Config:
     eval: EvalConfig = field(default_factory=EvalConfig, metadata={"help": "evaluation settings"})
     description: str = setting("", "one line saying what this config is for")
     # Data
-    data_paths: list[str] = setting([], "training dataset directories (official layout); identifiers of later "
-                                    "paths are offset by the earlier ones")
+    data_paths: list[str] = setting([], "training dataset directories (official layout); identifiers of "
+                                    "later paths are offset by the earlier ones")
     data_paths_test: list[str] = setting([], "evaluation dataset directories (empty: the test split of "
                                          "data_paths)")
     max_demos: int = setting(10, "demonstration slots per sample (etrm, etrmtrm)", ge=1)
     max_train_groups: int | None = setting(None, "train on the first K task groups only (null = all)", ge=1)
     # Optimisation
     global_batch_size: int = setting(768, "samples per optimizer step, summed over ranks", ge=1)
-    epochs: int = setting(100000, "passes over the task groups (one augmented puzzle per group per epoch)", ge=1)
+    epochs: int = setting(100000, "passes over the task groups (one augmented puzzle per group per epoch)",
+                          ge=1)
     max_steps: int | None = setting(None, "cap on optimizer steps (null = epochs decide)", ge=1)
     lr: float = setting(1e-4, "AdamATan2 learning rate", gt=0)
-    lr_min_ratio: float = setting(1.0, "cosine floor as a fraction of lr (1.0 = constant after warmup)", ge=0, le=1)
+    lr_min_ratio: float = setting(1.0, "cosine floor as a fraction of lr (1.0 = constant after warmup)", ge=0,
+                                  le=1)
     lr_warmup_steps: int = setting(2000, "linear warmup steps", ge=0)
     beta1: float = setting(0.9, "AdamATan2 beta1", ge=0, le=1)
     beta2: float = setting(0.95, "AdamATan2 beta2", ge=0, le=1)
@@ -135,8 +143,10 @@ class Config:
                                         "own config (recorded in provenance)")
     puzzle_emb_reinit: str = setting("error", "when a checkpoint's puzzle table does not match the dataset: "
                                      "error, mean or zeros", choices=("error", "mean", "zeros"))
-    freeze_decoder_steps: int = setting(0, "keep the decoder frozen for the first N steps (encoder trains)", ge=0)
-    encoder_lr_scale: float = setting(1.0, "encoder learning rate = lr × this, in its own parameter group", gt=0)
+    freeze_decoder_steps: int = setting(0, "keep the decoder frozen for the first N steps (encoder trains)",
+                                        ge=0)
+    encoder_lr_scale: float = setting(1.0, "encoder learning rate = lr × this, in its own parameter group",
+                                      gt=0)
     # Schedule of evaluation, checkpoints and logs
     eval_interval: int | None = setting(10000, "evaluate every N epochs, as in the official code "
                                         "(null = only at the end)", ge=1)

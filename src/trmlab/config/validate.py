@@ -18,8 +18,8 @@ ENCODER_VARIANTS = ("etrm", "etrmtrm")
 VARIATIONAL_ENCODERS = ("lpn_variational", "hybrid_variational")
 LOGGERS = ("tensorboard", "wandb")
 
-# Fields only one family of variants reads. Setting one to a non-default value for a variant that ignores it is
-# an error: the reference code silently ignored such fields (etrm-reference §9.11).
+# Fields only one family of variants reads. Setting one to a non-default value for a variant that ignores it
+# is an error: the reference code silently ignored such fields (etrm-reference §9.11).
 _USED_BY: dict[str, tuple[str, ...]] = {
     "puzzle_emb_lr": ("trm",),
     "puzzle_emb_weight_decay": ("trm",),
@@ -126,10 +126,11 @@ def _shape_problems(config: Config, where: _Where) -> list[str]:
     elif arch.pos_encodings == "rope" and (arch.hidden_size // arch.num_heads) % 2:
         problems.append(f"{where('arch.hidden_size')} / {where('arch.num_heads')} gives an odd head width, "
                         "which RoPE cannot rotate: use an even head width")
-    if arch.name == "trm" and arch.puzzle_emb_len > 0 and arch.puzzle_emb_ndim > arch.puzzle_emb_len * \
-            arch.hidden_size:
-        problems.append(f"{where('arch.puzzle_emb_ndim')} does not fit in {where('arch.puzzle_emb_len')} prefix "
-                        f"positions of width {arch.hidden_size}: raise puzzle_emb_len or set it to 0 (auto)")
+    prefix_width = arch.puzzle_emb_len * arch.hidden_size
+    if arch.name == "trm" and arch.puzzle_emb_len > 0 and arch.puzzle_emb_ndim > prefix_width:
+        problems.append(f"{where('arch.puzzle_emb_ndim')} does not fit in {where('arch.puzzle_emb_len')} "
+                        f"prefix positions of width {arch.hidden_size}: raise puzzle_emb_len or set it to 0 "
+                        "(auto)")
     return problems
 
 
@@ -141,8 +142,8 @@ def _variant_problems(config: Config, where: _Where) -> list[str]:
             problems.append(f"{where('arch.puzzle_emb_len')}: {arch.name} needs puzzle_emb_len > 0 "
                             "(the number of context tokens the encoder writes into the prefix)")
         if arch.puzzle_emb_ndim != 0:
-            problems.append(f"{where('arch.puzzle_emb_ndim')}: {arch.name} has no puzzle-id table (the encoder "
-                            "replaces it); set arch.puzzle_emb_ndim=0")
+            problems.append(f"{where('arch.puzzle_emb_ndim')}: {arch.name} has no puzzle-id table (the "
+                            "encoder replaces it); set arch.puzzle_emb_ndim=0")
     defaults = schema_fields()
     for key, variants in _USED_BY.items():
         if arch.name not in variants and get_value(config, key) != defaults[key].default:

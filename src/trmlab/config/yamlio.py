@@ -1,7 +1,7 @@
 """Strict YAML reading for configs: safe loading, line numbers, no surprising scalars.
 
-PyYAML's safe loader follows YAML 1.1, which turns ``yes``/``no``/``on``/``off`` into booleans and reads ``1e-4``
-(no dot) as a *string*. Both silently change what a user typed, so :class:`StrictLoader` accepts only
+PyYAML's safe loader follows YAML 1.1, which turns ``yes``/``no``/``on``/``off`` into booleans and reads
+``1e-4`` (no dot) as a *string*. Both silently change what a user typed, so :class:`StrictLoader` accepts only
 ``true``/``false`` as booleans and reads exponent floats without a dot as floats. Duplicate keys (which PyYAML
 resolves silently by keeping the last one) are errors.
 """
@@ -38,13 +38,13 @@ StrictLoader.add_implicit_resolver(
 def parse_scalar(text: str, where: str) -> Any:
     """Parse one command-line value as YAML (scalar or flow list); ``where`` names it in errors."""
     try:
-        return yaml.load(text, Loader=StrictLoader)  # noqa: S506 - StrictLoader is a SafeLoader
+        return yaml.load(text, Loader=StrictLoader)  # StrictLoader is a SafeLoader
     except yaml.YAMLError as error:
         raise ConfigError(f"{where}: cannot parse {text!r} as a YAML value ({_short(error)})") from None
 
 
 def compose_file(path: str | Path) -> tuple[yaml.Node | None, StrictLoader]:
-    """Read ``path`` into a YAML node tree (with line numbers) and the loader that can construct its values."""
+    """Read ``path`` into a YAML node tree (with line numbers) and the loader that constructs its values."""
     path = Path(path)
     try:
         text = path.read_text(encoding="utf-8")
@@ -94,8 +94,8 @@ def flatten_nodes(loader: StrictLoader, node: yaml.Node, name: str, sections: se
                   prefix: str = "") -> Iterator[tuple[str, Any, int]]:
     """Yield ``(dotted key, value, line)`` for every leaf; mappings under a section name are descended into.
 
-    Keys may be nested (``arch: {L_cycles: 4}``) or dotted (``arch.L_cycles: 4``). A mapping under a key that is
-    not a section is yielded as a dict, so type checking reports it instead of it being flattened away.
+    Keys may be nested (``arch: {L_cycles: 4}``) or dotted (``arch.L_cycles: 4``). A mapping under a key that
+    is not a section is yielded as a dict, so type checking reports it instead of it being flattened away.
     """
     for key, value_node, line in mapping_items(loader, node, name):
         dotted = f"{prefix}{key}"
