@@ -1,0 +1,270 @@
+"""The trmlab checkpoint bundle: a directory written atomically, with a manifest of checksums written last.
+
+Layout (docs/design.md, "Checkpoints"): ``model.safetensors``, ``ema.safetensors``,
+``puzzle_embedding.safetensors``, ``config.yaml``, ``train_state.pt``, ``manifest.json``. The directory is
+written into a temporary sibling and renamed into place, and ``manifest.json`` is the last file written, so a
+directory with a manifest is complete; :func:`read_checkpoint` verifies every file's sha256 against it.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import hashlib
+import io
+import json
+import os
+import shutil
+import subprocess
+import tempfile
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from trmlab.errors import CheckpointError
+
+FORMAT = "trmlab-checkpoint"
+FORMAT_VERSION = 1
+MANIFEST = "manifest.json"
+MODEL_FILE, EMA_FILE, TABLE_FILE = "model.safetensors", "ema.safetensors", "puzzle_embedding.safetensors"
+CONFIG_FILE, TRAIN_STATE_FILE = "config.yaml", "train_state.pt"
+TABLE_KEY = "puzzle_embedding.weights"
+
+Part = bytes | Mapping[str, torch.Tensor] | Any
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for chunk in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def _git_commit() -> str | None:
+    """The commit of the trmlab source tree, when it is a git checkout (best effort, never fails)."""
+    try:
+        out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=Path(__file__).parent, capture_output=True,
+                             text=True, timeout=5, check=False)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    if out.returncode != 0:
+        return None
+    return out.stdout.strip() or None
+
+
+def _serialise(name: str, part: Part) -> tuple[bytes, dict[str, Any] | None]:
+    """Bytes of one file and, for tensor files, its key → {shape, dtype} table."""
+    if isinstance(part, bytes):
+        return part, None
+    if name.endswith(".safetensors"):
+        from safetensors.torch import save
+
+        tensors = {k: v.detach().to("cpu").contiguous() for k, v in part.items()}
+        table = {k: {"shape": list(v.shape), "dtype": str(v.dtype).removeprefix("torch.")}
+                 for k, v in tensors.items()}
+        return save(tensors), table
+    if name.endswith(".pt"):
+        buffer = io.BytesIO()
+        torch.save(part, buffer)
+        return buffer.getvalue(), None
+    if name.endswith(".json"):
+        return json.dumps(part, indent=2, sort_keys=True).encode(), None
+    if name.endswith((".yaml", ".yml")):
+        import yaml
+
+        return yaml.safe_dump(part, sort_keys=False, default_flow_style=None, allow_unicode=True,
+                              width=120).encode(), None
+    raise CheckpointError(f"checkpoint part {name!r}: give bytes, or a .safetensors/.pt/.json/.yaml name")
+
+
+def write_checkpoint(directory: str | Path, parts: Mapping[str, Part],
+                     manifest_extra: Mapping[str, Any] | None = None, *, overwrite: bool = False) -> Path:
+    """Write ``parts`` (file name → bytes, tensor dict for ``.safetensors``, object for ``.pt``, data for
+    ``.json``/``.yaml``) as the checkpoint directory ``directory``, atomically.
+
+    The files go to a temporary sibling, ``manifest.json`` (format, versions, git commit, ``manifest_extra``,
+    tensor shapes/dtypes and the sha256 of every file) is written last, then the directory is renamed into
+    place. An existing ``directory`` is an error unless ``overwrite``.
+    """
+    directory = Path(directory)
+    if MANIFEST in parts:
+        raise CheckpointError(f"{MANIFEST} is written by write_checkpoint itself; do not pass it as a part")
+    if directory.exists() and not overwrite:
+        raise CheckpointError(f"{directory} already exists; refusing to overwrite a checkpoint")
+    directory.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{directory.name}.", suffix=".tmp", dir=directory.parent))
+    try:
+        files, tensors = {}, {}
+        for name, part in parts.items():
+            if "/" in name or name.startswith("."):
+                raise CheckpointError(f"checkpoint part name {name!r} must be a plain file name")
+            data, table = _serialise(name, part)
+            _write_synced(tmp / name, data)
+            files[name] = {"sha256": hashlib.sha256(data).hexdigest(), "bytes": len(data)}
+            if table is not None:
+                tensors[name] = table
+        manifest = {"format": FORMAT, "format_version": FORMAT_VERSION, "trmlab_version": _version(),
+                    "git_commit": _git_commit(),
+                    "created": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
+                    **dict(manifest_extra or {}), "files": files, "tensors": tensors}
+        _write_synced(tmp / MANIFEST, json.dumps(manifest, indent=2, sort_keys=True).encode())
+        _replace_dir(tmp, directory)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return directory
+
+
+def _version() -> str:
+    from trmlab import __version__
+
+    return __version__
+
+
+def _write_synced(path: Path, data: bytes) -> None:
+    with open(path, "wb") as handle:
+        handle.write(data)
+        handle.flush()
+        os.fsync(handle.fileno())
+
+
+def _replace_dir(tmp: Path, directory: Path) -> None:
+    """Rename ``tmp`` to ``directory``; an old ``directory`` is moved aside first and deleted after."""
+    old = None
+    if directory.exists():
+        old = directory.with_name(f".{directory.name}.old-{os.getpid()}")
+        os.replace(directory, old)
+    os.replace(tmp, directory)
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)
+
+
+@dataclass
+class CheckpointBundle:
+    """A read (and, by default, verified) trmlab checkpoint directory."""
+
+    path: Path
+    manifest: dict[str, Any]
+
+    def has(self, name: str) -> bool:
+        """Whether the manifest lists file ``name``."""
+        return name in self.manifest["files"]
+
+    def tensors(self, name: str) -> dict[str, torch.Tensor]:
+        """The tensors of a ``.safetensors`` file (CheckpointError naming the file when unreadable)."""
+        self._require(name)
+        from safetensors.torch import load_file
+
+        try:
+            return load_file(str(self.path / name))
+        except Exception as error:  # safetensors raises its own types for corrupt headers
+            raise CheckpointError(f"{self.path / name} is not a readable safetensors file "
+                                  f"({error})") from None
+
+    def config(self) -> Any:
+        """The stored ``config.yaml`` as a ``ResolvedConfig`` (strict)."""
+        from trmlab.config.loader import load_resolved
+
+        self._require(CONFIG_FILE)
+        return load_resolved(self.path / CONFIG_FILE)
+
+    def train_state(self) -> Any:
+        """``train_state.pt``, loaded weights-only."""
+        from trmlab.interop.safe_load import safe_torch_load
+
+        self._require(TRAIN_STATE_FILE)
+        return safe_torch_load(self.path / TRAIN_STATE_FILE)
+
+    def _require(self, name: str) -> None:
+        if not self.has(name):
+            raise CheckpointError(f"{self.path} has no {name} (its manifest lists: "
+                                  f"{', '.join(sorted(self.manifest['files']))})")
+
+
+def is_trmlab_checkpoint(path: str | Path) -> bool:
+    """True for a directory holding a trmlab ``manifest.json``."""
+    return (Path(path) / MANIFEST).is_file()
+
+
+def read_checkpoint(directory: str | Path, verify: bool = True) -> CheckpointBundle:
+    """Open a checkpoint directory; with ``verify`` every listed file must exist with the recorded sha256.
+
+    Raises CheckpointError naming the directory (no manifest: incomplete or not a checkpoint) or the file
+    (missing, or checksum mismatch: corrupt or modified).
+    """
+    directory = Path(directory)
+    manifest_path = directory / MANIFEST
+    if not directory.is_dir():
+        raise CheckpointError(f"{directory} is not a directory (a trmlab checkpoint is a step_N/ directory)")
+    if not manifest_path.is_file():
+        raise CheckpointError(f"{directory} has no {MANIFEST}: an interrupted write or not a trmlab "
+                              "checkpoint; use an earlier complete checkpoint")
+    try:
+        manifest = json.loads(manifest_path.read_text())
+    except (OSError, ValueError) as error:
+        raise CheckpointError(f"{manifest_path} is not valid JSON ({error})") from None
+    if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
+        raise CheckpointError(f"{manifest_path} is not a {FORMAT} manifest")
+    if manifest.get("format_version", 0) > FORMAT_VERSION:
+        raise CheckpointError(f"{manifest_path} has format_version {manifest['format_version']}, newer than "
+                              f"this trmlab reads ({FORMAT_VERSION}); upgrade trmlab")
+    bundle = CheckpointBundle(directory, manifest)
+    if verify:
+        for name, info in manifest["files"].items():
+            path = directory / name
+            if not path.is_file():
+                raise CheckpointError(f"{path} is listed in the manifest but missing")
+            if _sha256(path) != info["sha256"]:
+                raise CheckpointError(f"{path} does not match its sha256 in {MANIFEST}: the file is corrupt "
+                                      "or was modified")
+    return bundle
+
+
+def save_model_checkpoint(directory: str | Path, model: torch.nn.Module, *, config: Any, step: int,
+                          ema_state: Mapping[str, torch.Tensor] | None = None, train_state: Any = None,
+                          dataset_fingerprint: str | None = None, overwrite: bool = False,
+                          extra: Mapping[str, Any] | None = None) -> Path:
+    """Write a model checkpoint in the bundle layout.
+
+    Args:
+        model: a trmlab model (``model.state_dict()`` gives the raw weights; its puzzle table, if any, goes to
+            ``puzzle_embedding.safetensors``).
+        config: the ``ResolvedConfig`` the model was built from (stored as ``config.yaml`` with provenance).
+        step: optimizer updates done.
+        ema_state: {canonical key: EMA tensor} for the parameters (buffers are taken from the model).
+        train_state: anything ``torch.load(weights_only=True)`` can read back (optimizer states, RNG ...).
+    """
+    state = {k: v for k, v in model.state_dict().items()}
+    table = state.pop(TABLE_KEY, None)
+    parts: dict[str, Part] = {MODEL_FILE: state}
+    if ema_state is not None:
+        unknown = sorted(set(ema_state) - set(state))
+        if unknown:
+            raise CheckpointError(f"ema_state has keys the model does not: {', '.join(unknown[:5])}")
+        parts[EMA_FILE] = {**state, **ema_state}
+    if table is not None:
+        parts[TABLE_FILE] = {"weights": table}
+    parts[CONFIG_FILE] = _config_document(config)
+    if train_state is not None:
+        parts[TRAIN_STATE_FILE] = train_state
+    contents = {"raw": True, "ema": ema_state is not None, "table": table is not None,
+                "train_state": train_state is not None}
+    dims = {"seq_len": model.core.seq_len, "vocab_size": model.core.vocab_size,
+            "num_puzzle_identifiers": getattr(model, "num_puzzle_identifiers", None)}
+    manifest = {"step": int(step), "contents": contents, "dataset_fingerprint": dataset_fingerprint,
+                "model": dims, **dict(extra or {})}
+    return write_checkpoint(directory, parts, manifest, overwrite=overwrite)
+
+
+def _config_document(config: Any) -> dict[str, Any]:
+    """``{"config": nested dict, "provenance": {...}}`` for a ResolvedConfig (or a bare Config)."""
+    from trmlab.config.fields import schema_fields
+    from trmlab.config.loader import config_to_dict
+
+    resolved_config = getattr(config, "config", config)
+    provenance = getattr(config, "provenance", {})
+    return {"config": config_to_dict(resolved_config),
+            "provenance": {key: provenance.get(key, "unknown") for key in schema_fields()}}
