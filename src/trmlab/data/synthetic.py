@@ -98,7 +98,7 @@ def _gravity_down(grid: Grid, colour: int) -> Grid:
 
 
 # Rotate the grid so the direction points down, let cells fall, rotate back.
-_TO_DOWN = {"down": 0, "up": 2, "left": 3, "right": 1}  # number of np.rot90 quarter turns
+_TO_DOWN = {"down": 0, "up": 2, "left": 1, "right": 3}  # np.rot90 (counter-clockwise) quarter turns
 
 
 def gravity(grid: Grid, direction: str, colour: int) -> Grid:
