@@ -174,7 +174,8 @@ class ACTModel(nn.Module):
                 carry, out = self(carry, batch)
                 results.append({"logits": out["logits"], "q_halt_logits": out["q_halt_logits"],
                                 "q_continue_logits": out["q_continue_logits"],
-                                "preds": out["logits"].argmax(-1), "halted": out["halted"]})
+                                "preds": out["logits"].argmax(-1), "halted": out["halted"],
+                                **{k: out[k] for k in ("context", "kl") if k in out}})  # encoder variants
             return results
         finally:
             self.train(was_training)

@@ -24,7 +24,9 @@ from torch import Tensor
 from trmlab.errors import DataError
 from trmlab.models.act import ACTModel
 from trmlab.models.core import ReasoningCore, prefix_length
+from trmlab.models.diagnostics import context_diagnostics
 from trmlab.models.encoders import DemoEncoder, EncoderOutput, EncoderSettings
+from trmlab.models.losses import act_loss
 
 DEMO_KEYS = ("demo_inputs", "demo_labels", "demo_mask")
 ENCODER_PREFIX = "encoder."
@@ -46,7 +48,10 @@ def subset_rows(data: dict[str, Tensor], rows: Tensor) -> dict[str, Tensor]:
 
 
 class EncoderModelMixin:
-    """Parameter split shared by ETRM and ETRMTRM: ``encoder.*`` = encoder, everything else = decoder."""
+    """Training-loop hooks shared by ETRM and ETRMTRM (see ``trmlab.training.loop``).
+
+    Parameters named ``encoder.*`` are the encoder, everything else (``core.*``: the TRM decoder) the decoder.
+    """
 
     def parameter_group(self, name: str) -> str:
         """``"encoder"`` or ``"decoder"`` for a parameter name (as in ``named_parameters()``)."""
@@ -58,6 +63,28 @@ class EncoderModelMixin:
         for name, param in self.named_parameters():  # type: ignore[attr-defined]
             groups[self.parameter_group(name)].append((name, param))
         return groups
+
+    def param_groups(self, config: Any) -> list[dict[str, Any]]:
+        """Two AdamATan2 groups: the decoder at ``lr``, the encoder at ``lr × encoder_lr_scale``."""
+        return [{"name": group, "params": [p for _, p in named if p.requires_grad],
+                 "lr_scale": config.encoder_lr_scale if group == "encoder" else 1.0, "wd_scale": 1.0}
+                for group, named in self.split_parameters().items()]
+
+    def decoder_parameter_names(self) -> list[str]:
+        """The parameters ``freeze_decoder_steps`` holds still (the encoder keeps training)."""
+        return [name for name, p in self.split_parameters()["decoder"] if p.requires_grad]
+
+    def compute_loss(self, outputs: dict[str, Tensor]) -> tuple[Tensor, dict[str, Tensor]]:
+        """The official ACT loss (a sum over rows) + ``arch.kl_weight`` × the per-row KL, also summed over
+        rows, so the loop's division by the global batch size gives both terms the same per-sample weight."""
+        loss, metrics = act_loss(outputs, self.arch.loss_type)  # type: ignore[attr-defined]
+        if "kl" in outputs:
+            loss = loss + self.arch.kl_weight * outputs["kl"].sum()  # type: ignore[attr-defined]
+        return loss, metrics
+
+    def diagnostics(self, outputs: dict[str, Tensor]) -> dict[str, float]:
+        """Encoder-collapse metrics of a step's outputs (``encoder/context_variance`` ...), under no_grad."""
+        return context_diagnostics(outputs)
 
 
 class ETRM(EncoderModelMixin, ACTModel):
