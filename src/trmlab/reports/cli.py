@@ -1,7 +1,35 @@
-"""CLI for trmlab.reports (placeholder until its commands land)."""
+"""``trmlab report DIR``: a self-contained HTML page for a run directory or an eval directory."""
+
+from __future__ import annotations
 
 import argparse
+from pathlib import Path
+
+REPORT_KEYS = {"out": str, "max_tasks": int, "top": int}
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    """Add this module's subcommands (none yet)."""
+    """Add ``report``."""
+    parser = subparsers.add_parser(
+        "report", help="write a self-contained HTML report of a run or eval directory",
+        description="Metrics, learning curves and, per task, the demo pairs, test inputs, targets and top "
+        "predictions drawn in the ARC palette (solved/unsolved marked), in one HTML file with inlined "
+        "images.",
+        epilog="settings: out=FILE (default: DIR/report.html), max_tasks=K (show the first K tasks; default "
+        "all), top=K (predictions shown per test input; default 3)")
+    parser.add_argument("directory", help="run directory (config.yaml, metrics.jsonl, eval/step_N/) or eval "
+                        "directory (metrics.json, predictions.json)")
+    parser.add_argument("settings", nargs="*", metavar="key=value", help="see below")
+    parser.set_defaults(func=_run_report)
+
+
+def _run_report(args: argparse.Namespace) -> int:
+    from trmlab.evaluation.cli import parse_settings
+    from trmlab.reports.html import write_report
+
+    settings = parse_settings(args.settings, REPORT_KEYS, "report")
+    out = write_report(args.directory, settings.get("out"), max_tasks=settings.get("max_tasks"),
+                       top=settings.get("top", 3))
+    size = Path(out).stat().st_size
+    print(f"wrote {out} ({size / 1024:.0f} KiB)")
+    return 0

@@ -1,0 +1,329 @@
+"""``trmlab report``: one self-contained HTML page for a run directory or an eval directory.
+
+A run directory has ``config.yaml``, ``metrics.jsonl`` and ``eval/step_<N>/`` subdirectories; an eval
+directory has ``metrics.json`` and ``predictions.json`` (written by ``trmlab eval`` / ``trmlab score`` /
+training). The page shows the metrics, learning curves (PNG via matplotlib when installed; skipped with a note
+otherwise) and, for the newest evaluation, every task: demonstration pairs, test inputs, targets and top
+predictions in the ARC palette, solved/unsolved marked. Demos and targets come from the dataset recorded in
+``metrics.json``. Everything is inlined (base64 PNG), so the file can be mailed or archived on its own.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import io
+import json
+import os
+import re
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from trmlab.errors import DataError
+from trmlab.reports.png import grid_data_uri
+
+SOLVED_MARK = "✔ solved"
+UNSOLVED_MARK = "✘ unsolved"
+HEADLINE_K = 2  # ARC's headline metric is pass@2: a task counts as solved when every test input passes at 2
+
+
+@dataclass
+class EvalDir:
+    """One evaluation's files, read."""
+
+    path: Path
+    label: str
+    metrics: dict[str, Any]
+    predictions: dict[str, list[dict[str, Any]]] | None
+
+
+@dataclass
+class ReportSource:
+    """What a report is made of: the run's config and metric lines (if a run) and its evaluations."""
+
+    path: Path
+    kind: str  # "run" or "eval"
+    config: dict[str, Any] | None = None
+    metric_lines: list[dict[str, Any]] = field(default_factory=list)
+    evals: list[EvalDir] = field(default_factory=list)
+
+
+def _read_json(path: Path) -> Any:
+    try:
+        return json.loads(path.read_text())
+    except json.JSONDecodeError as error:
+        raise DataError(f"{path}: not valid JSON ({error})") from None
+
+
+def _read_eval(path: Path, label: str) -> EvalDir:
+    metrics = _read_json(path / "metrics.json")
+    predictions = _read_json(path / "predictions.json") if (path / "predictions.json").is_file() else None
+    return EvalDir(path, label, metrics, predictions)
+
+
+def _read_metric_lines(path: Path) -> list[dict[str, Any]]:
+    """metrics.jsonl lines; a torn last line (a killed run) is skipped, any other bad line is an error."""
+    if not path.is_file():
+        return []
+    lines = path.read_text().splitlines()
+    records = []
+    for number, line in enumerate(lines, start=1):
+        if not line.strip():
+            continue
+        try:
+            records.append(json.loads(line))
+        except json.JSONDecodeError:
+            if number == len(lines):
+                continue
+            raise DataError(f"{path}:{number}: not a JSON line") from None
+    return records
+
+
+def _step_of(path: Path) -> int:
+    match = re.fullmatch(r"step_(\d+)", path.name)
+    return int(match.group(1)) if match else -1
+
+
+def load_source(path: str | Path) -> ReportSource:
+    """Read a run directory or an eval directory (see the module docstring)."""
+    root = Path(path)
+    if not root.is_dir():
+        raise DataError(f"{root}: not a directory; pass a run directory or an eval directory")
+    if (root / "metrics.json").is_file():
+        return ReportSource(root, "eval", evals=[_read_eval(root, root.name)])
+    if not ((root / "config.yaml").is_file() or (root / "metrics.jsonl").is_file()):
+        raise DataError(f"{root}: neither an eval directory (metrics.json) nor a run directory "
+                        f"(config.yaml, metrics.jsonl)")
+    source = ReportSource(root, "run", metric_lines=_read_metric_lines(root / "metrics.jsonl"))
+    if (root / "config.yaml").is_file():
+        source.config = yaml.safe_load((root / "config.yaml").read_text())
+    eval_root = root / "eval"
+    if eval_root.is_dir():
+        dirs = sorted((d for d in eval_root.iterdir() if (d / "metrics.json").is_file()), key=_step_of)
+        source.evals = [_read_eval(d, d.name) for d in dirs]
+    return source
+
+
+# -- pieces of the page --------------------------------------------------------------------------------------
+def _img(grid: Any, caption: str, css: str = "") -> str:
+    uri = grid_data_uri(grid)
+    cap = html.escape(caption)
+    if uri is None:
+        return (f'<figure class="{css}"><div class="empty">(empty grid)</div>'
+                f"<figcaption>{cap}</figcaption></figure>")
+    shape = f"{len(grid)}×{len(grid[0])}"
+    return (f'<figure class="{css}"><img src="{uri}" alt="{cap} {shape}">'
+            f"<figcaption>{cap} <small>{shape}</small></figcaption></figure>")
+
+
+def _metrics_table(metrics: dict[str, Any]) -> str:
+    rows = "".join(f"<tr><th>{html.escape(k)}</th><td>{v * 100:.2f}%</td></tr>"
+                   for k, v in metrics.items() if k.startswith("ARC/") and isinstance(v, int | float))
+    counts = metrics.get("counts", {})
+    count_rows = "".join(f"<tr><th>{html.escape(k)}</th><td>{v}</td></tr>" for k, v in counts.items())
+    settings = "".join(f"<tr><th>{html.escape(k)}</th><td>{html.escape(str(v))}</td></tr>"
+                       for k, v in metrics.items()
+                       if not k.startswith("ARC/") and k not in ("counts", "tasks"))
+    return (f'<div class="tables"><table><caption>scores</caption>{rows}</table>'
+            f"<table><caption>counts</caption>{count_rows}</table>"
+            f"<table><caption>settings</caption>{settings}</table></div>")
+
+
+def _curves(lines: list[dict[str, Any]]) -> str:
+    """Learning curves as one inline PNG (matplotlib Agg, imported lazily)."""
+    if not lines:
+        return "<p>No metrics.jsonl lines yet.</p>"
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return ("<p class=note>matplotlib is not installed: learning curves skipped "
+                "(<code>pip install 'trmlab[viz]'</code>).</p>")
+    series: dict[str, tuple[list[float], list[float]]] = {}
+    for record in lines:
+        split = record.get("split", "train")
+        for key, value in record.items():
+            numeric = isinstance(value, int | float) and not isinstance(value, bool)
+            if key in ("step", "epoch", "split") or not numeric or "step" not in record:
+                continue
+            name = key if key.startswith(("ARC/", f"{split}/")) else f"{split}/{key}"
+            xs, ys = series.setdefault(name, ([], []))
+            xs.append(record["step"])
+            ys.append(float(value))
+    names = sorted(series)
+    columns = 3
+    rows = -(-len(names) // columns)
+    figure, axes = plt.subplots(rows, columns, figsize=(4 * columns, 2.6 * rows), squeeze=False)
+    for axis, name in zip(axes.flat, names):
+        xs, ys = series[name]
+        axis.plot(xs, ys, marker="o" if len(xs) < 30 else None, markersize=3)
+        axis.set_title(name, fontsize=9)
+        axis.tick_params(labelsize=7)
+        axis.grid(alpha=0.3)
+    for axis in list(axes.flat)[len(names):]:
+        axis.axis("off")
+    figure.tight_layout()
+    buffer = io.BytesIO()
+    figure.savefig(buffer, format="png", dpi=80)
+    plt.close(figure)
+    uri = "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode()
+    return f'<img class="curves" src="{uri}" alt="learning curves">'
+
+
+def _eval_history(evals: list[EvalDir]) -> str:
+    if not evals:
+        return "<p>No evaluations yet.</p>"
+    keys = [k for k in evals[-1].metrics if k.startswith("ARC/")]
+    head = "".join(f"<th>{html.escape(k)}</th>" for k in keys)
+    body = "".join(
+        f"<tr><th>{html.escape(e.label)}</th>"
+        + "".join(f"<td>{e.metrics.get(k, float('nan')) * 100:.2f}%</td>" for k in keys) + "</tr>"
+        for e in evals)
+    return f"<table><tr><th>evaluation</th>{head}</tr>{body}</table>"
+
+
+def _load_tasks(metrics: dict[str, Any]) -> tuple[dict[str, Any] | None, str]:
+    """test_puzzles.json of the dataset recorded in metrics.json (demos and targets), or a note why not."""
+    dataset = metrics.get("dataset")
+    if not dataset:
+        return None, "metrics.json records no dataset: demos and targets are not shown."
+    path = Path(dataset) / "test_puzzles.json"
+    if not path.is_file():
+        return None, f"{path} is not readable here: demos and targets are not shown."
+    return _read_json(path), ""
+
+
+def _task_solved(task_metrics: dict[str, Any] | None, pairs: list[dict[str, Any]]) -> bool:
+    if task_metrics and f"pass@{HEADLINE_K}" in task_metrics:
+        return task_metrics[f"pass@{HEADLINE_K}"] == 1.0
+    return bool(pairs) and all(p.get("label_rank") is not None and p["label_rank"] <= HEADLINE_K
+                               for p in pairs)
+
+
+def _task_section(task_id: str, pairs: list[dict[str, Any]], puzzle: dict[str, Any] | None,
+                  task_metrics: dict[str, Any] | None, top: int) -> tuple[str, bool]:
+    solved = _task_solved(task_metrics, pairs)
+    mark = SOLVED_MARK if solved else UNSOLVED_MARK
+    scores = ""
+    if task_metrics:
+        scores = " · ".join(f"{k} {v:.2f}" for k, v in task_metrics.items() if k.startswith("pass@"))
+    parts = [f'<section class="task {"solved" if solved else "unsolved"}" id="task-{html.escape(task_id)}">',
+             f'<h3><span class="mark">{mark}</span> {html.escape(task_id)} <small>{scores}</small></h3>']
+    if puzzle is not None:
+        demos = "".join(f'<div class="pair">{_img(p["input"], f"demo {i + 1} input")}'
+                        f'{_img(p["output"], f"demo {i + 1} output")}</div>'
+                        for i, p in enumerate(puzzle.get("train", [])))
+        parts.append(f'<div class="row demos">{demos}</div>')
+    for pair in pairs:
+        index = pair["test_index"]
+        row = []
+        if puzzle is not None and index < len(puzzle.get("test", [])):
+            row.append(_img(puzzle["test"][index]["input"], f"test {index + 1} input"))
+            row.append(_img(puzzle["test"][index]["output"], "target", "target"))
+        for candidate in pair["candidates"][:top]:
+            ok = "✔" if candidate["correct"] else "✘"
+            caption = f'#{candidate["rank"]} {ok} votes {candidate["votes"]}, q {candidate["mean_q"]:.3f}'
+            css = "right" if candidate["correct"] else "wrong"
+            if candidate.get("grid") is None:
+                row.append(f'<figure class="{css}"><div class="empty">(grid not kept)</div>'
+                           f"<figcaption>{html.escape(caption)}</figcaption></figure>")
+            else:
+                row.append(_img(candidate["grid"], caption, css))
+        if not pair["candidates"]:
+            row.append('<figure class="wrong"><div class="empty">no votes</div></figure>')
+        rank = pair.get("label_rank")
+        where = f"target at rank {rank}" if rank else "target not predicted"
+        parts.append(f'<div class="row test"><p>test input {index + 1}: {pair["votes"]} votes, '
+                     f'{pair["num_candidates"]} candidates, {where}</p>{"".join(row)}</div>')
+    parts.append("</section>")
+    return "".join(parts), solved
+
+
+def _tasks(evaluation: EvalDir, max_tasks: int | None, top: int) -> str:
+    if evaluation.predictions is None:
+        return f"<p>{html.escape(str(evaluation.path))} has no predictions.json: no per-task view.</p>"
+    puzzles, note = _load_tasks(evaluation.metrics)
+    per_task = evaluation.metrics.get("tasks", {})
+    ids = list(evaluation.predictions)[:max_tasks] if max_tasks else list(evaluation.predictions)
+    sections, index = [], []
+    for task_id in ids:
+        puzzle = puzzles.get(task_id) if puzzles is not None else None
+        section, solved = _task_section(task_id, evaluation.predictions[task_id], puzzle,
+                                        per_task.get(task_id), top)
+        sections.append(section)
+        css = "solved" if solved else "unsolved"
+        index.append(f'<a class="{css}" href="#task-{html.escape(task_id)}">'
+                     f'{"✔" if solved else "✘"} {html.escape(task_id)}</a>')
+    solved_count = sum("✔" in i for i in index)
+    total = len(evaluation.predictions)
+    shown = f"{len(ids)} of {total} tasks shown" if len(ids) < total else f"{len(ids)} tasks"
+    head = (f"<p>{shown}; {solved_count} solved (every test input right within {HEADLINE_K} attempts). "
+            f"{html.escape(note)}</p>")
+    return head + f'<nav class="index">{" ".join(index)}</nav>' + "".join(sections)
+
+
+STYLE = """
+body{font-family:system-ui,sans-serif;margin:1.5em;color:#222;max-width:1400px}
+h1{font-size:1.4em} h2{border-bottom:1px solid #ccc;margin-top:1.6em} h3{margin:.3em 0}
+table{border-collapse:collapse;margin:.4em 1em .4em 0;font-size:.9em;vertical-align:top}
+td,th{border:1px solid #ddd;padding:.15em .5em;text-align:left} caption{font-weight:bold;text-align:left}
+.tables{display:flex;flex-wrap:wrap;align-items:flex-start}
+.task{border:1px solid #ddd;border-left:6px solid #c33;padding:.4em .8em;margin:.8em 0}
+.task.solved{border-left-color:#2a2}
+.solved .mark,a.solved{color:#2a2} .unsolved .mark,a.unsolved{color:#c33}
+.row{display:flex;flex-wrap:wrap;align-items:flex-end;gap:.6em;margin:.3em 0}
+.row p{flex-basis:100%;margin:.2em 0;font-size:.85em;color:#555}
+.pair{display:flex;gap:.2em;padding:.2em;background:#f4f4f4}
+figure{margin:0;text-align:center} figcaption{font-size:.75em}
+figure.right img{outline:3px solid #2a2} figure.target img{outline:3px solid #888}
+.empty{width:60px;height:40px;display:flex;align-items:center;justify-content:center;font-size:.7em;
+ background:#eee}
+.index a{margin-right:.6em;text-decoration:none;font-family:monospace} .note{color:#a60}
+img.curves{max-width:100%} pre{background:#f6f6f6;padding:.5em;overflow:auto;max-height:30em}
+"""
+
+
+def render_report(path: str | Path, *, max_tasks: int | None = None, top: int = 3) -> str:
+    """The HTML page for a run or eval directory (see the module docstring)."""
+    source = load_source(path)
+    title = f"trmlab report: {source.path.name}"
+    body = [f"<h1>{html.escape(title)}</h1>",
+            f"<p>{source.kind} directory <code>{html.escape(str(source.path.resolve()))}</code>, "
+            f"generated {time.strftime('%Y-%m-%d %H:%M:%S %Z')}</p>"]
+    if source.kind == "run":
+        body.append("<h2>Learning curves</h2>" + _curves(source.metric_lines))
+        body.append("<h2>Evaluations</h2>" + _eval_history(source.evals))
+    latest = source.evals[-1] if source.evals else None
+    if latest is not None:
+        body.append(f"<h2>Metrics ({html.escape(latest.label)})</h2>" + _metrics_table(latest.metrics))
+        body.append(f"<h2>Tasks ({html.escape(latest.label)})</h2>" + _tasks(latest, max_tasks, top))
+    if source.config is not None:
+        text = yaml.safe_dump(source.config.get("config", source.config), sort_keys=False)
+        body.append(f"<h2>Config</h2><details><summary>config.yaml</summary><pre>{html.escape(text)}</pre>"
+                    f"</details>")
+    return (f'<!DOCTYPE html><html lang="en"><head><meta charset="utf-8"><title>{html.escape(title)}</title>'
+            f"<style>{STYLE}</style></head><body>{''.join(body)}</body></html>\n")
+
+
+def write_report(path: str | Path, out: str | Path | None = None, **options: Any) -> Path:
+    """Render and write the report atomically (default: ``<DIR>/report.html``); returns its path."""
+    target = Path(out) if out is not None else Path(path) / "report.html"
+    text = render_report(path, **options)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    handle, temporary = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
+    try:
+        with os.fdopen(handle, "w", encoding="utf-8") as f:
+            f.write(text)
+        os.chmod(temporary, 0o644)
+        os.replace(temporary, target)
+    except BaseException:
+        Path(temporary).unlink(missing_ok=True)
+        raise
+    return target
