@@ -32,6 +32,7 @@ from trmlab.config.validate import collect_problems, format_value, raise_problem
 from trmlab.config.yamlio import (
     compose_file,
     construct,
+    dump_yaml,
     flatten_dict,
     flatten_nodes,
     mapping_items,
@@ -269,7 +270,7 @@ def save_resolved(resolved: ResolvedConfig, path: str | Path) -> None:
     path = Path(path)
     document = {"config": config_to_dict(resolved.config),
                 "provenance": {key: resolved.provenance.get(key, "unknown") for key in schema_fields()}}
-    text = yaml.safe_dump(document, sort_keys=False, default_flow_style=None, allow_unicode=True, width=120)
+    text = dump_yaml(document)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as handle:

@@ -5,11 +5,10 @@ from __future__ import annotations
 import json
 from typing import Any
 
-import yaml
-
 from trmlab.config.fields import get_value, schema_fields
 from trmlab.config.loader import ResolvedConfig, config_to_dict
 from trmlab.config.validate import format_value
+from trmlab.config.yamlio import dump_yaml
 
 
 def stored_document(resolved: ResolvedConfig) -> dict[str, Any]:
@@ -27,8 +26,7 @@ def render_show(name: str, resolved: ResolvedConfig, unknown: dict[str, Any] | N
         return json.dumps(document, indent=2) + "\n"
     if fmt == "yaml":
         document = stored_document(resolved) | ({"unknown": unknown} if unknown else {})
-        return yaml.safe_dump(document, sort_keys=False, default_flow_style=None, allow_unicode=True,
-                              width=120)
+        return dump_yaml(document)
     return _text_table(name, resolved, unknown)
 
 

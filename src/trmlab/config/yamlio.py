@@ -154,3 +154,17 @@ def _kind(node: yaml.Node) -> str:
 
 def _short(error: yaml.YAMLError) -> str:
     return " ".join(str(error).split())
+
+
+class _Dumper(yaml.SafeDumper):
+    """Block-style mappings (one key per line, so errors can cite lines) with flow-style lists."""
+
+
+_Dumper.add_representer(
+    list, lambda dumper, value: dumper.represent_sequence("tag:yaml.org,2002:seq", value, flow_style=True))
+
+
+def dump_yaml(document: Any) -> str:
+    """YAML text of ``document`` in key order, mappings one key per line, lists inline."""
+    return yaml.dump(document, Dumper=_Dumper, sort_keys=False, default_flow_style=False, allow_unicode=True,
+                     width=120)
