@@ -1,0 +1,42 @@
+"""Evaluation during training: the evaluator (``trmlab.evaluation``) on the weights the loop swapped in."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from trmlab.errors import ConfigError
+
+
+def eval_data_path(config: Any) -> str:
+    """The one dataset directory whose test split is evaluated during training."""
+    paths = list(config.data_paths_test) or list(config.data_paths)
+    if len(paths) != 1:
+        raise ConfigError(f"evaluation during training needs one test dataset, got {paths} "
+                          f"(set data_paths_test=[DIR], or eval_interval=null to only evaluate at the end "
+                          f"with `trmlab eval`)")
+    return paths[0]
+
+
+def check_eval_data(config: Any) -> None:
+    """Open the evaluation test set up front so a missing or broken one fails before training starts."""
+    from trmlab.evaluation.testset import load_test_set
+
+    load_test_set(eval_data_path(config))
+
+
+def evaluate_during_training(trainer: Any, step: int) -> dict[str, float]:
+    """Run the ARC evaluator on the model as it is now (EMA weights, eval mode) and write ``eval/step_<N>``.
+
+    Every rank calls it (the evaluator shards rows under torchrun); returns the metrics on every rank (empty
+    on ranks other than 0).
+    """
+    from trmlab.evaluation.runner import evaluate
+
+    out_dir = trainer.run_dir.eval_path(step) if trainer.ctx.is_main else None
+    result = evaluate(trainer.model, eval_data_path(trainer.config), config=trainer.config, out_dir=out_dir,
+                      info={"step": step, "weights": "ema" if trainer.ema is not None else "raw"})
+    if result is None:
+        return {}
+    metrics = {k: float(v) for k, v in result.metrics.items()}
+    metrics["eval/samples_per_s"] = float(result.samples_per_second)
+    return metrics

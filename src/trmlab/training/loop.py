@@ -1,0 +1,493 @@
+"""The one training loop for every variant (TRM, ETRM, ETRMTRM), with the official step dynamics.
+
+One optimizer step per ACT step; the carry persists across batches, epochs and evaluations; the loss sum
+is divided by the *global* batch size; gradients are summed over ranks, optionally clipped (global norm,
+after the reduction), then AdamATan2 and the puzzle-table sign-SGD step with the scheduled lr, then the EMA.
+The number of optimizer steps is exact and known before the first batch (the sampler's exact batches per
+epoch × epochs, capped by ``max_steps``); the loop stops exactly there, so the EMA never moves without
+an update.
+
+Model hooks (all optional, documented in design.md "Training"):
+
+- ``model.param_groups(config) -> list[dict(name, params, lr_scale, wd_scale)]``: AdamATan2 groups (default:
+  one group "all" with every trainable parameter). Groups must partition the trainable parameters.
+- ``model.decoder_parameter_names() -> list[str]``: the parameters ``freeze_decoder_steps`` holds still.
+- ``model.compute_loss(outputs) -> (loss_sum, metrics)``: default ``trmlab.models.losses.act_loss``.
+- ``model.diagnostics(outputs) -> dict[str, float]``: computed outside the step, every ``log_every`` steps.
+- ``model.exploration_generator``: set by the loop to a per-rank generator (seed + rank), saved on resume.
+- ``model.puzzle_embedding`` (with ``weights``, ``local_weights``, ``local_ids``): trained by sign-SGD.
+"""
+
+from __future__ import annotations
+
+import random
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from trmlab.errors import ConfigError
+from trmlab.training.distributed import (
+    DistContext,
+    all_reduce_grads,
+    all_reduce_sum,
+    barrier,
+    broadcast_module,
+    setup_distributed,
+    teardown,
+)
+from trmlab.training.ema import EMA
+from trmlab.training.optim import AdamATan2, SparseSignSGD
+from trmlab.training.run_dir import RunDir
+from trmlab.training.schedule import lr_at
+
+
+@dataclass
+class ParamGroup:
+    """One AdamATan2 parameter group as the loop uses it."""
+
+    name: str
+    names: list[str]
+    params: list[torch.nn.Parameter]
+    lr_scale: float = 1.0
+    wd_scale: float = 1.0
+
+
+@dataclass
+class TrainResult:
+    """What a finished (or stopped) run produced."""
+
+    run_dir: Path
+    step: int
+    total_steps: int
+    checkpoints: list[Path] = field(default_factory=list)
+    last_metrics: dict[str, float] = field(default_factory=dict)
+    evaluations: list[dict[str, Any]] = field(default_factory=list)
+
+
+def param_groups(model: torch.nn.Module, config: Any) -> list[ParamGroup]:
+    """The model's AdamATan2 groups (``model.param_groups(config)``), checked to partition its parameters."""
+    named = {name: p for name, p in model.named_parameters() if p.requires_grad}
+    if not hasattr(model, "param_groups"):
+        return [ParamGroup("all", list(named), list(named.values()))]
+    by_id = {id(p): name for name, p in named.items()}
+    groups, seen = [], set()
+    for spec in model.param_groups(config):
+        names = []
+        for p in spec["params"]:
+            name = by_id.get(id(p))
+            if name is None or name in seen:
+                raise ConfigError(f"model.param_groups: group {spec['name']!r} lists a parameter that is not "
+                                  f"trainable or is already in another group ({name})")
+            seen.add(name)
+            names.append(name)
+        groups.append(ParamGroup(spec["name"], names, [named[n] for n in names],
+                                 float(spec.get("lr_scale", 1.0)), float(spec.get("wd_scale", 1.0))))
+    missing = sorted(set(named) - seen)
+    if missing:
+        raise ConfigError(f"model.param_groups leaves trainable parameters out of every group: {missing[:5]}")
+    return groups
+
+
+def total_optimizer_steps(sampler: Any, epochs: int, max_steps: int | None) -> tuple[int, list[int]]:
+    """(exact optimizer steps of the run, cumulative step count at the end of each epoch)."""
+    ends, total = [], 0
+    for epoch in range(epochs):
+        total += sampler.batches_per_epoch(epoch)
+        ends.append(total)
+        if max_steps is not None and total >= max_steps:
+            break
+    return (min(total, max_steps) if max_steps is not None else total), ends
+
+
+def normalise_metrics(sums: dict[str, float], steps: int, global_batch_size: int) -> dict[str, float]:
+    """Turn metric sums over ``steps`` optimizer steps into the logged means (documented in docs/training.md).
+
+    Losses (and ``kl``) are per sample: ÷ (global_batch_size · steps), as the official trainer. ``count`` is
+    rows per step. The official population (``train/accuracy`` ...: rows that halted this step) is ÷ its
+    ``train/count``; ``train/all_rows/*`` (every in-flight row) is ÷ ``train/all_rows/count``.
+    """
+    out = {}
+    for name, value in sums.items():
+        population = "train/all_rows/count" if name.startswith("train/all_rows/") else "train/count"
+        if name.endswith("count"):
+            out[name] = value / steps
+        elif name.endswith("loss") or name.endswith("/kl"):
+            out[name] = value / (global_batch_size * steps)
+        else:
+            out[name] = value / max(sums.get(population, 0.0), 1.0)
+    return out
+
+
+def _default_loss(config: Any) -> Callable[[dict[str, torch.Tensor]], tuple[torch.Tensor, dict]]:
+    from trmlab.models.losses import act_loss
+
+    return lambda outputs: act_loss(outputs, config.arch.loss_type)
+
+
+class Trainer:
+    """Builds everything a run needs from a resolved config, then :meth:`run` trains it.
+
+    ``resume`` is a run directory to continue (its newest valid checkpoint). ``evaluate`` overrides the
+    evaluation during training (``callable(trainer, step) -> dict``); default: ``trmlab.evaluation``.
+    """
+
+    def __init__(self, resolved: Any, *, resume: str | Path | None = None, progress: bool = True,
+                 evaluate: Callable[[Trainer, int], dict[str, Any]] | None = None,
+                 stop_after: int | None = None) -> None:
+        self.resolved = resolved
+        self.config = resolved.config
+        self.progress = progress
+        self.evaluate_fn = evaluate
+        self.stop_after = stop_after  # tests: stop (as if killed) after this many steps in this process
+        self.ctx: DistContext = setup_distributed(self.config.device)
+        self.resume_dir = Path(resume) if resume else None
+        self._build()
+
+    # -- construction ----------------------------------------------------------------------------------------
+
+    def _build(self) -> None:
+        from trmlab.data.dataset import ArcDataset, TrainSampler
+        from trmlab.models import build_model
+
+        config, ctx = self.config, self.ctx
+        if not config.data_paths:
+            raise ConfigError("data_paths is empty: name the training dataset directories (data_paths=[DIR])")
+        _seed_everything(config.seed)
+        self.dataset = ArcDataset(list(config.data_paths), "train")
+        self.sampler = TrainSampler(self.dataset, config.global_batch_size, config.seed, rank=ctx.rank,
+                                    world_size=ctx.world_size, max_demos=config.max_demos,
+                                    max_groups=config.max_train_groups)
+        self.model = build_model(config, seq_len=self.dataset.seq_len, vocab_size=self.dataset.vocab_size,
+                                 num_puzzle_identifiers=self.dataset.num_puzzle_identifiers).to(ctx.device)
+        self.init_report: dict[str, Any] = {}
+        if config.init_from and not self.resume_dir:
+            self.init_report = self._init_from(config.init_from)
+        broadcast_module(self.model, ctx)
+        # Exploration differs per rank (seed + rank) and lives in its own generator, saved with the RNG state.
+        self.exploration = torch.Generator(device=ctx.device)
+        self.exploration.manual_seed(config.seed + ctx.rank)
+        self.model.exploration_generator = self.exploration
+
+        self.groups = param_groups(self.model, config)
+        self.adam = AdamATan2([{"params": g.params, "name": g.name} for g in self.groups], lr=0.0,
+                              betas=(config.beta1, config.beta2), weight_decay=config.weight_decay)
+        for opt_group, group in zip(self.adam.param_groups, self.groups):
+            opt_group["weight_decay"] = config.weight_decay * group.wd_scale
+        table = getattr(self.model, "puzzle_embedding", None)
+        self.sparse = SparseSignSGD(table, 0.0, config.puzzle_emb_weight_decay) if table is not None else None
+        self.ema = EMA(self.model, config.ema_rate) if config.ema else None
+        self.decoder_names = self._decoder_names()
+        self.loss_fn = getattr(self.model, "compute_loss", None) or _default_loss(config)
+        self.forward = torch.compile(self.model) if config.compile else self.model
+
+        if self.evaluate_fn is None:
+            from trmlab.training.evaluate import check_eval_data
+
+            check_eval_data(config)  # fail now, not after days of training
+        self.total_steps, self.epoch_ends = total_optimizer_steps(self.sampler, config.epochs,
+                                                                  config.max_steps)
+        self.eval_steps = self._eval_steps()
+        self.step = 0
+        self.carry: Any = None
+        self._saved_carry: dict[str, Any] | None = None
+        self.run_dir = RunDir(self._run_dir_path())
+        self.loggers: list[Any] = []
+
+    def _decoder_names(self) -> list[str]:
+        if self.config.freeze_decoder_steps <= 0:
+            return []
+        if not hasattr(self.model, "decoder_parameter_names"):
+            raise ConfigError(f"freeze_decoder_steps={self.config.freeze_decoder_steps} but model "
+                              f"{self.config.arch.name!r} names no decoder parameters; set "
+                              "freeze_decoder_steps=0")
+        names = list(self.model.decoder_parameter_names())
+        trainable = {n for g in self.groups for n in g.names}
+        unknown = [n for n in names if n not in trainable]
+        if unknown:
+            raise ConfigError(f"model.decoder_parameter_names() lists non-trainable parameters {unknown[:3]}")
+        return names
+
+    def _eval_steps(self) -> set[int]:
+        """Steps after which to evaluate: the end of every eval_interval-th epoch, and the last step."""
+        interval, steps = self.config.eval_interval, set()
+        if interval is not None:
+            for epoch, end in enumerate(self.epoch_ends, start=1):
+                if epoch % interval == 0 and epoch // interval >= self.config.min_eval_interval \
+                        and end <= self.total_steps:
+                    steps.add(end)
+        steps.add(self.total_steps)
+        return steps
+
+    def _run_dir_path(self) -> Path:
+        if self.resume_dir is not None:
+            return self.resume_dir
+        if self.config.run_dir:
+            return Path(self.config.run_dir)
+        from trmlab.training.run_dir import generate_run_name
+
+        return Path("runs") / (self.config.run_name or generate_run_name())
+
+    def _init_from(self, path: str) -> dict[str, Any]:
+        from trmlab.training.transfer import initialize_from
+
+        return initialize_from(self, path)
+
+    # -- the run ---------------------------------------------------------------------------------------------
+
+    def run(self) -> TrainResult:
+        """Train to ``total_steps`` (or resume and finish), checkpointing and evaluating on schedule."""
+        try:
+            self._start()
+            result = TrainResult(self.run_dir.path, self.step, self.total_steps)
+            self._train(result)
+            return result
+        finally:
+            for logger in self.loggers:
+                logger.close()
+            teardown(self.ctx)
+
+    def _start(self) -> None:
+        if self.resume_dir is not None:
+            self._resume()
+        elif self.ctx.is_main:
+            self.run_dir.create(self.resolved)
+        barrier(self.ctx)
+        if self.ctx.is_main:
+            self._open_loggers()
+            self._say(self._summary())
+
+    def _summary(self) -> str:
+        n_params = sum(p.numel() for g in self.groups for p in g.params)
+        lines = [f"trmlab train: {self.config.arch.name} with {n_params:,} trainable parameters "
+                 f"({', '.join(f'{g.name}: {sum(p.numel() for p in g.params):,}' for g in self.groups)})",
+                 f"  device {self.ctx.device} × {self.ctx.world_size} process(es), forward dtype "
+                 f"{getattr(self.model, 'forward_dtype', 'n/a')}, "
+                 f"global batch {self.config.global_batch_size}",
+                 f"  optimizer steps: {self.total_steps:,} exactly ({len(self.epoch_ends)} epoch(s), "
+                 f"{self.sampler.batches_per_epoch(0)} batches in epoch 0"
+                 + (f", capped by max_steps={self.config.max_steps}" if self.config.max_steps else "") + ")",
+                 f"  run directory: {self.run_dir.path}"]
+        if self.step:
+            lines.append(f"  resumed at step {self.step:,}")
+        return "\n".join(lines)
+
+    def _train(self, result: TrainResult) -> None:
+        from tqdm import tqdm
+
+        show = self.progress and self.ctx.is_main
+        bar = tqdm(total=self.total_steps, initial=self.step, disable=not show, dynamic_ncols=True,
+                   unit="step", file=sys.stderr)
+        window = _MetricWindow()
+        start_step = self.step
+        try:
+            while self.step < self.total_steps:
+                epoch = self.sampler.state_dict()["epoch"]
+                for batch in self.sampler.iter_epoch(epoch):
+                    metrics = self._train_step(batch)
+                    window.add(metrics)
+                    bar.update(1)
+                    if self.step % self.config.log_every == 0 or self.step == self.total_steps:
+                        record = self._log(window, epoch)
+                        result.last_metrics = record
+                        bar.set_postfix(loss=f"{record.get('train/lm_loss', float('nan')):.4f}",
+                                        exact=f"{record.get('train/exact_accuracy', float('nan')):.3f}")
+                    if self.step in self.eval_steps:
+                        result.evaluations.append(self._evaluate())
+                    if self._checkpoint_due():
+                        result.checkpoints.append(self.save_checkpoint())
+                    result.step = self.step
+                    if self.step >= self.total_steps:
+                        break
+                    if self.stop_after is not None and self.step - start_step >= self.stop_after:
+                        return
+        finally:
+            bar.close()
+
+    def _checkpoint_due(self) -> bool:
+        every = self.config.checkpoint_every
+        return self.step == self.total_steps or self.step in self.eval_steps or \
+            (every is not None and self.step % every == 0)
+
+    # -- one optimizer step ----------------------------------------------------------------------------------
+
+    def _train_step(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        config = self.config
+        batch = {k: v.to(self.ctx.device, non_blocking=True) for k, v in batch.items()}
+        self.model.train()
+        if self.carry is None:
+            self.carry = self.model.initial_carry(batch)
+            if self._saved_carry is not None:
+                from trmlab.training.state import unflatten_into
+
+                self.carry = unflatten_into(self.carry, self._saved_carry, self.ctx.device)
+                self._saved_carry = None
+        self.step += 1
+        self.carry, outputs = self.forward(self.carry, batch)
+        loss_sum, metrics = self.loss_fn(outputs)
+        (loss_sum / config.global_batch_size).backward()
+
+        params = [p for g in self.groups for p in g.params]
+        all_reduce_grads(params, self.ctx)
+        if self.step <= config.freeze_decoder_steps:
+            # Frozen decoder: no gradient → AdamATan2 skips it entirely (no decay, no moments, no step count).
+            named = dict(self.model.named_parameters())
+            for name in self.decoder_names:
+                named[name].grad = None
+        updated = sum(p.numel() for p in params if p.grad is not None)
+        grad_norm = None
+        if config.grad_clip_norm > 0:
+            with_grad = [p for p in params if p.grad is not None]
+            grad_norm = torch.nn.utils.clip_grad_norm_(with_grad, config.grad_clip_norm)
+
+        for opt_group, group in zip(self.adam.param_groups, self.groups):
+            opt_group["lr"] = lr_at(self.step, config.lr * group.lr_scale, config.lr_warmup_steps,
+                                    self.total_steps, config.lr_min_ratio)
+        self.adam.step()
+        self.adam.zero_grad(set_to_none=True)
+        if self.sparse is not None:
+            self.sparse.lr = lr_at(self.step, config.puzzle_emb_lr, config.lr_warmup_steps, self.total_steps,
+                                   config.lr_min_ratio)
+            self.sparse.step()
+            self.sparse.zero_grad()
+        if self.ema is not None:
+            self.ema.update(self.model)
+
+        step_metrics = {f"train/{k}": v.detach().float() for k, v in metrics.items()}
+        if "kl" in outputs:
+            step_metrics["train/kl"] = outputs["kl"].detach().float().sum()
+        if grad_norm is not None:
+            step_metrics["grad_norm"] = grad_norm.detach().float()
+        step_metrics["updated_params"] = torch.tensor(float(updated))
+        self._last_outputs = outputs
+        return step_metrics
+
+    # -- metrics -------------------------------------------------------------------------------------------
+
+    def _log(self, window: _MetricWindow, epoch: int) -> dict[str, Any]:
+        """Reduce the window over ranks and write one metrics.jsonl line (rank 0)."""
+        sums, steps = window.take()
+        names = sorted(sums)
+        per_rank = {"grad_norm", "updated_params"}  # identical on every rank: not summed over ranks
+        stacked = torch.stack([sums[n].to(self.ctx.device) for n in names if n not in per_rank])
+        all_reduce_sum(stacked, self.ctx)
+        reduced = dict(zip([n for n in names if n not in per_rank], stacked.tolist()))
+        record: dict[str, Any] = {"step": self.step, "epoch": epoch, "split": "train",
+                                  "lr": self.adam.param_groups[0]["lr"]}
+        record.update(normalise_metrics(reduced, steps, self.config.global_batch_size))
+        for name in per_rank & set(sums):
+            record[name] = float(sums[name]) / steps
+        record["samples_per_s"] = steps * self.config.global_batch_size / max(window.elapsed, 1e-9)
+        record["steps_per_s"] = steps / max(window.elapsed, 1e-9)
+        window.restart_clock()
+        if hasattr(self.model, "diagnostics"):
+            with torch.no_grad():
+                diagnostics = self.model.diagnostics(self._last_outputs)
+            record.update({f"diag/{k}": float(v) for k, v in diagnostics.items()})
+        if self.ctx.is_main:
+            self.run_dir.append_metrics(record)
+            for logger in self.loggers:
+                logger.log(record, self.step)
+        return record
+
+    def _open_loggers(self) -> None:
+        from trmlab.training.loggers import open_loggers
+
+        self.loggers = open_loggers(self.config, self.run_dir.path)
+
+    # -- evaluation ------------------------------------------------------------------------------------------
+
+    def _evaluate(self) -> dict[str, Any]:
+        """Evaluate the EMA weights (swapped into the live model, no deep copy) and log the result."""
+        evaluate = self.evaluate_fn
+        if evaluate is None:
+            from trmlab.training.evaluate import evaluate_during_training as evaluate
+        swap = self.ema.swapped_in(self.model) if self.ema is not None else _NullContext()
+        with swap, torch.no_grad():
+            self.model.eval()
+            try:
+                metrics = evaluate(self, self.step)
+            finally:
+                self.model.train()
+        record = {"step": self.step, "epoch": self.sampler.state_dict()["epoch"], "split": "eval", **metrics}
+        if self.ctx.is_main:
+            self.run_dir.append_metrics(record)
+            for logger in self.loggers:
+                logger.log(record, self.step)
+            shown = ", ".join(f"{k}={v:.4f}" for k, v in metrics.items() if isinstance(v, float))
+            self._say(f"eval at step {self.step}: {shown}")
+        return record
+
+    # -- checkpoints -----------------------------------------------------------------------------------------
+
+    def save_checkpoint(self) -> Path:
+        """Write ``checkpoints/step_<N>`` (rank 0; every rank contributes its carry and RNG state)."""
+        from trmlab.training.state import save_training_checkpoint
+
+        return save_training_checkpoint(self)
+
+    def _resume(self) -> None:
+        from trmlab.training.state import load_latest_checkpoint
+
+        load_latest_checkpoint(self)
+        if self.ctx.is_main:
+            self.run_dir.truncate_metrics(self.step)
+
+    def _say(self, message: str) -> None:
+        if self.ctx.is_main:
+            print(message, file=sys.stderr, flush=True)
+
+
+class _MetricWindow:
+    """Sums of the per-step metric tensors since the last log (kept on device: no sync per step)."""
+
+    def __init__(self) -> None:
+        self.sums: dict[str, torch.Tensor] = {}
+        self.steps = 0
+        self.started = time.perf_counter()
+
+    def add(self, metrics: dict[str, torch.Tensor]) -> None:
+        for name, value in metrics.items():
+            self.sums[name] = self.sums[name] + value if name in self.sums else value.clone()
+        self.steps += 1
+
+    @property
+    def elapsed(self) -> float:
+        return time.perf_counter() - self.started
+
+    def take(self) -> tuple[dict[str, torch.Tensor], int]:
+        sums, steps = self.sums, max(self.steps, 1)
+        self.sums, self.steps = {}, 0
+        return sums, steps
+
+    def restart_clock(self) -> None:
+        self.started = time.perf_counter()
+
+
+class _NullContext:
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, *exc: object) -> None:
+        return None
+
+
+def _seed_everything(seed: int) -> None:
+    """Model init and every global stream start from ``seed`` (identical on all ranks)."""
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def train(resolved: Any, *, resume: str | Path | None = None, progress: bool = True) -> TrainResult:
+    """Train a run from a resolved config (``trmlab.config.load_config``), or resume one."""
+    return Trainer(resolved, resume=resume, progress=progress).run()
+
+
+__all__ = ["ParamGroup", "TrainResult", "Trainer", "normalise_metrics", "param_groups",
+           "total_optimizer_steps", "train"]

@@ -1,0 +1,124 @@
+"""The run directory, a contract users script against (documented in docs/training.md)::
+
+    <run_dir>/
+      config.yaml            {"config": <resolved config>, "provenance": {<dotted key>: <source>}}
+      metrics.jsonl          one JSON object per line: {"step", "epoch", "split": "train"|"eval", ...}
+      checkpoints/step_<N>/  model.safetensors, ema.safetensors, puzzle_embedding.safetensors,
+                             train_state.pt, config.yaml, manifest.json (written last)
+      eval/step_<N>/         the evaluator's outputs for evaluations during training
+
+N counts optimizer updates. Writes are atomic (temporary file or directory, then rename).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import shutil
+import time
+from pathlib import Path
+from typing import Any
+
+from trmlab.errors import ConfigError
+
+_ADJECTIVES = ("amber", "brisk", "calm", "dapper", "eager", "fuzzy", "gentle", "hardy", "icy", "jolly",
+               "keen", "lucid", "mellow", "nimble", "odd", "plucky", "quiet", "rapid", "sunny", "tidy",
+               "vivid", "witty")
+_NOUNS = ("otter", "heron", "lynx", "maple", "comet", "falcon", "badger", "cedar", "puffin", "quartz",
+          "raven", "tulip", "walrus", "yak", "zebra", "willow", "marten", "osprey", "gecko", "koala",
+          "ibis", "bison")
+
+
+def generate_run_name() -> str:
+    """A readable unique-enough name: ``<adjective>-<noun>-<YYYYmmdd-HHMMSS>`` (own RNG: seeds untouched)."""
+    rng = random.Random()
+    return f"{rng.choice(_ADJECTIVES)}-{rng.choice(_NOUNS)}-{time.strftime('%Y%m%d-%H%M%S')}"
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    """Write ``text`` to ``path`` via a temporary sibling and a rename (never a half-written file)."""
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    with open(tmp, "w") as f:
+        f.write(text)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+class RunDir:
+    """Paths and files of one run directory."""
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+
+    @property
+    def config_path(self) -> Path:
+        return self.path / "config.yaml"
+
+    @property
+    def metrics_path(self) -> Path:
+        return self.path / "metrics.jsonl"
+
+    @property
+    def checkpoints_path(self) -> Path:
+        return self.path / "checkpoints"
+
+    def checkpoint_path(self, step: int) -> Path:
+        return self.checkpoints_path / f"step_{step}"
+
+    def eval_path(self, step: int) -> Path:
+        return self.path / "eval" / f"step_{step}"
+
+    def create(self, resolved: Any) -> None:
+        """Create a new run directory with the resolved config (refusing to reuse one that holds a run)."""
+        from trmlab.config import save_resolved
+
+        if self.config_path.exists():
+            raise ConfigError(f"run_dir {self.path} already holds a run; continue it with resume={self.path} "
+                              f"or choose another run_dir")
+        self.checkpoints_path.mkdir(parents=True, exist_ok=True)
+        save_resolved(resolved, self.config_path)
+
+    def append_metrics(self, record: dict[str, Any]) -> None:
+        """Append one line to metrics.jsonl and flush it (a kill loses at most the line being written)."""
+        with open(self.metrics_path, "a") as f:
+            f.write(json.dumps(record, sort_keys=False) + "\n")
+            f.flush()
+
+    def truncate_metrics(self, step: int) -> None:
+        """On resume from ``step``: drop lines logged after it (they will be logged again) and torn lines."""
+        if not self.metrics_path.exists():
+            return
+        kept = []
+        for line in self.metrics_path.read_text().splitlines():
+            try:
+                record = json.loads(line)
+            except json.JSONDecodeError:
+                continue  # the torn last line of a killed run
+            if int(record.get("step", 0)) <= step:
+                kept.append(line)
+        atomic_write_text(self.metrics_path, "".join(f"{line}\n" for line in kept))
+
+    def checkpoint_steps(self) -> list[int]:
+        """Steps of the checkpoint directories present, complete or not, newest first."""
+        if not self.checkpoints_path.is_dir():
+            return []
+        steps = []
+        for child in self.checkpoints_path.iterdir():
+            if child.is_dir() and child.name.startswith("step_") and child.name[5:].isdigit():
+                steps.append(int(child.name[5:]))
+        return sorted(steps, reverse=True)
+
+    def prune(self, keep_last: int) -> list[Path]:
+        """Delete all but the newest ``keep_last`` checkpoints and stale temporary dirs; return what went."""
+        removed = []
+        for step in self.checkpoint_steps()[keep_last:]:
+            path = self.checkpoint_path(step)
+            shutil.rmtree(path, ignore_errors=True)
+            removed.append(path)
+        for child in self.checkpoints_path.iterdir():
+            if child.name.startswith(".tmp-") or child.name.startswith(".step_"):
+                shutil.rmtree(child, ignore_errors=True)
+        return removed
