@@ -1,0 +1,351 @@
+"""Loading checkpoints (official ``step_N`` files and trmlab bundles) into ready models, with the guards every
+loader must apply: the architecture comes from the checkpoint (:func:`reconcile_architecture`), and a puzzle
+table must match the dataset (:func:`check_puzzle_table`).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import re
+import warnings
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from trmlab.errors import CheckpointError, ConfigError
+from trmlab.interop.official_keys import TABLE_KEY, canonical_to_official, strip_official
+
+ENCODER_ARCH_KEYS = ("arch.encoder_type", "arch.encoder_num_layers", "arch.encoder_pooling_method",
+                     "arch.encoder_set_layers", "arch.encoder_layer_scale_init", "arch.encoder_norm_style",
+                     "arch.encoder_qk_norm", "arch.encoder_latent_dim", "arch.recurrent_encoder_type",
+                     "arch.encoder_h_cycles", "arch.encoder_l_cycles", "arch.encoder_l_layers")
+# Not compared: the variant name (TRM → ETRM transfer is legitimate) and the activation dtype (a deployment
+# choice: load_checkpoint(dtype=...) records it as an override).
+NOT_RECONCILED = ("arch.name", "arch.forward_dtype")
+DTYPE_NAMES = {"float32": torch.float32, "fp32": torch.float32, "bfloat16": torch.bfloat16,
+               "bf16": torch.bfloat16}
+
+
+# ----------------------------------------------------------------------------------------------- guards
+
+
+def reconcile_architecture(checkpoint_config: Any, user_config: Any, allow_mismatch: bool = False,
+                           source: str = "checkpoint") -> Any:
+    """The config to run a checkpoint with: its own architecture, the user's everything else.
+
+    Architecture keys the user did not set (provenance "schema default") silently take the checkpoint's value.
+    A user value that differs from the checkpoint's raises CheckpointError with the ``config diff`` table,
+    unless ``allow_mismatch`` (config ``allow_arch_mismatch``): then the user's value wins and its provenance
+    records the override. Encoder keys are compared only when both sides are the same variant.
+
+    Args:
+        checkpoint_config, user_config: ``ResolvedConfig`` (a bare ``Config`` counts as all-defaults).
+        source: the checkpoint's path, for messages and provenance.
+
+    Returns:
+        A ``ResolvedConfig``.
+    """
+    from trmlab.config.diff import format_diff_table
+    from trmlab.config.fields import get_value, schema_fields
+    from trmlab.config.loader import ResolvedConfig
+
+    ckpt, ckpt_prov = _config_and_provenance(checkpoint_config)
+    user, user_prov = _config_and_provenance(user_config)
+    same_variant = ckpt.arch.name == user.arch.name
+    keys = [key for key, info in schema_fields().items() if info.arch and key not in NOT_RECONCILED
+            and (same_variant or key not in ENCODER_ARCH_KEYS)]
+    values, provenance, conflicts = {}, dict(user_prov), []
+    for key in keys:
+        mine, theirs = get_value(user, key), get_value(ckpt, key)
+        user_set = not user_prov.get(key, "schema default").startswith("schema default")
+        if mine == theirs or not user_set:
+            values[key] = theirs
+            provenance[key] = f"checkpoint {source}" + (f" ({ckpt_prov[key]})" if key in ckpt_prov else "")
+        elif allow_mismatch:
+            provenance[key] = (f"{user_prov.get(key)} — overrides checkpoint value {theirs!r} "
+                               "(allow_arch_mismatch)")
+        else:
+            conflicts.append(key)
+    if conflicts:
+        # Only the conflicting values differ between the two columns, so the table shows just the problem.
+        wanted = {k.removeprefix("arch."): get_value(user, k) for k in conflicts}
+        yours = dataclasses.replace(ckpt, arch=dataclasses.replace(ckpt.arch, **wanted))
+        table = format_diff_table([(f"checkpoint {source}", ckpt), ("your config", yours)])
+        raise CheckpointError(
+            f"{source} was trained with a different architecture than your config sets "
+            f"({', '.join(conflicts)}). These values change what the weights compute without changing any "
+            f"tensor shape, so the checkpoint's own values must be used.\n{table}\nRemove the conflicting "
+            "setting(s), or set allow_arch_mismatch=true to run with yours (recorded in provenance).")
+    arch = dataclasses.replace(user.arch, **{k.removeprefix("arch."): v for k, v in values.items()})
+    return ResolvedConfig(dataclasses.replace(user, arch=arch), provenance)
+
+
+def _config_and_provenance(config: Any) -> tuple[Any, dict[str, str]]:
+    if hasattr(config, "provenance"):
+        return config.config, dict(config.provenance)
+    return config, {}
+
+
+def check_puzzle_table(table: torch.Tensor, num_identifiers: int, mode: str = "error",
+                       source: str = "checkpoint") -> torch.Tensor:
+    """The puzzle table to use with a dataset of ``num_identifiers`` identifiers.
+
+    Same row count: returned unchanged. Otherwise ``mode`` (config ``puzzle_emb_reinit``) decides: "error"
+    raises CheckpointError (the official code silently substitutes the mean row, which destroys accuracy);
+    "mean" / "zeros" return a new [num_identifiers, ndim] table with a warning.
+    """
+    rows = int(table.shape[0])
+    if rows == num_identifiers:
+        return table
+    if mode == "error":
+        raise CheckpointError(
+            f"{source}: the puzzle-embedding table has {rows} rows but the dataset has {num_identifiers} "
+            "puzzle identifiers, so identifiers would address the wrong rows. Use the dataset this "
+            "checkpoint was trained on (rebuilt with the same builder and inputs), or set "
+            "puzzle_emb_reinit=mean|zeros to re-initialise the table (what it learned is lost).")
+    if mode not in ("mean", "zeros"):
+        raise ConfigError(f"puzzle_emb_reinit={mode!r}: expected error, mean or zeros")
+    warnings.warn(f"{source}: puzzle table re-initialised ({mode}) from {rows} to {num_identifiers} rows "
+                  "(puzzle_emb_reinit); the learned per-puzzle embeddings are discarded", stacklevel=2)
+    if mode == "zeros":
+        return torch.zeros(num_identifiers, table.shape[1], dtype=table.dtype, device=table.device)
+    return table.mean(0, keepdim=True).expand(num_identifiers, -1).clone()
+
+
+# ----------------------------------------------------------------------------------------------- reading
+
+
+def read_official_state(path: str | Path) -> dict[str, torch.Tensor]:
+    """An official ``step_N`` file as {canonical key: tensor}, loaded weights-only (memory-mapped)."""
+    from trmlab.interop.safe_load import safe_torch_load
+
+    state = safe_torch_load(path, mmap=True)
+    if not isinstance(state, dict) or not all(isinstance(k, str) and isinstance(v, torch.Tensor)
+                                              for k, v in state.items()):
+        raise CheckpointError(f"{path} is not a state dict of tensors (found {type(state).__name__})")
+    return strip_official(state, str(path))
+
+
+def official_config(path: str | Path, config: Any = None) -> Any:
+    """The ResolvedConfig of an official checkpoint: its sibling all_config.yaml, reconciled with ``config``.
+
+    Without all_config.yaml the architecture must come from ``config`` (a preset or explicit overrides):
+    shapes cannot tell H_cycles, L_cycles, num_heads, halt_max_steps ... and no default is substituted.
+    """
+    from trmlab.config.official import read_official_all_config
+
+    sibling = Path(path).parent / "all_config.yaml"
+    if sibling.is_file():
+        resolved, _unknown = read_official_all_config(sibling)
+        if config is None:
+            return resolved
+        user = config if hasattr(config, "provenance") else _as_resolved(config)
+        return reconcile_architecture(resolved, user, user.config.allow_arch_mismatch, str(path))
+    if config is None:
+        raise CheckpointError(
+            f"{path} has no all_config.yaml beside it, and the architecture cannot be read from the "
+            "weights (H_cycles, L_cycles, num_heads, halt_max_steps, ... change no tensor shape). Name it "
+            "explicitly: e.g. `--preset trm-arc1` (plus `--set arch.L_cycles=...`) on the command line, or "
+            "load_checkpoint(path, config=load_config('trm-arc1')).")
+    return config if hasattr(config, "provenance") else _as_resolved(config)
+
+
+def _as_resolved(config: Any) -> Any:
+    from trmlab.config.loader import ResolvedConfig
+    from trmlab.config.schema import ArchConfig, Config
+
+    if isinstance(config, ArchConfig):
+        config = Config(arch=config)
+    return ResolvedConfig(config, {})
+
+
+def infer_dims(state: dict[str, torch.Tensor]) -> dict[str, Any]:
+    """What the tensor shapes say: vocab_size, hidden_size, num_puzzle_identifiers, puzzle_emb_ndim,
+    L_layers, mlp_t, learned positions."""
+    if "core.token_embedding.weight" not in state:
+        raise CheckpointError("checkpoint has no token embedding (embed_tokens.embedding_weight)")
+    vocab, hidden = state["core.token_embedding.weight"].shape
+    table = state.get(TABLE_KEY)
+    layers = {int(m.group(1)) for k in state if (m := re.match(r"core\.blocks\.(\d+)\.", k))}
+    return {"vocab_size": int(vocab), "hidden_size": int(hidden),
+            "num_puzzle_identifiers": int(table.shape[0]) if table is not None else 0,
+            "puzzle_emb_ndim": int(table.shape[1]) if table is not None else 0,
+            "L_layers": len(layers), "mlp_t": any(".token_mixer." in k for k in state),
+            "learned_positions": "core.position_embedding.weight" in state}
+
+
+def seq_len_from_shapes(state: dict[str, torch.Tensor], prefix_len: int) -> int | None:
+    """seq_len when a tensor's shape fixes it (learned positions, mlp_t), else None."""
+    if "core.position_embedding.weight" in state:
+        return int(state["core.position_embedding.weight"].shape[0]) - prefix_len
+    if "core.blocks.0.token_mixer.down.weight" in state:
+        return int(state["core.blocks.0.token_mixer.down.weight"].shape[0]) - prefix_len
+    return None
+
+
+def seq_len_from_datasets(config: Any) -> int | None:
+    """seq_len of the first dataset of ``config.data_paths`` / ``data_paths_test`` found on disk."""
+    for root in [*config.data_paths_test, *config.data_paths]:
+        for split in ("test", "train"):
+            meta = Path(root) / split / "dataset.json"
+            if meta.is_file():
+                try:
+                    return int(json.loads(meta.read_text())["seq_len"])
+                except (ValueError, KeyError, TypeError):
+                    continue
+    return None
+
+
+def resolve_seq_len(seq_len: int | None, state: dict[str, torch.Tensor], config: Any, prefix_len: int,
+                    source: str) -> int:
+    """seq_len from the argument, else the shapes, else the config's datasets; conflicts are errors."""
+    from_shapes = seq_len_from_shapes(state, prefix_len)
+    if seq_len is not None and from_shapes is not None and seq_len != from_shapes:
+        raise CheckpointError(f"{source}: seq_len={seq_len} was requested but the weights fix it at "
+                              f"{from_shapes} (learned positions / mlp_t)")
+    value = seq_len or from_shapes or seq_len_from_datasets(config)
+    if value is None:
+        raise CheckpointError(f"{source}: seq_len is not stored in the checkpoint and no dataset of the "
+                              "config is on disk; pass seq_len (900 for ARC: "
+                              "load_checkpoint(path, seq_len=900), --seq-len 900)")
+    return int(value)
+
+
+# ----------------------------------------------------------------------------------------------- building
+
+
+def shape_problems(model: nn.Module, state: dict[str, torch.Tensor]) -> list[str]:
+    """Every missing/unexpected key and shape mismatch between ``model`` and a canonical ``state``."""
+    expected = model.state_dict()
+    problems = []
+    missing = [k for k in expected if k not in state]
+    unexpected = [k for k in state if k not in expected]
+    if missing:
+        problems.append("missing tensors: " + ", ".join(_both_names(k) for k in missing))
+    if unexpected:
+        problems.append("unexpected tensors: " + ", ".join(_both_names(k) for k in unexpected))
+    for key, tensor in state.items():
+        if key in expected and tuple(tensor.shape) != tuple(expected[key].shape):
+            problems.append(f"{_both_names(key)}: checkpoint shape {list(tensor.shape)}, the config gives "
+                            f"{list(expected[key].shape)}")
+    return problems
+
+
+def _both_names(key: str) -> str:
+    official = canonical_to_official(key)
+    return f"{key} (official {official})" if official else key
+
+
+def instantiate(config: Any, state: dict[str, torch.Tensor], *, seq_len: int, source: str) -> nn.Module:
+    """Build the model of ``config`` on the meta device and adopt ``state``'s tensors (no double memory)."""
+    from trmlab.models import build_model
+
+    dims = infer_dims(state)
+    with torch.device("meta"):
+        model = build_model(config.config, seq_len=seq_len, vocab_size=dims["vocab_size"],
+                            num_puzzle_identifiers=max(dims["num_puzzle_identifiers"], 1))
+    problems = shape_problems(model, state)
+    if problems:
+        raise CheckpointError(f"{source} does not match its architecture:\n  - " + "\n  - ".join(problems))
+    params = {name for name, _ in model.named_parameters()}
+    # Parameters are fp32 masters (bf16 → fp32 is exact); buffers keep their stored dtype (H_init/L_init).
+    adopted = {k: (v.float() if k in params and v.dtype != torch.float32 else v) for k, v in state.items()}
+    model.load_state_dict(adopted, strict=True, assign=True)
+    model.config = config
+    model.provenance = {}
+    return model
+
+
+def _parse_dtype(dtype: Any) -> torch.dtype | None:
+    if dtype is None or isinstance(dtype, torch.dtype):
+        return dtype
+    if isinstance(dtype, str) and dtype in DTYPE_NAMES:
+        return DTYPE_NAMES[dtype]
+    raise ConfigError(f"dtype={dtype!r}: expected torch.float32, torch.bfloat16, 'float32' or 'bfloat16'")
+
+
+def _finish(model: nn.Module, *, device: Any, dtype: Any, source: str) -> nn.Module:
+    forced = _parse_dtype(dtype)
+    if forced is not None:
+        stored = model.config.config.arch.forward_dtype
+        model.core.forward_dtype_override = forced
+        name = str(forced).removeprefix("torch.")
+        model.provenance["arch.forward_dtype"] = (f"load_checkpoint(dtype={name}) — deliberate override "
+                                                  f"of {stored!r} from {source}")
+    if device is not None:
+        model.to(device)
+    return model.eval()
+
+
+def load_checkpoint(path: str | Path, *, seq_len: int | None = None, device: Any = None, dtype: Any = None,
+                    config: Any = None, use_ema: bool = True) -> nn.Module:
+    """Load an official ``step_N`` file or a trmlab checkpoint directory as a model in eval mode.
+
+    Args:
+        path: an official file (architecture from the sibling ``all_config.yaml``, or ``config``) or a trmlab
+            ``step_N/`` directory (checksums verified).
+        seq_len: grid tokens (official files do not store it; 900 for ARC). Default: the weights' shapes, the
+            trmlab manifest, or the config's dataset on disk; otherwise an error.
+        device: where to put the model (default: CPU).
+        dtype: forward dtype override (``torch.float32``/``torch.bfloat16`` or their names), recorded in
+            ``model.provenance``.
+        config: a ``ResolvedConfig`` / ``Config`` the user asked for; its architecture must agree with the
+            checkpoint's (see :func:`reconcile_architecture`), or name it when the checkpoint has none.
+        use_ema: trmlab bundles: evaluate ``ema.safetensors`` when present (default), else the raw weights.
+
+    Returns:
+        The model (``model.config`` = the ResolvedConfig it was built from, ``model.provenance`` = overrides).
+    """
+    from trmlab.checkpoints.bundle import is_trmlab_checkpoint
+
+    path = Path(path)
+    if path.is_dir():
+        if not is_trmlab_checkpoint(path):
+            raise CheckpointError(f"{path} is a directory without manifest.json: not a (complete) trmlab "
+                                  "checkpoint. Give an official step_N file or a trmlab step_N/ directory.")
+        return load_trmlab_checkpoint(path, seq_len=seq_len, device=device, dtype=dtype, config=config,
+                                      use_ema=use_ema)
+    state = read_official_state(path)
+    resolved = official_config(path, config)
+    prefix_len = _prefix_len(resolved)
+    length = resolve_seq_len(seq_len, state, resolved.config, prefix_len, str(path))
+    model = instantiate(resolved, state, seq_len=length, source=str(path))
+    return _finish(model, device=device, dtype=dtype, source=str(path))
+
+
+def _prefix_len(resolved: Any) -> int:
+    from trmlab.models.core import prefix_length
+
+    return prefix_length(resolved.config.arch)
+
+
+def load_trmlab_checkpoint(path: str | Path, *, seq_len: int | None = None, device: Any = None,
+                           dtype: Any = None, config: Any = None, use_ema: bool = True) -> nn.Module:
+    """Load a trmlab checkpoint directory (see :func:`load_checkpoint`)."""
+    from trmlab.checkpoints.bundle import EMA_FILE, MODEL_FILE, TABLE_FILE, read_checkpoint
+
+    bundle = read_checkpoint(path, verify=True)
+    stored = bundle.config()
+    resolved = stored if config is None else reconcile_architecture(
+        stored, config if hasattr(config, "provenance") else _as_resolved(config),
+        _user_allows(config), str(path))
+    weights = EMA_FILE if use_ema and bundle.has(EMA_FILE) else MODEL_FILE
+    state = dict(bundle.tensors(weights))
+    if bundle.has(TABLE_FILE):
+        state[TABLE_KEY] = bundle.tensors(TABLE_FILE)["weights"]
+    stored_len = (bundle.manifest.get("model") or {}).get("seq_len")
+    if seq_len is not None and stored_len is not None and seq_len != stored_len:
+        raise CheckpointError(f"{path}: seq_len={seq_len} requested but the checkpoint was trained with "
+                              f"seq_len={stored_len}")
+    length = resolve_seq_len(seq_len or stored_len, state, resolved.config, _prefix_len(resolved), str(path))
+    model = instantiate(resolved, state, seq_len=length, source=f"{path}/{weights}")
+    model.provenance["weights"] = f"{path}/{weights}"
+    return _finish(model, device=device, dtype=dtype, source=str(path))
+
+
+def _user_allows(config: Any) -> bool:
+    inner = getattr(config, "config", config)
+    return bool(getattr(inner, "allow_arch_mismatch", False))
