@@ -409,6 +409,8 @@ def _task_hash(task: SyntheticTask, transform: Callable[[Grid], Grid]) -> str:
 def encode_grid(grid: Grid, canvas: int, r0: int = 0, c0: int = 0) -> np.ndarray:
     """Tokens of a grid at (r0, c0) on a canvas×canvas board with the EOS row/column (trm-reference §7.2)."""
     height, width = grid.shape
+    if r0 < 0 or c0 < 0 or r0 + height > canvas or c0 + width > canvas:
+        raise DataError(f"a {height}x{width} grid at ({r0}, {c0}) does not fit the {canvas}x{canvas} canvas")
     board = np.zeros((canvas, canvas), dtype=np.uint8)
     board[r0:r0 + height, c0:c0 + width] = grid + COLOR_OFFSET
     if r0 + height < canvas:
