@@ -240,3 +240,17 @@ def test_walkthrough_shows_show_and_diff() -> None:
     assert "$ trmlab config diff trm-arc1 trm-arc1-repo-default" in text
     assert set(_table_rows(text)) == {"arch.L_cycles", "ema"}
     assert "exit status 1" in text
+
+
+def test_official_etrm_layout_maps_encoder_keys(tmp_path: Path) -> None:
+    path = _official(tmp_path, arch__name="models.etrm@TRMWithEncoder", arch__puzzle_emb_ndim=0,
+                     arch__encoder_num_layers=4, encoder_lr_scale=0, load_pretrained_decoder="ckpt/step_1",
+                     max_eval_groups=32, log_predictions_every=1000)
+    path.write_text(path.read_text().replace("loss_type: stablemax_cross_entropy",
+                                             "loss_type: stablemax_cross_entropy\n    kl_weight: 0.0001"))
+    resolved, unknown = read_official_all_config(path)
+    config = resolved.config
+    assert (config.arch.name, config.arch.encoder_num_layers, config.encoder_lr_scale) == ("etrm", 4, 1.0)
+    assert "official 0 = one optimizer at lr" in resolved.provenance["encoder_lr_scale"]
+    assert (config.init_from, config.eval.max_tasks) == ("ckpt/step_1", 32)
+    assert unknown == {"log_predictions_every": 1000}
