@@ -159,6 +159,15 @@ def test_two_ranks_partition_each_global_batch(official: Path, encoder: Path):
         TrainSampler(ArcDataset([official], "train"), 9, seed=0, world_size=2)
 
 
+def test_batch_larger_than_an_epoch_is_refused(official: Path):
+    dataset = ArcDataset([official], "train")
+    sizes, groups = np.diff(dataset.puzzle_indices), dataset.group_indices
+    per_epoch_max = sum(int(sizes[groups[g]:groups[g + 1]].max()) for g in range(dataset.total_groups))
+    TrainSampler(dataset, per_epoch_max, seed=0)
+    with pytest.raises(DataError, match=r"less than one global batch"):
+        TrainSampler(dataset, per_epoch_max + 1, seed=0)
+
+
 def test_max_groups_limits_training_to_the_first_groups(official: Path):
     dataset = ArcDataset([official], "train")
     sampler = TrainSampler(dataset, 4, seed=0, max_groups=5)

@@ -100,6 +100,10 @@ def _load_part(root: Path, split: str) -> _Part:
     group_indices = _load_index_array(array_path(split_dir, "group_indices"))
     _check_offsets(split_dir, "puzzle_indices", puzzle_indices, inputs.shape[0])
     _check_offsets(split_dir, "group_indices", group_indices, puzzle_indices.size - 1)
+    empty = np.flatnonzero(np.diff(group_indices) == 0)
+    if empty.size:
+        raise DataError(f"{array_path(split_dir, 'group_indices')}: group {int(empty[0])} has no puzzle; "
+                        f"rebuild the dataset")
     if identifiers.size != puzzle_indices.size - 1:
         raise DataError(f"{array_path(split_dir, 'puzzle_identifiers')}: {identifiers.size} entries for "
                         f"{puzzle_indices.size - 1} puzzles")
@@ -359,9 +363,13 @@ class TrainSampler:
         self._item_counts = dataset.item_counts()
         self._item_starts = dataset.puzzle_indices[:-1] + (dataset.num_demos if dataset.num_demos is not None
                                                            else 0)
-        if self._item_counts[: dataset.group_indices[num_groups]].sum() < global_batch_size:
-            raise DataError(f"{[str(p) for p in dataset.paths]}: the {num_groups} training groups hold fewer "
-                            f"items than one global batch ({global_batch_size}); lower global_batch_size")
+        # An epoch takes one puzzle per group: if even the largest puzzles cannot fill a batch, no epoch can.
+        largest = np.maximum.reduceat(self._item_counts, dataset.group_indices[:num_groups]) \
+            if num_groups and self._item_counts.size else np.zeros(0, np.int64)
+        if largest.sum() < global_batch_size:
+            raise DataError(f"{[str(p) for p in dataset.paths]}: one epoch of the {num_groups} training "
+                            f"groups holds at most {int(largest.sum())} items, less than one global batch "
+                            f"({global_batch_size}); lower global_batch_size")
         self._plans: dict[int, _EpochPlan] = {}
         self._epoch, self._batch = 0, 0
 
