@@ -130,6 +130,7 @@ def _run_eval(args: argparse.Namespace) -> int:
     device = _pick_device(settings.get("device"))
     model = load_checkpoint(args.checkpoint, seq_len=test_set.seq_len, device=device)
     config = getattr(model, "config", None)
+    config = getattr(config, "config", config)  # load_checkpoint attaches a ResolvedConfig
     eval_settings = _eval_settings(settings, config)
     checkpoint = Path(args.checkpoint)
     out = Path(settings["out"]) if "out" in settings else default_out_dir(

@@ -1,0 +1,81 @@
+"""``trmlab eval`` end to end on the official tiny checkpoint (random weights: the scores are ~0, the plumbing
+is what is tested).
+
+The tiny checkpoint's puzzle table has 10 rows, so the hand-made dataset has exactly 10 identifiers (blank +
+2 tasks × 3 augmentations + 3 train-only names): no puzzle_emb_reinit is needed. Its canvas is 6×6
+(seq_len 36, passed to load_checkpoint) to keep the run fast.
+"""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from test_eval_support import IDENTITY, build_dataset, simple_task
+from trmlab.cli import main
+from trmlab.evaluation.outputs import load_raw_predictions
+from trmlab.evaluation.testset import load_test_set
+
+AUGS = [IDENTITY, (1, "0213456789"), (4, "0987654321")]
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    # Two intra-op threads on a shared 2-core machine spin against each other: 1 thread is ~10x faster here
+    # (conftest restores the thread count after each test).
+    torch.set_num_threads(1)
+
+
+@pytest.fixture
+def tiny_dataset(tmp_path):
+    tasks = {f"task{i}": simple_task(i, n_test=1 + i) for i in range(2)}
+    return build_dataset(tmp_path / "data", tasks, {t: AUGS for t in tasks}, side=6, extra_identifiers=3)
+
+
+def test_eval_of_the_official_tiny_checkpoint_runs_end_to_end(official_trm_tiny, tiny_dataset, tmp_path):
+    from trmlab import load_checkpoint
+
+    checkpoint = official_trm_tiny / "step_100"
+    out = tmp_path / "eval"
+    code = main(["eval", str(checkpoint), str(tiny_dataset), f"out={out}", "batch_size=4", "device=cpu"])
+    assert code == 0
+    assert sorted(p.name for p in out.iterdir()) == [
+        "metrics.json", "predictions.json", "raw_predictions.npz", "submission.json"]
+    metrics = json.loads((out / "metrics.json").read_text())
+    test_set = load_test_set(tiny_dataset)
+    assert metrics["counts"]["tasks"] == 2 and metrics["counts"]["votes"] == test_set.num_rows == 9
+    assert all(0.0 <= metrics[f"ARC/pass@{k}"] <= 1.0 for k in (1, 2, 5, 10, 100, 1000))
+    assert metrics["checkpoint"] == str(checkpoint.resolve())
+    submission = json.loads((out / "submission.json").read_text())
+    assert [len(submission[t]) for t in ("task0", "task1")] == [1, 2]
+
+    # The raw rows are the model's final-step outputs on the dataset rows, in file order.
+    raw = load_raw_predictions(out / "raw_predictions.npz")
+    assert np.array_equal(raw.inputs, test_set.inputs())
+    model = load_checkpoint(checkpoint, seq_len=36)
+    steps = model.rollout(torch.from_numpy(test_set.inputs().astype(np.int32)),
+                          torch.from_numpy(test_set.row_identifiers()))
+    assert len(steps) == 4  # halt_max_steps of the tiny config
+    assert np.array_equal(raw.preds, steps[-1]["preds"].numpy())
+    assert np.allclose(raw.q_halt_logits, steps[-1]["q_halt_logits"].numpy(), atol=1e-5)
+
+    # trmlab score on the saved raw predictions gives the same metrics and submission.
+    rescored = tmp_path / "rescored"
+    assert main(["score", str(tiny_dataset), str(out / "raw_predictions.npz"), f"out={rescored}"]) == 0
+    again = json.loads((rescored / "metrics.json").read_text())
+    assert {k: again[k] for k in metrics if k.startswith("ARC/")} == {
+        k: v for k, v in metrics.items() if k.startswith("ARC/")}
+    assert json.loads((rescored / "submission.json").read_text()) == submission
+
+
+def test_eval_refuses_a_dataset_whose_identifiers_do_not_match_the_table(official_trm_tiny, tmp_path, capsys):
+    tasks = {"task0": simple_task(0)}
+    root = build_dataset(tmp_path / "data", tasks, {"task0": AUGS}, side=6)  # 4 identifiers, table has 10
+    assert main(["eval", str(official_trm_tiny / "step_100"), str(root), f"out={tmp_path / 'eval'}",
+                 "batch_size=4", "device=cpu"]) == 2
+    err = capsys.readouterr().err
+    assert "10 rows" in err and "4 puzzle identifiers" in err
+    assert not (tmp_path / "eval").exists()
