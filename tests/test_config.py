@@ -331,3 +331,15 @@ def test_resolved_config_fields() -> None:
     assert isinstance(resolved, ResolvedConfig)
     assert set(resolved.provenance) == set(schema_fields())
     assert dataclasses.is_dataclass(resolved.config)
+
+
+def test_strings_that_look_like_other_types_survive_a_round_trip(tmp_path: Path) -> None:
+    resolved = load_config("tiny", ["run_name='1e5'", "project_name='yes'", "data_paths=['null', 'true']"])
+    path = tmp_path / "config.yaml"
+    save_resolved(resolved, path)
+    config = load_resolved(path).config
+    assert (config.run_name, config.project_name, config.data_paths) == ("1e5", "yes", ["null", "true"])
+    import yaml
+
+    plain = yaml.safe_load(path.read_text())["config"]  # also unambiguous for a plain YAML reader
+    assert (plain["run_name"], plain["project_name"]) == ("1e5", "yes")

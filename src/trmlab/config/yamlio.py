@@ -160,6 +160,21 @@ class _Dumper(yaml.SafeDumper):
     """Block-style mappings (one key per line, so errors can cite lines) with flow-style lists."""
 
 
+class _StrictResolver(yaml.resolver.Resolver):
+    yaml_implicit_resolvers = StrictLoader.yaml_implicit_resolvers
+
+
+_RESOLVERS = (yaml.resolver.Resolver(), _StrictResolver())
+
+
+def _represent_str(dumper: yaml.SafeDumper, value: str) -> yaml.ScalarNode:
+    # Quote strings that plain YAML 1.1 *or* StrictLoader would read as something else ("yes", "1e5").
+    ambiguous = any(r.resolve(yaml.ScalarNode, value, (True, False)) != "tag:yaml.org,2002:str"
+                    for r in _RESOLVERS)
+    return dumper.represent_scalar("tag:yaml.org,2002:str", value, style="'" if ambiguous else None)
+
+
+_Dumper.add_representer(str, _represent_str)
 _Dumper.add_representer(
     list, lambda dumper, value: dumper.represent_sequence("tag:yaml.org,2002:seq", value, flow_style=True))
 
