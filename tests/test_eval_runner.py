@@ -119,3 +119,40 @@ def test_evaluate_reads_settings_from_a_config(dataset):
     model = AddOneModel(test_set.num_puzzle_identifiers)
     result = evaluate(model, root, config=config)
     assert result.result.counts["tasks"] == 1 and model.calls == 1
+
+
+def _distributed_worker(rank: int, world: int, root: str, port: int, queue) -> None:
+    torch.distributed.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank,
+                                         world_size=world)
+    try:
+        test_set = load_test_set(root)
+        result = evaluate(AddOneModel(test_set.num_puzzle_identifiers), root,
+                          settings=EvalSettings(global_batch_size=8))
+        queue.put((rank, None if result is None else (result.metrics, result.result.submission(),
+                                                      result.raw.preds.tolist())))
+    finally:
+        torch.distributed.destroy_process_group()
+
+
+def test_two_gloo_ranks_give_the_single_process_result(dataset):
+    import socket
+
+    import torch.multiprocessing as mp
+
+    root, _ = dataset
+    test_set = load_test_set(root)
+    single = evaluate(AddOneModel(test_set.num_puzzle_identifiers), root,
+                      settings=EvalSettings(global_batch_size=8))
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    context = mp.get_context("spawn")
+    queue = context.SimpleQueue()
+    mp.start_processes(_distributed_worker, args=(2, str(root), port, queue), nprocs=2, start_method="spawn")
+    results = dict(queue.get() for _ in range(2))
+    assert results[1] is None
+    metrics, submission, preds = results[0]
+    assert metrics == single.metrics
+    assert submission == single.result.submission()
+    assert preds == single.raw.preds.tolist()
+    assert test_set.num_rows % 8 != 0  # rank 1's share of the last batch is all padding
