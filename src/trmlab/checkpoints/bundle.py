@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import datetime as _dt
 import hashlib
-import io
 import json
 import os
 import shutil
@@ -55,29 +54,43 @@ def _git_commit() -> str | None:
     return out.stdout.strip() or None
 
 
-def _serialise(name: str, part: Part) -> tuple[bytes, dict[str, Any] | None]:
-    """Bytes of one file and, for tensor files, its key → {shape, dtype} table."""
+def _write_part(path: Path, name: str, part: Part) -> dict[str, Any] | None:
+    """Write one file (streamed: tables can be gigabytes) and return, for tensor files, key → shape/dtype."""
+    table = None
     if isinstance(part, bytes):
-        return part, None
-    if name.endswith(".safetensors"):
-        from safetensors.torch import save
+        path.write_bytes(part)
+    elif name.endswith(".safetensors"):
+        from safetensors.torch import save_file
 
         tensors = {k: v.detach().to("cpu").contiguous() for k, v in part.items()}
         table = {k: {"shape": list(v.shape), "dtype": str(v.dtype).removeprefix("torch.")}
                  for k, v in tensors.items()}
-        return save(tensors), table
-    if name.endswith(".pt"):
-        buffer = io.BytesIO()
-        torch.save(part, buffer)
-        return buffer.getvalue(), None
-    if name.endswith(".json"):
-        return json.dumps(part, indent=2, sort_keys=True).encode(), None
-    if name.endswith((".yaml", ".yml")):
+        save_file(tensors, str(path))
+    elif name.endswith(".pt"):
+        torch.save(part, path)
+    elif name.endswith(".json"):
+        path.write_text(json.dumps(part, indent=2, sort_keys=True))
+    elif name.endswith((".yaml", ".yml")):
         import yaml
 
-        return yaml.safe_dump(part, sort_keys=False, default_flow_style=None, allow_unicode=True,
-                              width=120).encode(), None
-    raise CheckpointError(f"checkpoint part {name!r}: give bytes, or a .safetensors/.pt/.json/.yaml name")
+        path.write_text(yaml.safe_dump(part, sort_keys=False, default_flow_style=None, allow_unicode=True,
+                                       width=120))
+    else:
+        raise CheckpointError(f"checkpoint part {name!r}: give bytes, or a .safetensors/.pt/.json/.yaml name")
+    _fsync(path)
+    return table
+
+
+def _fsync(path: Path) -> None:
+    os.chmod(path, 0o666 & ~_umask())  # temp-file helpers create 0600 files; use the usual permissions
+    with open(path, "rb") as handle:
+        os.fsync(handle.fileno())
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
 
 
 def write_checkpoint(directory: str | Path, parts: Mapping[str, Part],
@@ -96,21 +109,21 @@ def write_checkpoint(directory: str | Path, parts: Mapping[str, Part],
         raise CheckpointError(f"{directory} already exists; refusing to overwrite a checkpoint")
     directory.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{directory.name}.", suffix=".tmp", dir=directory.parent))
+    os.chmod(tmp, 0o777 & ~_umask())
     try:
         files, tensors = {}, {}
         for name, part in parts.items():
             if "/" in name or name.startswith("."):
                 raise CheckpointError(f"checkpoint part name {name!r} must be a plain file name")
-            data, table = _serialise(name, part)
-            _write_synced(tmp / name, data)
-            files[name] = {"sha256": hashlib.sha256(data).hexdigest(), "bytes": len(data)}
+            table = _write_part(tmp / name, name, part)
+            files[name] = {"sha256": _sha256(tmp / name), "bytes": (tmp / name).stat().st_size}
             if table is not None:
                 tensors[name] = table
         manifest = {"format": FORMAT, "format_version": FORMAT_VERSION, "trmlab_version": _version(),
                     "git_commit": _git_commit(),
                     "created": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
                     **dict(manifest_extra or {}), "files": files, "tensors": tensors}
-        _write_synced(tmp / MANIFEST, json.dumps(manifest, indent=2, sort_keys=True).encode())
+        _write_part(tmp / MANIFEST, MANIFEST, manifest)
         _replace_dir(tmp, directory)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
@@ -122,13 +135,6 @@ def _version() -> str:
     from trmlab import __version__
 
     return __version__
-
-
-def _write_synced(path: Path, data: bytes) -> None:
-    with open(path, "wb") as handle:
-        handle.write(data)
-        handle.flush()
-        os.fsync(handle.fileno())
 
 
 def _replace_dir(tmp: Path, directory: Path) -> None:

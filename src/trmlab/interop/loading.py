@@ -122,11 +122,15 @@ def read_official_state(path: str | Path) -> dict[str, torch.Tensor]:
     """An official ``step_N`` file as {canonical key: tensor}, loaded weights-only (memory-mapped)."""
     from trmlab.interop.safe_load import safe_torch_load
 
-    state = safe_torch_load(path, mmap=True)
+    return strip_official(checked_state_dict(safe_torch_load(path, mmap=True), path), str(path))
+
+
+def checked_state_dict(state: Any, path: str | Path) -> dict[str, torch.Tensor]:
+    """``state`` if it is a {str: Tensor} mapping, else CheckpointError naming ``path``."""
     if not isinstance(state, dict) or not all(isinstance(k, str) and isinstance(v, torch.Tensor)
                                               for k, v in state.items()):
         raise CheckpointError(f"{path} is not a state dict of tensors (found {type(state).__name__})")
-    return strip_official(state, str(path))
+    return state
 
 
 def official_config(path: str | Path, config: Any = None) -> Any:

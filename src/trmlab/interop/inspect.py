@@ -1,0 +1,204 @@
+"""``trmlab checkpoint inspect``: what a checkpoint holds and every way its shapes disagree with its
+config."""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from trmlab.errors import CheckpointError, TrmlabError
+from trmlab.interop.official_keys import TABLE_KEY, canonical_to_official, detect_prefix
+
+BUFFERS = ("core.h_init", "core.l_init")
+CODE_BESIDE = ("trm.py", "losses.py")
+
+
+@dataclasses.dataclass
+class Inspection:
+    """The facts ``checkpoint inspect`` prints (also usable from Python)."""
+
+    path: str
+    format: str
+    tensors: list[tuple[str, str, list[int], str]]  # canonical key, stored key, shape, dtype
+    parameters: int
+    table_entries: int
+    inferred: dict[str, Any]
+    architecture: dict[str, Any] | None
+    architecture_source: str
+    inconsistencies: list[str]
+    notes: list[str]
+
+
+def _shapes_from_state(state: dict[str, torch.Tensor]) -> dict[str, tuple[list[int], str]]:
+    return {k: (list(v.shape), str(v.dtype).removeprefix("torch.")) for k, v in state.items()}
+
+
+def inspect_checkpoint(path: str | Path, config: Any = None, seq_len: int | None = None) -> Inspection:
+    """Inspect an official ``step_N`` file (with or without all_config.yaml) or a trmlab checkpoint."""
+    from trmlab.checkpoints.bundle import is_trmlab_checkpoint
+
+    path = Path(path)
+    if path.is_dir():
+        if not is_trmlab_checkpoint(path):
+            raise CheckpointError(f"{path} is a directory without manifest.json: not a (complete) trmlab "
+                                  "checkpoint")
+        return _inspect_trmlab(path, config, seq_len)
+    return _inspect_official(path, config, seq_len)
+
+
+def _inspect_official(path: Path, config: Any, seq_len: int | None) -> Inspection:
+    from trmlab.interop.loading import checked_state_dict, official_config
+    from trmlab.interop.official_keys import strip_official
+    from trmlab.interop.safe_load import safe_torch_load
+
+    raw = checked_state_dict(safe_torch_load(path, mmap=True), path)
+    prefix = detect_prefix(list(raw))
+    state = strip_official(raw, str(path))
+    shapes = _shapes_from_state(state)
+    notes = [f"ignored, never imported: {name} beside the checkpoint" for name in CODE_BESIDE
+             if (path.parent / name).exists()]
+    try:
+        resolved = official_config(path, config)
+        source = "all_config.yaml beside the file" if (path.parent / "all_config.yaml").is_file() else "given"
+    except TrmlabError as error:
+        resolved, source = None, f"unknown: {error}"
+    stored_keys = {canonical: prefix + (canonical_to_official(canonical) or "?") for canonical in shapes}
+    return _report(path, f"official torch.save state dict (key prefix {prefix!r})", shapes, stored_keys,
+                   resolved, source, seq_len, notes)
+
+
+def _inspect_trmlab(path: Path, config: Any, seq_len: int | None) -> Inspection:
+    from trmlab.checkpoints.bundle import EMA_FILE, MODEL_FILE, TABLE_FILE, read_checkpoint
+
+    notes = []
+    try:
+        bundle = read_checkpoint(path, verify=True)
+        notes.append("checksums: every file matches manifest.json")
+    except CheckpointError as error:
+        bundle = read_checkpoint(path, verify=False)
+        notes.append(f"CHECKSUM PROBLEM: {error}")
+    manifest = bundle.manifest
+    weights = EMA_FILE if bundle.has(EMA_FILE) else MODEL_FILE
+    tables = manifest.get("tensors", {})
+    shapes = {k: (v["shape"], v["dtype"]) for k, v in tables.get(weights, {}).items()}
+    if TABLE_FILE in tables:
+        info = tables[TABLE_FILE]["weights"]
+        shapes[TABLE_KEY] = (info["shape"], info["dtype"])
+    stored_keys = {k: (f"{TABLE_FILE}:weights" if k == TABLE_KEY else f"{weights}:{k}") for k in shapes}
+    notes.append(f"step {manifest.get('step')}, contents {manifest.get('contents')}, trmlab "
+                 f"{manifest.get('trmlab_version')} (commit {manifest.get('git_commit')})")
+    try:
+        resolved, source = bundle.config(), "config.yaml in the checkpoint"
+        if config is not None:
+            from trmlab.interop.loading import reconcile_architecture
+
+            resolved = reconcile_architecture(resolved, config, False, str(path))
+    except TrmlabError as error:
+        resolved, source = None, f"unreadable: {error}"
+    length = seq_len or (manifest.get("model") or {}).get("seq_len")
+    return _report(path, f"trmlab checkpoint (format {manifest.get('format_version')})", shapes, stored_keys,
+                   resolved, source, length, notes)
+
+
+def _report(path: Path, fmt: str, shapes: dict[str, tuple[list[int], str]], stored: dict[str, str],
+            resolved: Any, source: str, seq_len: int | None, notes: list[str]) -> Inspection:
+    table = shapes.get(TABLE_KEY)
+    table_entries = table[0][0] * table[0][1] if table else 0
+    parameters = sum(_numel(shape) for key, (shape, _) in shapes.items() if key not in (*BUFFERS, TABLE_KEY))
+    inferred = _infer(shapes)
+    problems: list[str] = []
+    arch = None
+    if resolved is not None:
+        arch = dataclasses.asdict(resolved.config.arch)
+        problems = _consistency(shapes, resolved.config, inferred, seq_len)
+    tensors = [(key, stored[key], shape, dtype) for key, (shape, dtype) in shapes.items()]
+    return Inspection(str(path), fmt, tensors, parameters, table_entries, inferred, arch, source, problems,
+                      notes)
+
+
+def _numel(shape: list[int]) -> int:
+    count = 1
+    for dim in shape:
+        count *= dim
+    return count
+
+
+def _infer(shapes: dict[str, tuple[list[int], str]]) -> dict[str, Any]:
+    import re
+
+    embed = shapes.get("core.token_embedding.weight")
+    table = shapes.get(TABLE_KEY)
+    layers = {m.group(1) for k in shapes if (m := re.match(r"core\.blocks\.(\d+)\.", k))}
+    return {"vocab_size": embed[0][0] if embed else None, "hidden_size": embed[0][1] if embed else None,
+            "num_puzzle_identifiers": table[0][0] if table else 0,
+            "puzzle_emb_ndim": table[0][1] if table else 0, "L_layers": len(layers),
+            "mlp_t": any(".token_mixer." in k for k in shapes),
+            "pos_encodings": "learned" if "core.position_embedding.weight" in shapes else "rope or none",
+            "H_init dtype": shapes.get("core.h_init", (None, None))[1]}
+
+
+def _consistency(shapes: dict[str, tuple[list[int], str]], config: Any, inferred: dict[str, Any],
+                 seq_len: int | None) -> list[str]:
+    """Every disagreement between the stored shapes and the model the config describes."""
+    from trmlab.models import build_model
+    from trmlab.models.core import prefix_length
+
+    arch = config.arch
+    problems = []
+    prefix_len = prefix_length(arch)
+    for key in ("core.position_embedding.weight", "core.blocks.0.token_mixer.down.weight"):
+        if key in shapes and seq_len is None:
+            seq_len = shapes[key][0][0] - prefix_len
+    try:
+        with torch.device("meta"):
+            model = build_model(arch, seq_len=seq_len or 1, vocab_size=inferred["vocab_size"] or 1,
+                                num_puzzle_identifiers=max(inferred["num_puzzle_identifiers"], 1))
+    except TrmlabError as error:
+        return [f"the config does not describe a buildable model: {error}"]
+    expected = {k: list(v.shape) for k, v in model.state_dict().items()}
+    for key in expected.keys() - shapes.keys():
+        problems.append(f"missing {_name(key)}: the config expects shape {expected[key]}")
+    for key in shapes.keys() - expected.keys():
+        problems.append(f"unexpected {_name(key)} {shapes[key][0]}: the config has no such tensor")
+    for key in expected.keys() & shapes.keys():
+        if expected[key] != shapes[key][0]:
+            problems.append(f"{_name(key)}: stored {shapes[key][0]}, the config gives {expected[key]}")
+    init_dtype = shapes.get("core.h_init", (None, None))[1]
+    if arch.forward_dtype != "auto" and init_dtype and init_dtype != arch.forward_dtype:
+        problems.append(f"H_init/L_init stored as {init_dtype} but arch.forward_dtype is "
+                        f"{arch.forward_dtype} (the official trainer stores them in the forward dtype)")
+    return sorted(problems)
+
+
+def _name(key: str) -> str:
+    official = canonical_to_official(key)
+    return f"{key} (official {official})" if official else key
+
+
+def format_inspection(report: Inspection) -> str:
+    """The human-readable report."""
+    lines = [f"checkpoint: {report.path}", f"format: {report.format}", "", "tensors:"]
+    width = max((len(stored) for _, stored, _, _ in report.tensors), default=10)
+    for _, stored, shape, dtype in report.tensors:
+        lines.append(f"  {stored:<{width}}  {shape!s:<16} {dtype}")
+    total = report.parameters + report.table_entries
+    lines += ["", f"parameters (trainable, puzzle table excluded): {report.parameters:,}",
+              f"puzzle table entries: {report.table_entries:,}",
+              f"total numbers incl. table: {total:,}", "",
+              "inferred from shapes: " + ", ".join(f"{k}={v}" for k, v in report.inferred.items()), "",
+              f"architecture ({report.architecture_source}):"]
+    if report.architecture:
+        shown = {k: v for k, v in report.architecture.items()
+                 if not k.startswith(("encoder", "recurrent", "kl_weight"))}
+        lines += [f"  {k}: {v}" for k, v in shown.items()]
+    else:
+        lines.append("  (none: shapes cannot tell H_cycles, L_cycles, num_heads, halt_max_steps...; pass "
+                     "--preset/--set to check the shapes against a config)")
+    lines += ["", "inconsistencies:" if report.inconsistencies else "inconsistencies: none"]
+    lines += [f"  - {problem}" for problem in report.inconsistencies]
+    if report.notes:
+        lines += ["", "notes:"] + [f"  - {note}" for note in report.notes]
+    return "\n".join(lines)
