@@ -6,6 +6,8 @@ import dataclasses
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from trmlab.config import (
     Config,
@@ -20,6 +22,7 @@ from trmlab.config import (
 )
 from trmlab.config.fields import schema_fields
 from trmlab.config.loader import presets_dir
+from trmlab.config.validate import format_value
 from trmlab.errors import ConfigError, TrmlabError
 
 
@@ -343,3 +346,17 @@ def test_strings_that_look_like_other_types_survive_a_round_trip(tmp_path: Path)
 
     plain = yaml.safe_load(path.read_text())["config"]  # also unambiguous for a plain YAML reader
     assert (plain["run_name"], plain["project_name"]) == ("1e5", "yes")
+
+
+_WORDS = st.one_of(st.sampled_from(["null", "true", "yes", "off", "1e5", "0x1f", "a b", "x:y", "", "it's"]),
+                   st.text(st.characters(codec="ascii", exclude_categories=("Cc",)), max_size=8))
+_SIMPLE = st.one_of(st.integers(-10**12, 10**12), st.floats(allow_nan=False, allow_infinity=False),
+                    st.booleans(), st.none(), _WORDS, st.lists(_WORDS, max_size=3))
+
+
+@settings(max_examples=200, deadline=None)
+@given(_SIMPLE)
+def test_shown_values_parse_back_to_themselves(value: object) -> None:
+    # What `config show` prints is what a user can paste back as an override.
+    [(key, parsed)] = parse_overrides([f"k={format_value(value)}"])
+    assert key == "k" and parsed == value and type(parsed) is type(value)

@@ -12,6 +12,7 @@ from typing import Any
 
 from trmlab.config.fields import check_type, get_value, schema_fields, type_name
 from trmlab.config.schema import Config
+from trmlab.config.yamlio import quote_if_needed
 from trmlab.errors import ConfigError
 
 ENCODER_VARIANTS = ("etrm", "etrmtrm")
@@ -222,5 +223,5 @@ def format_value(value: Any) -> str:
     if isinstance(value, dict):
         return "{" + ", ".join(f"{k}: {format_value(v)}" for k, v in value.items()) + "}"
     if isinstance(value, str):
-        return value if value else "''"
+        return quote_if_needed(value)
     return repr(value)

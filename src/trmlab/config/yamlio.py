@@ -167,11 +167,25 @@ class _StrictResolver(yaml.resolver.Resolver):
 _RESOLVERS = (yaml.resolver.Resolver(), _StrictResolver())
 
 
+def looks_like_another_type(text: str) -> bool:
+    """True when plain YAML 1.1 *or* StrictLoader reads ``text`` unquoted as a non-string ("yes", "1e5")."""
+    return any(r.resolve(yaml.ScalarNode, text, (True, False)) != "tag:yaml.org,2002:str" for r in _RESOLVERS)
+
+
+# A plain scalar safe inside a flow list: no indicator first, no flow/comment characters anywhere.
+_PLAIN = re.compile(r"[^\s,\[\]{}:#'\"&*!|>%@`?-][^,\[\]{}:#]*")
+
+
+def quote_if_needed(text: str) -> str:
+    """``text`` as a YAML flow scalar that reads back as this exact string (single-quoted when needed)."""
+    if text == text.strip() and _PLAIN.fullmatch(text) and not looks_like_another_type(text):
+        return text
+    return "'" + text.replace("'", "''") + "'"
+
+
 def _represent_str(dumper: yaml.SafeDumper, value: str) -> yaml.ScalarNode:
-    # Quote strings that plain YAML 1.1 *or* StrictLoader would read as something else ("yes", "1e5").
-    ambiguous = any(r.resolve(yaml.ScalarNode, value, (True, False)) != "tag:yaml.org,2002:str"
-                    for r in _RESOLVERS)
-    return dumper.represent_scalar("tag:yaml.org,2002:str", value, style="'" if ambiguous else None)
+    style = "'" if looks_like_another_type(value) else None
+    return dumper.represent_scalar("tag:yaml.org,2002:str", value, style=style)
 
 
 _Dumper.add_representer(str, _represent_str)
