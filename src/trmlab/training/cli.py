@@ -39,7 +39,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                     "and writes an HTML report. About 5-10 minutes on a 2-core CPU.")
     demo.add_argument("overrides", nargs="*", metavar="key=value", help="overrides of the demo preset")
     demo.add_argument("--out", default="runs/demo", help="run directory (default: runs/demo; replaced)")
-    demo.add_argument("--data", default="runs/data/demo-arc1", help="demo dataset directory (built if missing)")
+    demo.add_argument("--data", default="runs/data/demo-arc1",
+                      help="demo dataset directory (built if missing)")
     demo.set_defaults(func=_run_demo)
 
 
@@ -83,8 +84,8 @@ def resume_config(run_dir: str, overrides: list[str]) -> Any:
         "lr", "lr_warmup_steps", "lr_min_ratio", "ema", "ema_rate", "init_from", "freeze_decoder_steps"}
     refused = [key for key, _ in parsed if key in fixed]
     if refused:
-        raise ConfigError(f"resume={run_dir}: cannot change {', '.join(refused)} when resuming (they define the "
-                          f"run); start a new run, e.g. with init_from=<a checkpoint of this run>")
+        raise ConfigError(f"resume={run_dir}: cannot change {', '.join(refused)} when resuming (they "
+                          f"define the run); start a new run, e.g. with init_from=<a checkpoint of this run>")
     return resolve([[Entry(k, v, COMMAND_LINE) for k, v in parsed]], start=stored)
 
 

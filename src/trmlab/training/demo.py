@@ -51,7 +51,8 @@ def run_demo(overrides: list[str], out: str = "runs/demo", data: str = "runs/dat
     build_demo_data(data_path)
     if run_path.exists():
         if not (run_path / "config.yaml").is_file():
-            raise ConfigError(f"{run_path} exists and is not a trmlab run directory; pass --out to another path")
+            raise ConfigError(f"{run_path} exists and is not a trmlab run directory; pass --out to another "
+                              "path")
         print(f"demo: replacing the previous demo run in {run_path}", file=sys.stderr)
         shutil.rmtree(run_path)
     resolved = load_config("demo", [f"data_paths=[{data_path}]", f"run_dir={run_path}", "device=cpu",
