@@ -259,9 +259,13 @@ class ArcDataset:
 
 
 # -- collation -----------------------------------------------------------------------------------------------
-def _collate(dataset: ArcDataset, examples: np.ndarray, puzzles: np.ndarray, max_demos: int,
-             real: np.ndarray | None = None) -> dict[str, torch.Tensor]:
-    """Batch tensors for items (example, puzzle); rows where ``real`` is False are padding."""
+def collate_items(dataset: ArcDataset, examples: np.ndarray, puzzles: np.ndarray, max_demos: int,
+                  real: np.ndarray | None = None) -> dict[str, torch.Tensor]:
+    """Batch tensors for items (global example index, puzzle index), e.g. from :meth:`ArcDataset.items`.
+
+    Rows where ``real`` is False are padding: inputs 0, labels −100, identifier 0, no demos (their example
+    and puzzle entries are ignored).
+    """
     if real is None:
         real = np.ones(examples.size, dtype=bool)
     size = examples.size
@@ -316,6 +320,9 @@ def _check_max_demos(dataset: ArcDataset, max_demos: int) -> None:
     if dataset.layout == ENCODER_LAYOUT and max_demos < 1:
         raise ConfigError(f"max_demos must be ≥ 1 for the encoder layout of {dataset.paths[0]}, "
                           f"got {max_demos}")
+
+
+_collate = collate_items  # the earlier private name (trmlab.evaluation imports it)
 
 
 # -- training ------------------------------------------------------------------------------------------------
@@ -429,7 +436,7 @@ class TrainSampler:
     def make_batch(self, epoch: int, batch: int) -> dict[str, torch.Tensor]:
         """This rank's rows of global batch ``batch`` of ``epoch``."""
         examples, puzzles = self.global_items(epoch, batch)
-        return _collate(self.dataset, examples[self._rows], puzzles[self._rows], self.max_demos)
+        return collate_items(self.dataset, examples[self._rows], puzzles[self._rows], self.max_demos)
 
     # -- iteration and position ------------------------------------------------------------------------------
     def iter_epoch(self, epoch: int) -> Iterator[dict[str, torch.Tensor]]:
@@ -479,6 +486,6 @@ def iter_test_batches(dataset: ArcDataset, global_batch_size: int, rank: int = 0
         safe = np.where(real, chunk, 0)
         batch_examples = np.where(real, examples[safe] if examples.size else 0, -1)
         batch_puzzles = np.where(real, puzzles[safe] if puzzles.size else 0, 0)
-        batch = _collate(dataset, batch_examples, batch_puzzles, max_demos, real)
+        batch = collate_items(dataset, batch_examples, batch_puzzles, max_demos, real)
         batch["example_indices"] = torch.from_numpy(batch_examples.astype(np.int64))
         yield batch, int(real.sum())
