@@ -135,8 +135,14 @@ def _run_eval(args: argparse.Namespace) -> int:
     checkpoint = Path(args.checkpoint)
     out = Path(settings["out"]) if "out" in settings else default_out_dir(
         checkpoint.parent, f"eval-{checkpoint.name}")
-    print(f"evaluating {checkpoint} on {test_set.path} ({device}, batch {eval_settings.global_batch_size}, "
-          f"max_tasks={eval_settings.max_tasks}, num_augmentations={eval_settings.num_augmentations})")
+    if out.exists() and (not out.is_dir() or any(out.iterdir())):  # fail before the model runs
+        raise ConfigError(f"{out}: already exists and is not empty; pass another out=DIR or remove it")
+    main_rank = not torch.distributed.is_initialized() or torch.distributed.get_rank() == 0
+    if main_rank:
+        world = torch.distributed.get_world_size() if torch.distributed.is_initialized() else 1
+        print(f"evaluating {checkpoint} on {test_set.path} ({device}, {world} rank(s), global batch "
+              f"{eval_settings.global_batch_size}, max_tasks={eval_settings.max_tasks}, "
+              f"num_augmentations={eval_settings.num_augmentations})")
     started = time.perf_counter()
     info = {"checkpoint": str(checkpoint.resolve()), "device": str(device),
             "global_batch_size": eval_settings.global_batch_size}
@@ -147,7 +153,8 @@ def _run_eval(args: argparse.Namespace) -> int:
               f"({result.samples_per_second:.1f} samples/s); total {time.perf_counter() - started:.1f}s")
         print(f"wrote {out}/metrics.json, submission.json, predictions.json, raw_predictions.npz")
     if torch.distributed.is_available() and torch.distributed.is_initialized():
-        torch.distributed.barrier()
+        torch.distributed.barrier()  # ranks leave together, after rank 0 has written
+        torch.distributed.destroy_process_group()
     return 0
 
 
