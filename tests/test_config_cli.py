@@ -91,7 +91,7 @@ def test_diff_against_official_all_config(capsys: Capture, official_trm_tiny: Pa
     assert rows["arch.puzzle_emb_len"] == ["⚠ arch", "2", "**16**", "❌"]
     assert "arch.H_cycles" not in rows and "arch.halt_max_steps" not in rows  # both 2 and 4
     # Official keys trmlab does not know are reported below the table, not dropped.
-    assert f"Keys in {official} that trmlab does not know" in out
+    assert f"Keys in {official} that trmlab does not use" in out
     for key in ("checkpoint_every_eval", "checkpoint_path", "evaluators", "freeze_weights",
                 "load_checkpoint"):
         assert f"- `{key}`" in out
@@ -222,7 +222,7 @@ def test_show_yaml_round_trips_through_load_resolved(capsys: Capture, tmp_path: 
 
 def test_show_other_sources_with_overrides(capsys: Capture, official_trm_tiny: Path) -> None:
     code, out, _ = _run(capsys, "config", "show", str(official_trm_tiny), "arch.L_cycles=4")
-    assert code == 0 and "keys trmlab does not know" in out and "checkpoint_path" in out
+    assert code == 0 and "keys trmlab does not use" in out and "checkpoint_path" in out
     code, out, _ = _run(capsys, "config", "show", "lr=3e-4")  # overrides on the schema defaults
     assert code == 0 and out.startswith("# schema defaults")
 
@@ -254,3 +254,12 @@ def test_official_etrm_layout_maps_encoder_keys(tmp_path: Path) -> None:
     assert "official 0 = one optimizer at lr" in resolved.provenance["encoder_lr_scale"]
     assert (config.init_from, config.eval.max_tasks) == ("ckpt/step_1", 32)
     assert unknown == {"log_predictions_every": 1000}
+
+
+def test_official_knobs_the_variant_ignored_are_reported_not_refused(tmp_path: Path) -> None:
+    path = _official(tmp_path, arch__name="m@TRMWithRecurrentEncoder", arch__puzzle_emb_ndim=0,
+                     arch__recurrent_encoder_type="recurrent_standard", arch__encoder_l_cycles=4)
+    resolved, unknown = read_official_all_config(path)
+    assert resolved.config.arch.encoder_l_cycles == 1  # schema default: the official model never read the 4
+    assert unknown == {"arch.encoder_l_cycles (no effect: only acts with arch.recurrent_encoder_type = "
+                       "trm_style)": 4}

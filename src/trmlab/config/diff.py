@@ -136,7 +136,7 @@ def _unknown_lines(unknown: Mapping[str, Mapping[str, Any]]) -> list[str]:
     lines = []
     for name, keys in unknown.items():
         if keys:
-            lines += ["", f"Keys in {name} that trmlab does not know (reported, not compared):"]
+            lines += ["", f"Keys in {name} that trmlab does not use (reported, not compared):"]
             lines += [f"- `{key}`: {format_value(value)}" for key, value in keys.items()]
     return lines
 

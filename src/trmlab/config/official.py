@@ -13,7 +13,9 @@ from typing import Any
 
 import yaml
 
+from trmlab.config.fields import build_config, check_type, default_values, schema_fields
 from trmlab.config.loader import Entry, ResolvedConfig, resolve
+from trmlab.config.validate import unused_fields
 from trmlab.config.yamlio import compose_file, construct, mapping_items
 from trmlab.errors import ConfigError
 
@@ -85,7 +87,23 @@ def read_official_all_config(path: str | Path) -> tuple[ResolvedConfig, dict[str
             entries.append(Entry(_RENAMED_TOP[key], value, f"{source} ({key})"))
         else:
             unknown[key] = value
-    return resolve([entries]), unknown
+    return resolve([_without_unused(entries, unknown)]), unknown
+
+
+def _without_unused(entries: list[Entry], unknown: dict[str, Any]) -> list[Entry]:
+    """Move values the official model ignored for this variant (e.g. trm_style knobs beside
+    recurrent_standard) to ``unknown``: they had no effect there, and trmlab refuses to take them silently."""
+    fields, values = schema_fields(), default_values()
+    for entry in entries:
+        if entry.key in fields:
+            ok, value = check_type(entry.value, fields[entry.key].hint)
+            if ok:
+                values[entry.key] = value
+    unused = unused_fields(build_config(values))
+    for entry in entries:
+        if entry.key in unused:
+            unknown[f"{entry.key} (no effect: {unused[entry.key]})"] = entry.value
+    return [entry for entry in entries if entry.key not in unused]
 
 
 def _top_entry(key: str, value: Any, source: str) -> Entry:

@@ -42,6 +42,6 @@ def _text_table(name: str, resolved: ResolvedConfig, unknown: dict[str, Any]) ->
     lines += [f"{mark} {key:<{key_width}}  {value:<{value_width}}  {source}"
               for mark, key, value, source in rows]
     if unknown:
-        lines += ["", "keys trmlab does not know (reported, not used):"]
+        lines += ["", "keys trmlab does not use (reported, not applied):"]
         lines += [f"  {key}: {format_value(value)}" for key, value in unknown.items()]
     return "\n".join(lines) + "\n"

@@ -145,19 +145,25 @@ def _variant_problems(config: Config, where: _Where) -> list[str]:
         if arch.puzzle_emb_ndim != 0:
             problems.append(f"{where('arch.puzzle_emb_ndim')}: {arch.name} has no puzzle-id table (the "
                             "encoder replaces it); set arch.puzzle_emb_ndim=0")
-    defaults = schema_fields()
-    for key, variants in _USED_BY.items():
-        if arch.name not in variants and get_value(config, key) != defaults[key].default:
-            problems.append(f"{where(key)} has no effect with arch.name = {arch.name} (only "
-                            f"{'/'.join(variants)} use it): remove it, or choose that model")
+    return problems + [f"{where(key)} {reason}: remove it" for key, reason in unused_fields(config).items()]
+
+
+def unused_fields(config: Config) -> dict[str, str]:
+    """Fields set away from their schema default although the chosen variant ignores them → why."""
+    arch, defaults = config.arch, schema_fields()
+
+    def changed(key: str) -> bool:
+        return get_value(config, key) != defaults[key].default
+
+    unused = {key: f"has no effect with arch.name = {arch.name} (only {'/'.join(variants)} use it)"
+              for key, variants in _USED_BY.items() if arch.name not in variants and changed(key)}
     if arch.name == "etrmtrm" and arch.recurrent_encoder_type != "trm_style":
-        problems += [f"{where(key)} only acts with arch.recurrent_encoder_type = trm_style: remove it"
-                     for key in _TRM_STYLE_ONLY if get_value(config, key) != defaults[key].default]
+        unused |= {key: "only acts with arch.recurrent_encoder_type = trm_style"
+                   for key in _TRM_STYLE_ONLY if changed(key)}
     if arch.name != "etrm" or arch.encoder_type not in VARIATIONAL_ENCODERS:
-        problems += [f"{where(key)} only acts with a variational encoder (arch.name = etrm and encoder_type "
-                     f"{' or '.join(VARIATIONAL_ENCODERS)}): remove it"
-                     for key in _VARIATIONAL_ONLY if get_value(config, key) != defaults[key].default]
-    return problems
+        unused |= {key: "only acts with a variational encoder (arch.name = etrm and encoder_type "
+                        f"{' or '.join(VARIATIONAL_ENCODERS)})" for key in _VARIATIONAL_ONLY if changed(key)}
+    return unused
 
 
 def _schedule_problems(config: Config, where: _Where) -> list[str]:

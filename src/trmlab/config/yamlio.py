@@ -172,8 +172,8 @@ def looks_like_another_type(text: str) -> bool:
     return any(r.resolve(yaml.ScalarNode, text, (True, False)) != "tag:yaml.org,2002:str" for r in _RESOLVERS)
 
 
-# A plain scalar safe inside a flow list: no indicator first, no flow/comment characters anywhere.
-_PLAIN = re.compile(r"[^\s,\[\]{}:#'\"&*!|>%@`?-][^,\[\]{}:#]*")
+# Left unquoted only when obviously plain (names, paths, numbers-as-text are caught by the resolvers).
+_PLAIN = re.compile(r"[A-Za-z0-9_/.][A-Za-z0-9_./+-]*")
 
 
 def quote_if_needed(text: str) -> str:
