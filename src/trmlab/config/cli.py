@@ -11,15 +11,19 @@ PRECEDENCE = ("precedence (later wins): schema default < preset (its base chain 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     """Add ``config show`` and ``config diff``."""
+    from trmlab.config.loader import preset_names  # light: lists a package folder
+
+    presets = "shipped presets: " + ", ".join(preset_names())
     config = subparsers.add_parser("config", help="show resolved configs with their sources; diff configs",
-                                   description="Inspect and compare configs. " + PRECEDENCE + ".")
+                                   description="Inspect and compare configs. " + PRECEDENCE + ".",
+                                   epilog=presets)
     commands = config.add_subparsers(dest="config_command", metavar="<subcommand>")
     config.set_defaults(func=lambda args: (config.print_help(), 2)[1])
 
     show = commands.add_parser(
         "show", help="print a resolved config and where each value comes from",
         description="Print the resolved config with each value's source. " + PRECEDENCE + ".",
-        epilog="examples:\n  trmlab config show trm-arc1\n"
+        epilog=presets + "\n\nexamples:\n  trmlab config show trm-arc1\n"
                "  trmlab config show trm-arc1 arch.L_cycles=6 ema=false data_paths=[data/a,data/b]\n"
                "  trmlab config show tiny --config my.yaml --format yaml",
         formatter_class=argparse.RawDescriptionHelpFormatter)
