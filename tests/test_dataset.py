@@ -7,11 +7,14 @@ from __future__ import annotations
 
 import itertools
 import json
+import tempfile
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from trmlab.data.dataset import ArcDataset, TrainSampler, iter_test_batches
 from trmlab.data.synthetic import PuzzleRecord, write_dataset
@@ -288,3 +291,32 @@ def test_official_build_fixture_loads(official_arc_build_small: Path):
         assert dataset.seq_len == 900 and len(dataset.identifiers()) == meta["num_puzzle_identifiers"]
     sampler = TrainSampler(ArcDataset([output], "train"), 16, seed=0)
     assert sampler.batches_per_epoch(0) == len(list(sampler.iter_epoch(0))) >= 1
+
+
+@settings(max_examples=25, deadline=None)
+@given(sizes=st.lists(st.lists(st.integers(0, 6), min_size=1, max_size=4), min_size=1, max_size=12),
+       batch=st.integers(1, 12), seed=st.integers(0, 2**32), world=st.sampled_from([1, 2]))
+def test_sampler_invariants_on_random_layouts(sizes, batch, seed, world):
+    """Any group/puzzle layout (encoder: queries per puzzle, zeros allowed): exact counts, full batches."""
+    batch *= world
+    rng = np.random.default_rng(0)
+    grid = np.zeros((1, 1), np.uint8)
+    groups = [[PuzzleRecord(f"g{g}p{p}", [(grid, grid)] * (n + 1), 1) for p, n in enumerate(puzzles)]
+              for g, puzzles in enumerate(sizes)]
+    with tempfile.TemporaryDirectory() as tmp:
+        write_dataset(Path(tmp) / "d", groups, groups[:1], 2, encoder=True, seed=int(rng.integers(9)))
+        dataset = ArcDataset([Path(tmp) / "d"], "train")
+        if sum(max(p) for p in sizes) < batch:
+            with pytest.raises(DataError):
+                TrainSampler(dataset, batch, seed=seed, world_size=world)
+            return
+        samplers = [TrainSampler(dataset, batch, seed=seed, rank=r, world_size=world) for r in range(world)]
+        for epoch in range(2):
+            shards = [list(s.iter_epoch(epoch)) for s in samplers]
+            assert all(len(shard) == samplers[0].batches_per_epoch(epoch) for shard in shards)
+            for b, parts in enumerate(zip(*shards)):
+                examples, puzzles = samplers[0].global_items(epoch, b)
+                assert examples.size == batch and len(set(examples.tolist())) == batch
+                assert np.all(examples >= dataset.puzzle_indices[puzzles] + dataset.num_demos[puzzles])
+                merged = torch.cat([part["inputs"] for part in parts])
+                assert merged.shape[0] == batch

@@ -397,13 +397,16 @@ class TrainSampler:
         puzzles = rng.integers(starts, ends)  # one puzzle per group, uniformly, the original included
         sizes = self._item_counts[puzzles]
         cumulative = np.concatenate([[0], np.cumsum(sizes)])
-        # From start position p a batch fills at the first j with cumulative[j+1] − cumulative[p] ≥ B.
-        fill = np.searchsorted(cumulative, cumulative[:-1] + self.global_batch_size, side="left") - 1
+        # From start position p a batch fills at the first j with cumulative[j+1] − cumulative[p] ≥ B;
+        # j = len(order) means the rest of the epoch cannot fill it (the short last batch is dropped).
         batch_starts, batch_ends, position = [], [], 0
-        while position < order.size and fill[position] < order.size:
+        while position < order.size:
+            fill = int(np.searchsorted(cumulative, cumulative[position] + self.global_batch_size)) - 1
+            if fill >= order.size:
+                break
             batch_starts.append(position)
-            batch_ends.append(int(fill[position]))
-            position = int(fill[position]) + 1
+            batch_ends.append(fill)
+            position = fill + 1
         return _EpochPlan(puzzles, np.asarray(batch_starts, np.int64), np.asarray(batch_ends, np.int64))
 
     def batches_per_epoch(self, epoch: int) -> int:
