@@ -118,14 +118,14 @@ def _local_chunks(count: int, settings: EvalSettings, rank: int, world: int):
 def _run_rows(model: torch.nn.Module, dataset: Any, examples: np.ndarray, puzzles: np.ndarray,
               settings: EvalSettings, rank: int, world: int) -> dict[str, np.ndarray]:
     """Run this rank's rows for halt_max_steps; returns positions and final-step outputs (numpy)."""
-    from trmlab.data.dataset import _collate  # the loader's collation (demos for the encoder layout)
+    from trmlab.data.dataset import collate_items  # the loader's collation (demos for the encoder layout)
 
     device = next(model.parameters()).device
     out: dict[str, list[np.ndarray]] = {"position": [], "inputs": [], "preds": [], "q_halt_logits": []}
     for positions in _local_chunks(len(examples), settings, rank, world):
         real = positions >= 0
         safe = np.where(real, positions, 0)
-        batch = _collate(dataset, np.where(real, examples[safe], -1), np.where(real, puzzles[safe], 0),
+        batch = collate_items(dataset, np.where(real, examples[safe], -1), np.where(real, puzzles[safe], 0),
                          settings.max_demos, real)
         extra = {k: v.to(device) for k, v in batch.items()
                  if k not in ("inputs", "labels", "puzzle_identifiers")}
