@@ -1,0 +1,199 @@
+"""The training loop: exact step accounting, EMA only with updates, parameter groups, freezing, clipping,
+metrics, run directory and CLI config handling. Run: .venv/bin/python -m pytest -q tests/test_train.py
+"""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+from train_helpers import Resolved, tiny_config, write_tiny_dataset
+
+from trmlab.errors import ConfigError
+from trmlab.training.loop import Trainer, normalise_metrics, total_optimizer_steps
+
+
+def _no_eval(trainer, step):
+    return {}
+
+
+@pytest.fixture
+def data(tmp_path):
+    return write_tiny_dataset(tmp_path / "data")
+
+
+def _run(config, **kwargs):
+    trainer = Trainer(Resolved(config), progress=False, evaluate=_no_eval, **kwargs)
+    result = trainer.run()
+    return trainer, result
+
+
+def _train_lines(run_dir):
+    lines = [json.loads(x) for x in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    return [line for line in lines if line["split"] == "train"]
+
+
+def _adam_steps(trainer):
+    return {int(s["step"].item()) for s in trainer.adam.state.values()}
+
+
+def test_exact_step_count_and_ema_never_without_update(data, tmp_path):
+    trainer, result = _run(tiny_config(data, tmp_path / "run", epochs=3, checkpoint_every=None))
+    expected = trainer.sampler.total_batches(3)
+    assert trainer.total_steps == expected == result.step == 9
+    assert _adam_steps(trainer) == {expected}
+    assert trainer.ema.num_updates == expected
+    assert [c.name for c in result.checkpoints] == [f"step_{expected}"]
+    logged = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    assert logged[-1]["step"] == expected
+
+
+def test_max_steps_stops_mid_epoch(data, tmp_path):
+    trainer, result = _run(tiny_config(data, tmp_path / "run", epochs=50, max_steps=7))
+    assert trainer.total_steps == 7 and result.step == 7
+    assert _adam_steps(trainer) == {7} and trainer.ema.num_updates == 7
+    assert trainer.sampler.state_dict() == {"epoch": 2, "batch_in_epoch": 1}
+
+
+def test_total_steps_uses_per_epoch_counts():
+    class Sampler:
+        def batches_per_epoch(self, epoch):
+            return [3, 2, 4][epoch]
+
+    assert total_optimizer_steps(Sampler(), 3, None) == (9, [3, 5, 9])
+    assert total_optimizer_steps(Sampler(), 3, 4) == (4, [3, 5])
+
+
+def test_eval_on_ema_weights_at_epoch_intervals(data, tmp_path):
+    seen = []
+
+    def evaluate(trainer, step):
+        params = dict(trainer.model.named_parameters())
+        swapped = all(torch.equal(params[n].detach(), trainer.ema.shadow[n]) for n in trainer.ema.names)
+        seen.append((step, swapped, trainer.model.training))
+        return {"ARC/pass@1": 0.0}
+
+    config = tiny_config(data, tmp_path / "run", epochs=4, eval_interval=2, checkpoint_every=None)
+    trainer = Trainer(Resolved(config), progress=False, evaluate=evaluate)
+    result = trainer.run()
+    assert [s for s, _, _ in seen] == [6, 12]            # end of epochs 2 and 4 (3 batches each)
+    assert all(swapped and not training for _, swapped, training in seen)
+    # Swapped back: the live weights are not the EMA after the last evaluation.
+    params = dict(trainer.model.named_parameters())
+    assert not all(torch.equal(params[n].detach(), trainer.ema.shadow[n]) for n in trainer.ema.names)
+    assert [c.name for c in result.checkpoints] == ["step_6", "step_12"]
+    evals = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()
+             if json.loads(line)["split"] == "eval"]
+    assert [e["step"] for e in evals] == [6, 12]
+
+
+def test_sparse_table_trains_and_only_touched_rows_move(data, tmp_path):
+    trainer = Trainer(Resolved(tiny_config(data, tmp_path / "run", max_steps=1)), progress=False,
+                      evaluate=_no_eval)
+    before = trainer.model.puzzle_embedding.weights.clone()
+    trainer.run()
+    after = trainer.model.puzzle_embedding.weights
+    changed = (after != before).any(-1).nonzero().flatten().tolist()
+    assert 0 < len(changed) <= 4  # one batch of 4 rows touches at most 4 identifiers
+
+
+def test_param_groups_and_decoder_freeze(data, tmp_path, monkeypatch):
+    import trmlab.models as models
+
+    original = models.build_model
+
+    def build(*args, **kwargs):
+        model = original(*args, **kwargs)
+        names = [n for n, _ in model.named_parameters()]
+        head = [n for n in names if n.startswith("core.lm_head") or "q_head" in n]
+        body = [n for n in names if n not in head]
+        params = dict(model.named_parameters())
+        model.param_groups = lambda config: [
+            {"name": "decoder", "params": [params[n] for n in body]},
+            {"name": "encoder", "params": [params[n] for n in head], "lr_scale": 2.0, "wd_scale": 0.1}]
+        model.decoder_parameter_names = lambda: body
+        return model
+
+    monkeypatch.setattr(models, "build_model", build)
+    config = tiny_config(data, tmp_path / "run", max_steps=4, freeze_decoder_steps=3, checkpoint_every=None)
+    trainer = Trainer(Resolved(config), progress=False, evaluate=_no_eval)
+    params = dict(trainer.model.named_parameters())
+    body = trainer.model.decoder_parameter_names()
+    start = {n: p.detach().clone() for n, p in params.items()}
+    assert [g.name for g in trainer.groups] == ["decoder", "encoder"]
+    assert trainer.adam.param_groups[1]["weight_decay"] == pytest.approx(0.1 * config.weight_decay)
+    trainer.run()
+    # After 4 steps with 3 frozen: decoder params took exactly one update, the head four.
+    for name in body:
+        assert int(trainer.adam.state[params[name]]["step"].item()) == 1, name
+    head = [n for n in params if n not in body]
+    assert all(int(trainer.adam.state[params[n]]["step"].item()) == 4 for n in head)
+    assert trainer.adam.param_groups[1]["lr"] == pytest.approx(2 * trainer.adam.param_groups[0]["lr"])
+    assert all(not torch.equal(start[n], params[n].detach()) for n in head)
+    lines = _train_lines(tmp_path / "run")
+    n_head = sum(params[n].numel() for n in head)
+    n_all = sum(p.numel() for p in params.values())
+    assert lines[0]["updated_params"] == n_head          # steps 1-2: decoder frozen
+    assert lines[1]["updated_params"] == pytest.approx((n_head + n_all) / 2)  # step 3 frozen, step 4 not
+
+
+def test_frozen_decoder_gets_no_decay_during_freeze(data, tmp_path, monkeypatch):
+    import trmlab.models as models
+
+    original = models.build_model
+
+    def build(*args, **kwargs):
+        model = original(*args, **kwargs)
+        names = [n for n, _ in model.named_parameters()]
+        model.decoder_parameter_names = lambda: [n for n in names if "q_head" not in n]
+        return model
+
+    monkeypatch.setattr(models, "build_model", build)
+    config = tiny_config(data, tmp_path / "run", max_steps=3, freeze_decoder_steps=5, weight_decay=0.5)
+    trainer = Trainer(Resolved(config), progress=False, evaluate=_no_eval)
+    frozen = {n: p.detach().clone() for n, p in trainer.model.named_parameters() if "q_head" not in n}
+    trainer.run()
+    params = dict(trainer.model.named_parameters())
+    assert all(torch.equal(frozen[n], params[n].detach()) for n in frozen)
+
+
+def test_grad_clip_applies_to_the_global_norm(data, tmp_path):
+    config = tiny_config(data, tmp_path / "run", max_steps=2, grad_clip_norm=1e-3, log_every=1)
+    _run(config)
+    lines = _train_lines(tmp_path / "run")
+    assert len(lines) == 2 and all(line["grad_norm"] > 1e-3 for line in lines)  # the pre-clip norm
+
+
+def test_normalise_metrics_populations():
+    sums = {"train/count": 6.0, "train/exact_accuracy": 3.0, "train/lm_loss": 16.0, "train/all_rows/count": 8.0,
+            "train/all_rows/exact_accuracy": 2.0, "train/steps": 12.0}
+    out = normalise_metrics(sums, steps=2, global_batch_size=4)
+    assert out["train/count"] == 3.0 and out["train/all_rows/count"] == 4.0
+    assert out["train/exact_accuracy"] == 0.5 and out["train/all_rows/exact_accuracy"] == 0.25
+    assert out["train/lm_loss"] == 2.0 and out["train/steps"] == 2.0
+
+
+def test_run_dir_refuses_reuse_and_resume_refuses_arch_change(data, tmp_path):
+    from trmlab.training.cli import resume_config
+
+    _run(tiny_config(data, tmp_path / "run", max_steps=2))
+    with pytest.raises(ConfigError, match="already holds a run"):
+        _run(tiny_config(data, tmp_path / "run", max_steps=2))
+    with pytest.raises(ConfigError, match="arch.hidden_size"):
+        resume_config(str(tmp_path / "run"), ["arch.hidden_size=32"])
+    with pytest.raises(ConfigError, match="epochs"):
+        resume_config(str(tmp_path / "run"), ["epochs=9"])
+    resolved = resume_config(str(tmp_path / "run"), ["log_every=7"])
+    assert resolved.config.log_every == 7 and resolved.config.arch.hidden_size == 16
+
+
+def test_freeze_without_decoder_hook_is_a_config_error(data, tmp_path):
+    with pytest.raises(ConfigError, match="freeze_decoder_steps"):
+        Trainer(Resolved(tiny_config(data, tmp_path / "run", freeze_decoder_steps=2)), progress=False,
+                evaluate=_no_eval)
+
+
+def test_unknown_logger_is_a_config_error(data, tmp_path):
+    with pytest.raises(ConfigError, match="unknown logger"):
+        _run(tiny_config(data, tmp_path / "run", loggers=["nope"]))
