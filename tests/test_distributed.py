@@ -11,8 +11,8 @@ import socket
 import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
-from train_helpers import Resolved, tiny_config, write_tiny_dataset
 
+from train_helpers import Resolved, tiny_config, write_tiny_dataset
 from trmlab.training.loop import Trainer
 
 

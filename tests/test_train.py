@@ -8,8 +8,8 @@ import json
 
 import pytest
 import torch
-from train_helpers import Resolved, tiny_config, write_tiny_dataset
 
+from train_helpers import Resolved, tiny_config, write_tiny_dataset
 from trmlab.errors import ConfigError
 from trmlab.training.loop import Trainer, normalise_metrics, total_optimizer_steps
 
@@ -166,8 +166,8 @@ def test_grad_clip_applies_to_the_global_norm(data, tmp_path):
 
 
 def test_normalise_metrics_populations():
-    sums = {"train/count": 6.0, "train/exact_accuracy": 3.0, "train/lm_loss": 16.0, "train/all_rows/count": 8.0,
-            "train/all_rows/exact_accuracy": 2.0, "train/steps": 12.0}
+    sums = {"train/count": 6.0, "train/exact_accuracy": 3.0, "train/lm_loss": 16.0,
+            "train/all_rows/count": 8.0, "train/all_rows/exact_accuracy": 2.0, "train/steps": 12.0}
     out = normalise_metrics(sums, steps=2, global_batch_size=4)
     assert out["train/count"] == 3.0 and out["train/all_rows/count"] == 4.0
     assert out["train/exact_accuracy"] == 0.5 and out["train/all_rows/exact_accuracy"] == 0.25
@@ -180,7 +180,7 @@ def test_run_dir_refuses_reuse_and_resume_refuses_arch_change(data, tmp_path):
     _run(tiny_config(data, tmp_path / "run", max_steps=2))
     with pytest.raises(ConfigError, match="already holds a run"):
         _run(tiny_config(data, tmp_path / "run", max_steps=2))
-    with pytest.raises(ConfigError, match="arch.hidden_size"):
+    with pytest.raises(ConfigError, match=r"arch\.hidden_size"):
         resume_config(str(tmp_path / "run"), ["arch.hidden_size=32"])
     with pytest.raises(ConfigError, match="epochs"):
         resume_config(str(tmp_path / "run"), ["epochs=9"])
