@@ -109,6 +109,12 @@ def test_held_out_instances_differ_from_training_ones():
     train_transforms = {t.params["transform"] for t in tasks if t.family == "dihedral" and not t.held_out}
     held_transforms = {t.params["transform"] for t in tasks if t.family == "dihedral" and t.held_out}
     assert not train_transforms & held_transforms and 0 not in train_transforms | held_transforms
+    # Augmentation conjugates a transform (a ∘ t ∘ a⁻¹): no augmented training task shows a held-out one.
+    grid = np.arange(12, dtype=np.uint8).reshape(3, 4)
+    for t in train_transforms:
+        for a in range(8):
+            conjugate = dihedral(dihedral(dihedral(grid, INVERSE_DIHEDRAL[a]), t), a)
+            assert not any(np.array_equal(conjugate, dihedral(grid, h)) for h in held_transforms), (t, a)
 
 
 def test_deterministic_given_the_seed(tmp_path: Path):

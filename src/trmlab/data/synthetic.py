@@ -19,8 +19,11 @@ A *rule instance* is a family plus its parameters; a *task* is an instance with 
 Guarantees: the demos determine the test outputs (colours / object sizes of a test input occur in the demos,
 and for the small enumerable families every parameter value consistent with the demos gives the same test
 output); training and held-out instances are disjoint (no held-out (family, parameters) equals a training one;
-for ``dihedral``, whose parameter space is tiny, this means the held-out transforms are never seen in
-training).
+for ``dihedral``, whose parameter space is tiny, the held-out transforms are a conjugacy class never seen in
+training, not even through augmentation). With ``--num-aug`` > 0 the augmented copies of a training task are
+conjugate instances (a translation by (1, 2) transposed is one by (2, 1); a colour permutation recoloured is
+another permutation), which for families other than ``dihedral`` can coincide with a held-out instance's
+parameters: the disjointness is that of the generated instances, before augmentation.
 
 Output (``--output-dir DIR``): ``DIR/trm`` (official TRM layout: training tasks' demos and tests in train/;
 the test split holds the test pairs of held-out tasks first, then of training tasks; held-out identifiers
@@ -63,6 +66,8 @@ DIRECTIONS = ("down", "up", "left", "right")
 MAX_SHIFT = 3
 MAX_OBJECT_SIZE = 4
 MIN_SIDE, MAX_SIDE = 3, 10
+# Conjugacy classes of size two in the dihedral group (ids of trm-reference §7.3); {2} (rot180) is the other.
+DIHEDRAL_CLASSES = ((1, 3), (4, 5), (6, 7))
 # Compositions: first ∘ then second. Chosen so the second rule is well defined on the first's outputs.
 COMPOSITION_PAIRS = (
     ("dihedral", "colour_permutation"), ("translation", "colour_permutation"),
@@ -351,14 +356,17 @@ def generate_tasks(seed: int, families: list[str], train_tasks: int, eval_tasks:
     """Training then held-out tasks of each family (``train_tasks`` / ``eval_tasks`` per family).
 
     Held-out instances never equal a training instance of the same family. For ``dihedral`` the 7
-    non-identity transforms are split: 2 held out, 5 for training (compositions draw from all 7).
+    non-identity transforms are split: one conjugacy class of two held out (rot90/rot270, the two flips or
+    the two diagonal reflections, by seed), the other 5 for training; augmenting a task conjugates its
+    transform, so even augmented training copies never show a held-out transform.
+    Compositions draw from all 7.
     """
     for family in families:
         if family not in FAMILIES:
             raise ConfigError(f"unknown synthetic family '{family}' (choose from {', '.join(FAMILIES)})")
     rng = np.random.Generator(np.random.Philox(np.random.SeedSequence([seed, 0])))
-    transforms = [int(t) for t in rng.permutation(np.arange(1, 8))]
-    train_transforms, held_transforms = tuple(sorted(transforms[:5])), tuple(sorted(transforms[5:]))
+    held_transforms = DIHEDRAL_CLASSES[int(rng.integers(len(DIHEDRAL_CLASSES)))]
+    train_transforms = tuple(t for t in range(1, 8) if t not in held_transforms)
     tasks: list[SyntheticTask] = []
     for family in families:
         seen: set[str] = set()
