@@ -339,13 +339,15 @@ def make_task(name: str, family: str, params: dict[str, Any], held_out: bool, rn
         palette = _colours(rng, int(rng.integers(2, 6)))
         n_demos, n_tests = int(rng.integers(3, 5)), int(rng.integers(1, 3))
         pairs = []
-        while len(pairs) < n_demos + n_tests:
+        for _ in range(50 * (n_demos + n_tests)):  # bounded: some instances act on few grids (tiny canvas)
             grid = _input_grid(family, params, rng, palette, max_side)
             output = apply_rule(family, params, grid)
             if _valid_pair(family, grid, output, max_side):
                 pairs.append((grid, output))
+            if len(pairs) == n_demos + n_tests:
+                break
         demos, tests = pairs[:n_demos], pairs[n_demos:]
-        if is_determined(family, params, demos, [t for t, _ in tests]):
+        if len(pairs) == n_demos + n_tests and is_determined(family, params, demos, [t for t, _ in tests]):
             return SyntheticTask(name, family, params, held_out, demos, tests)
     raise DataError(f"synthetic task {name} ({family} {params}): could not draw demos that determine the "
                     f"rule in {attempts} attempts; use a larger canvas")
