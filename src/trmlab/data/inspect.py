@@ -21,7 +21,7 @@ from trmlab.errors import ConfigError, DataError
 ARC_COLOURS = ("#000000", "#0074D9", "#FF4136", "#2ECC40", "#FFDC00", "#AAAAAA", "#F012BE", "#FF851B",
                "#7FDBFF", "#870C25")
 CHUNK_ROWS = 65536
-DEFAULT_MAX_SCAN = 1_000_000
+DEFAULT_MAX_SCAN = 200_000
 
 
 def grid_sizes(tokens: np.ndarray, side: int) -> tuple[np.ndarray, np.ndarray]:

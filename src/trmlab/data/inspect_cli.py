@@ -17,7 +17,7 @@ def register_data_command(data_subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--examples", type=int, default=2, help="examples drawn per split")
     parser.add_argument("--png", default=None, metavar="OUT.png",
                         help="also draw the examples into this PNG (needs the [viz] extra: matplotlib)")
-    parser.add_argument("--max-scan", type=int, default=1_000_000,
+    parser.add_argument("--max-scan", type=int, default=200_000,
                         help="grid-size histogram over at most this many inputs per split (an evenly spaced "
                         "sample beyond it; the output says so)")
     parser.set_defaults(func=_run)
