@@ -219,10 +219,12 @@ def read_checkpoint(directory: str | Path, verify: bool = True) -> CheckpointBun
                               f"this trmlab reads ({FORMAT_VERSION}); upgrade trmlab")
     bundle = CheckpointBundle(directory, manifest)
     if verify:
+        missing = [name for name in manifest["files"] if not (directory / name).is_file()]
+        if missing:
+            raise CheckpointError(f"{directory / missing[0]} is listed in the manifest but missing"
+                                  + (f" (also missing: {', '.join(missing[1:])})" if missing[1:] else ""))
         for name, info in manifest["files"].items():
             path = directory / name
-            if not path.is_file():
-                raise CheckpointError(f"{path} is listed in the manifest but missing")
             if _sha256(path) != info["sha256"]:
                 raise CheckpointError(f"{path} does not match its sha256 in {MANIFEST}: the file is corrupt "
                                       "or was modified")
