@@ -217,6 +217,8 @@ def test_damaged_dataset_is_refused(official: Path):
         ArcDataset([official], "train")
     with pytest.raises(DataError, match=r"dataset\.json"):
         ArcDataset([official / "nowhere"], "test")
+    with pytest.raises(DataError, match=r"one split of a dataset"):
+        ArcDataset([official / "test"], "train")
 
 
 def test_encoder_batches_carry_their_puzzles_demos(encoder: Path):

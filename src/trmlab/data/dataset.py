@@ -88,6 +88,9 @@ def _check_offsets(path: Path, name: str, offsets: np.ndarray, total: int) -> No
 
 def _load_part(root: Path, split: str) -> _Part:
     split_dir = root / split
+    if not split_dir.is_dir() and (root / "dataset.json").is_file():
+        raise DataError(f"{root}: this is one split of a dataset; give the dataset directory "
+                        f"{root.parent} (holding train/ and test/) instead")
     meta = read_dataset_json(split_dir)
     seq_len = int(meta["seq_len"])
     inputs = _load_grid_array(array_path(split_dir, "inputs"), seq_len)
