@@ -49,7 +49,7 @@ def test_diff_released_vs_repo_default_is_exactly_l_cycles_and_ema(capsys: Captu
     rows = _table_rows(out)
     assert set(rows) == {"arch.L_cycles", "ema"}
     assert rows["arch.L_cycles"] == ["⚠ arch", "4", "**6**", "❌"]
-    assert rows["ema"] == ["training", "true", "**false**", "❌"]
+    assert rows["ema"] == ["setting", "true", "**false**", "❌"]
     assert "| parameter | kind | trm-arc1 | trm-arc1-repo-default | match |" in out
 
 

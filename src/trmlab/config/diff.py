@@ -93,7 +93,7 @@ def format_diff_table(sources: Mapping[str, Config] | Sequence[tuple[str, Config
     for row in rows:
         cells = [_cell(format_value(v), bold=row.differs and i > 0 and v != row.values[0])
                  for i, v in enumerate(row.values)]
-        kind = "⚠ arch" if row.arch else "training"
+        kind = "⚠ arch" if row.arch else "setting"
         lines.append(f"| {row.key} | {kind} | " + " | ".join(cells) + f" | {'❌' if row.differs else '✅'} |")
     lines.append("")
     lines.append(_summary(rows))
