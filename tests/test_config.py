@@ -360,3 +360,12 @@ def test_shown_values_parse_back_to_themselves(value: object) -> None:
     # What `config show` prints is what a user can paste back as an override.
     [(key, parsed)] = parse_overrides([f"k={format_value(value)}"])
     assert key == "k" and parsed == value and type(parsed) is type(value)
+
+
+def test_whole_document_passed_to_config_from_dict_is_explained(tmp_path: Path) -> None:
+    document = {"config": config_to_dict(load_config("tiny").config), "provenance": {}}
+    with pytest.raises(ConfigError, match="pass its 'config' mapping"):
+        config_from_dict(document, "checkpoint c")
+    own = tmp_path / "mine.yaml"
+    own.write_text("base: tiny\ndescription: my variant\narch.L_cycles: 3\n")
+    assert load_config(own).config.arch.L_cycles == 3  # a Path works as well as a string

@@ -224,7 +224,7 @@ def load_config(preset: str | None, overrides: Sequence[str] = (), files: Sequen
                 ) -> ResolvedConfig:
     """Resolve a config: ``preset`` (a shipped name or a YAML path, None = schema defaults), then override
     ``files`` in order, then command-line ``overrides`` (``key=value`` strings)."""
-    layers: list[list[Entry]] = preset_layers(preset) if preset else []
+    layers: list[list[Entry]] = preset_layers(str(preset)) if preset else []
     layers += [override_file_layer(path) for path in files]
     layers.append([Entry(key, value, COMMAND_LINE) for key, value in parse_overrides(overrides)])
     return resolve(layers)
@@ -247,6 +247,9 @@ def config_from_dict(data: dict[str, Any], source: str) -> ResolvedConfig:
     """
     if not isinstance(data, dict):
         raise ConfigError(f"{source}: expected a mapping of config keys, found {type(data).__name__}")
+    if isinstance(data.get("config"), dict):
+        raise ConfigError(f"{source}: this is a whole config.yaml document; pass its 'config' mapping "
+                          "(or use load_resolved(path))")
     entries = [Entry(key, value, source) for key, value in flatten_dict(data, _SECTION_NAMES)]
     return _resolve_complete(entries, source)
 
