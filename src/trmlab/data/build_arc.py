@@ -1,6 +1,7 @@
 """The ARC dataset builder: the official TRM layout, byte for byte, and the encoder layout.
 
-The official algorithm (trm-reference §7.3) is followed draw for draw on a private legacy ``RandomState``:
+The official algorithm (trm-reference §7.3) is followed draw for draw replaying numpy's legacy RNG
+(:class:`trmlab.data.legacy_rng.LegacyDraws`, equal to ``np.random.seed(seed)`` + ``np.random.*``):
 
 1. per subset: load (file order), one shuffle of the task list, then per task up to ``5 * num_aug``
    augmentation trials (one ``randint(0, 8)`` and one permutation of 1..9 each), deduplicated by puzzle
@@ -37,19 +38,20 @@ import os
 import shutil
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
 from trmlab.data import format as fmt
-from trmlab.data.augment import NUM_DIHEDRAL, augmentation_name, dihedral
+from trmlab.data.augment import NUM_DIHEDRAL, SEPARATOR, dihedral
+from trmlab.data.legacy_rng import LegacyDraws
 from trmlab.data.sources import ArcTask, load_subsets
 from trmlab.errors import ConfigError, DataError
 
 RETRIES_FACTOR = 5  # official: up to 5 * num_aug augmentation trials per task
-COLOURS_1_9 = np.arange(1, 10, dtype=np.uint8)
+_TRANSLATE_TAIL = bytes(range(10, 256))  # bytes.translate table entries beyond the 10 colours (never hit)
 IDENTITY_MAP = np.arange(10, dtype=np.uint8)
 SWAPS_AXES = (False, True, False, True, False, False, True, True)  # dihedral ids that exchange rows/columns
 BLOCK_ROWS = 8192  # examples encoded per vectorised block (bounds memory independently of num_aug)
@@ -94,8 +96,9 @@ class Group:
     def names(self) -> list[str]:
         """Puzzle names in order: the task id, then ``<id>|||t<t>|||<digits>`` per augmentation."""
         task_id = self.task.task_id
-        return [task_id] + [augmentation_name(task_id, int(t), m)
-                            for t, m in zip(self.transforms[1:], self.colour_maps[1:])]
+        digits = (self.colour_maps + np.uint8(ord("0"))).tobytes().decode("ascii")  # 10 per puzzle
+        return [task_id] + [f"{task_id}{SEPARATOR}t{t}{SEPARATOR}{digits[10 * p:10 * p + 10]}"
+                            for p, t in enumerate(self.transforms.tolist()) if p > 0]
 
 
 @dataclass
@@ -183,10 +186,10 @@ def route_pairs(task: ArcTask, is_test_subset: bool, layout: str
 
 
 class _DedupTable:
-    """The 8 dihedral versions of all of a task's grids, concatenated, for fast exact puzzle keys."""
+    """The 8 dihedral versions of all of a task's grids, concatenated as bytes, for fast exact puzzle keys."""
 
     def __init__(self, pairs: list[Pair]):
-        self.buffers: list[np.ndarray] = []
+        self.buffers: list[bytes] = []
         self.spans: list[list[tuple[bytes, int, int]]] = []
         for t in range(NUM_DIHEDRAL):
             chunks, spans, position = [], [], 0
@@ -195,26 +198,24 @@ class _DedupTable:
                 chunks += [a.ravel(), b.ravel()]
                 spans.append((bytes((*a.shape, *b.shape)), position, position + a.size + b.size))
                 position += a.size + b.size
-            self.buffers.append(np.concatenate(chunks))
+            self.buffers.append(np.concatenate(chunks).tobytes())
             self.spans.append(spans)
 
-    def key(self, t: int, colour_map: np.ndarray) -> tuple[bytes, ...]:
+    def key(self, t: int, colour_map: Sequence[int] | np.ndarray) -> tuple[bytes, ...]:
         """Exact identity of the puzzle under (t, colour map): equal keys ⇔ equal official puzzle_hash."""
-        cells = colour_map.take(self.buffers[t]).tobytes()
+        cells = self.buffers[t].translate(bytes(colour_map) + _TRANSLATE_TAIL)  # colour lookup in C
         return tuple(sorted([shape + cells[start:end] for shape, start, end in self.spans[t]]))
 
 
-def augment_task(rng: np.random.RandomState, pairs: list[Pair], num_aug: int
-                 ) -> tuple[np.ndarray, np.ndarray]:
+def augment_task(draws: LegacyDraws, pairs: list[Pair], num_aug: int) -> tuple[np.ndarray, np.ndarray]:
     """Official augmentation trials for one task → (transform ids [P], colour maps [P, 10]); row 0 = original.
     """
     table = _DedupTable(pairs)
     seen = {table.key(0, IDENTITY_MAP)}
-    transforms, maps = [0], [IDENTITY_MAP]
+    transforms, maps = [0], [IDENTITY_MAP.tolist()]
     if num_aug > 0:
         for _ in range(RETRIES_FACTOR * num_aug):
-            t = rng.randint(0, 8)
-            colour_map = np.concatenate((IDENTITY_MAP[:1], rng.permutation(COLOURS_1_9)))
+            t, colour_map = draws.augmentation()
             key = table.key(t, colour_map)
             if key not in seen:
                 seen.add(key)
@@ -222,10 +223,10 @@ def augment_task(rng: np.random.RandomState, pairs: list[Pair], num_aug: int
                 maps.append(colour_map)
             if len(transforms) >= num_aug + 1:
                 break
-    return np.array(transforms, dtype=np.int64), np.stack(maps)
+    return np.array(transforms, dtype=np.int64), np.array(maps, dtype=np.uint8)
 
 
-def plan_groups(rng: np.random.RandomState, subsets: list[list[ArcTask]], options: BuildOptions,
+def plan_groups(draws: LegacyDraws, subsets: list[list[ArcTask]], options: BuildOptions,
                 log: Callable[[str], None]
                 ) -> tuple[dict[str, list[Group]], list[ArcTask], dict[str, list[str]]]:
     """Shuffle and augment every subset in order → groups per split, test-set tasks (shuffled), skipped ids.
@@ -235,16 +236,14 @@ def plan_groups(rng: np.random.RandomState, subsets: list[list[ArcTask]], option
     skipped: dict[str, list[str]] = {}
     for name, tasks in zip(options.subsets, subsets):
         is_test = name == options.test_set_name
-        order = np.arange(len(tasks))
-        rng.shuffle(order)  # same permutation as the official shuffle of the (id, task) list
-        for index in order:
+        for index in draws.shuffle_order(len(tasks)):  # the official shuffle of the (id, task) list
             task = tasks[index]
             if task.max_side > options.canvas:
                 skipped.setdefault(name, []).append(task.task_id)
                 continue
             splits, num_demos = route_pairs(task, is_test, options.layout)
             all_pairs = [pair for pairs in splits.values() for pair in pairs]
-            transforms, maps = augment_task(rng, all_pairs, options.num_aug)
+            transforms, maps = augment_task(draws, all_pairs, options.num_aug)
             if is_test:
                 test_tasks.append(task)
             for split in splits:
@@ -277,53 +276,38 @@ def assign_identifiers(groups: dict[str, list[Group]], start: int) -> int:
 # Phase 2: translation draws and the arrays (the rest of the random stream)
 
 
-def draw_offsets(rng: np.random.RandomState, group: Group, split: str, options: BuildOptions
+def draw_offsets(draws: LegacyDraws, group: Group, split: str, options: BuildOptions
                  ) -> tuple[np.ndarray, np.ndarray]:
-    """Row/column offsets [P, E] of each example of each puzzle of ``group`` in ``split`` (official draws)."""
+    """Row/column offsets [P, E] of each example of each puzzle of ``group`` in ``split`` (official draws).
+
+    TRM layout: per puzzle ``k0`` is drawn in both splits; in train every example but k0 gets ``r0`` then
+    ``c0``.
+    Encoder layout: demos stay at (0, 0); in train the queries follow that rule among themselves; test draws
+    nothing.
+    """
     pairs = group.splits[split]
     n = len(pairs)
     canvas = options.canvas
-    # Valid offset ranges per example, for transforms that keep / swap the axes.
-    max_h = np.array([max(i.shape[0], o.shape[0]) for i, o in pairs])
-    max_w = np.array([max(i.shape[1], o.shape[1]) for i, o in pairs])
-    ranges = {False: ((canvas - max_h + 1).tolist(), (canvas - max_w + 1).tolist()),
-              True: ((canvas - max_w + 1).tolist(), (canvas - max_h + 1).tolist())}
+    # Offset ranges per example (randint high), for transforms that keep / swap the axes.
+    max_h = [max(i.shape[0], o.shape[0]) for i, o in pairs]
+    max_w = [max(i.shape[1], o.shape[1]) for i, o in pairs]
+    range_h = [canvas - h + 1 for h in max_h]
+    range_w = [canvas - w + 1 for w in max_w]
+    ranges = {False: (range_h, range_w), True: (range_w, range_h)}
+    transforms = group.transforms.tolist()
     rows = np.zeros((group.num_puzzles, n), dtype=np.int64)
     cols = np.zeros((group.num_puzzles, n), dtype=np.int64)
-    if options.layout == "encoder":
-        _draw_encoder_offsets(rng, group, split, ranges, rows, cols)
+    if options.layout == "trm":
+        flat_rows, flat_cols = draws.offsets(n, transforms, ranges, SWAPS_AXES, translate=split == "train")
+        rows[:], cols[:] = np.reshape(flat_rows, rows.shape), np.reshape(flat_cols, cols.shape)
         return rows, cols
-    randint = rng.randint
-    translate = split == "train"
-    for p, t in enumerate(group.transforms.tolist()):
-        k0 = randint(0, n)  # drawn in both splits
-        if translate:
-            range_r, range_c = ranges[SWAPS_AXES[t]]
-            row_p, col_p = rows[p], cols[p]
-            for k in range(n):
-                if k != k0:
-                    row_p[k] = randint(0, range_r[k])
-                    col_p[k] = randint(0, range_c[k])
-    return rows, cols
-
-
-def _draw_encoder_offsets(rng: np.random.RandomState, group: Group, split: str, ranges: dict,
-                          rows: np.ndarray, cols: np.ndarray) -> None:
-    # Demos stay at (0, 0); train queries follow the official rule among themselves; test is untranslated.
-    if split != "train":
-        return
     first_query = group.num_demos[split]
-    num_queries = rows.shape[1] - first_query
-    if num_queries == 0:
-        return
-    for p, t in enumerate(group.transforms.tolist()):
-        k0 = rng.randint(0, num_queries)
-        range_r, range_c = ranges[SWAPS_AXES[t]]
-        for q in range(num_queries):
-            if q != k0:
-                k = first_query + q
-                rows[p, k] = rng.randint(0, range_r[k])
-                cols[p, k] = rng.randint(0, range_c[k])
+    if split == "train" and n > first_query:
+        query_ranges = {key: (rr[first_query:], cc[first_query:]) for key, (rr, cc) in ranges.items()}
+        flat_rows, flat_cols = draws.offsets(n - first_query, transforms, query_ranges, SWAPS_AXES, True)
+        rows[:, first_query:] = np.reshape(flat_rows, (group.num_puzzles, n - first_query))
+        cols[:, first_query:] = np.reshape(flat_cols, (group.num_puzzles, n - first_query))
+    return rows, cols
 
 
 class _GridLayout:
@@ -393,7 +377,7 @@ def split_counts(groups: list[Group], split: str) -> SplitCounts:
                        examples=sum(g.num_puzzles * len(g.splits[split]) for g in groups))
 
 
-def write_split(rng: np.random.RandomState, split_dir: Path, split: str, groups: list[Group],
+def write_split(draws: LegacyDraws, split_dir: Path, split: str, groups: list[Group],
                 options: BuildOptions, num_identifiers: int) -> SplitCounts:
     """Draw offsets and stream one split's arrays and dataset.json."""
     split_dir.mkdir()
@@ -412,7 +396,7 @@ def write_split(rng: np.random.RandomState, split_dir: Path, split: str, groups:
         example_end, puzzle_end = 0, 0
         for group in groups:
             n = len(group.splits[split])
-            rows, cols = draw_offsets(rng, group, split, options)
+            rows, cols = draw_offsets(draws, group, split, options)
             step = max(1, BLOCK_ROWS // n)
             for start in range(0, group.num_puzzles, step):
                 inputs, labels = encode_puzzles(group, split, slice(start, start + step), rows, cols,
@@ -469,9 +453,9 @@ def build_arc(options: BuildOptions, log: Callable[[str], None] = print) -> Buil
         check_output_dir(output, options.overwrite)
     subsets = load_subsets(options.subsets, prefix=options.input_file_prefix, source=options.source,
                            limits=_limits(options))
-    rng = np.random.RandomState(options.seed)
+    draws = LegacyDraws(options.seed)  # np.random.seed(seed) + np.random.*, replayed exactly
     log(f"augmenting ({options.num_aug} per task, seed {options.seed}, layout {options.layout}):")
-    groups, test_tasks, skipped = plan_groups(rng, subsets, options, log)
+    groups, test_tasks, skipped = plan_groups(draws, subsets, options, log)
     num_identifiers = assign_identifiers(groups, options.puzzle_identifiers_start)
     summary = BuildSummary(
         num_identifiers=num_identifiers, splits={s: split_counts(groups[s], s) for s in fmt.SPLITS},
@@ -481,20 +465,20 @@ def build_arc(options: BuildOptions, log: Callable[[str], None] = print) -> Buil
     if not groups["test"]:
         raise DataError(f"no test examples: test set {options.test_set_name!r} contributed no test pairs")
     if not options.count_only:
-        _write_dataset(rng, output, groups, test_tasks, options, num_identifiers)
+        _write_dataset(draws, output, groups, test_tasks, options, num_identifiers)
     summary.seconds = time.perf_counter() - started
     _log_summary(summary, log)
     return summary
 
 
-def _write_dataset(rng: np.random.RandomState, output: Path, groups: dict[str, list[Group]],
+def _write_dataset(draws: LegacyDraws, output: Path, groups: dict[str, list[Group]],
                    test_tasks: list[ArcTask], options: BuildOptions, num_identifiers: int) -> None:
     output.parent.mkdir(parents=True, exist_ok=True)
     partial = output.parent / f".{output.name}.partial-{uuid.uuid4().hex[:8]}"
     partial.mkdir()
     try:
         for split in fmt.SPLITS:
-            write_split(rng, partial / split, split, groups[split], options, num_identifiers)
+            write_split(draws, partial / split, split, groups[split], options, num_identifiers)
         write_identifiers(partial / "identifiers.json", groups, options.puzzle_identifiers_start)
         fmt.write_json(partial / "test_puzzles.json", {task.task_id: task.raw for task in test_tasks})
         _move_into_place(partial, output)
