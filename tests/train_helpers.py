@@ -16,8 +16,11 @@ SEQ_LEN = SIDE * SIDE
 
 
 def write_tiny_dataset(root: Path, groups: int = 6, puzzles_per_group: int = 2, examples: int = 3,
-                       seed: int = 0) -> Path:
-    """An official-layout dataset whose label is the input with colours shifted by one (learnable)."""
+                       seed: int = 0, seq_len: int = SEQ_LEN, num_ids: int | None = None) -> Path:
+    """An official-layout dataset whose label is the input with colours shifted by one (learnable).
+
+    Identifiers: blank, then one per puzzle of both splits, padded with unused names up to ``num_ids``.
+    """
     rng = np.random.default_rng(seed)
     names = ["<blank>"]
     for split in ("train", "test"):
@@ -27,7 +30,7 @@ def write_tiny_dataset(root: Path, groups: int = 6, puzzles_per_group: int = 2, 
                 name = f"{split}{g}_{p}"
                 names.append(name)
                 for _ in range(examples):
-                    grid = rng.integers(2, 11, size=SEQ_LEN).astype(np.uint8)
+                    grid = rng.integers(2, 11, size=seq_len).astype(np.uint8)
                     inputs.append(grid)
                     labels.append(np.where(grid == 10, 2, grid + 1).astype(np.uint8))
                 ids.append(len(names) - 1)
@@ -41,10 +44,11 @@ def write_tiny_dataset(root: Path, groups: int = 6, puzzles_per_group: int = 2, 
                   "group_indices": np.asarray(group_idx, np.int32)}
         for key, value in arrays.items():
             np.save(array_path(split_dir, key), value)
-        meta_ids = groups * puzzles_per_group * 2 + 1
+        meta_ids = num_ids or groups * puzzles_per_group * 2 + 1
         write_json(split_dir / "dataset.json", dataset_json(
-            seq_len=SEQ_LEN, num_puzzle_identifiers=meta_ids, total_groups=groups,
+            seq_len=seq_len, num_puzzle_identifiers=meta_ids, total_groups=groups,
             total_puzzles=groups * puzzles_per_group, total_examples=len(inputs)))
+    names += [f"unused{i}" for i in range(len(names), num_ids or len(names))]
     (root / "identifiers.json").write_text(json.dumps(names))
     return root
 

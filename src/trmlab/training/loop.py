@@ -163,11 +163,20 @@ class Trainer:
         self.sampler = TrainSampler(self.dataset, config.global_batch_size, config.seed, rank=ctx.rank,
                                     world_size=ctx.world_size, max_demos=config.max_demos,
                                     max_groups=config.max_train_groups)
+        self.init_variant: str | None = None
+        if config.init_from and not self.resume_dir:
+            from trmlab.training.transfer import reconcile_init_config
+
+            # The checkpoint's architecture becomes the run's (refused on conflict) before the model exists.
+            self.resolved, self.init_variant = reconcile_init_config(self.resolved, config.init_from)
+            self.config = config = self.resolved.config
         self.model = build_model(config, seq_len=self.dataset.seq_len, vocab_size=self.dataset.vocab_size,
                                  num_puzzle_identifiers=self.dataset.num_puzzle_identifiers).to(ctx.device)
         self.init_report: dict[str, Any] = {}
         if config.init_from and not self.resume_dir:
-            self.init_report = self._init_from(config.init_from)
+            from trmlab.training.transfer import load_init_weights
+
+            self.init_report = load_init_weights(self, config.init_from)
         broadcast_module(self.model, ctx)
         # Exploration differs per rank (seed + rank) and lives in its own generator, saved with the RNG state.
         self.exploration = torch.Generator(device=ctx.device)
@@ -232,11 +241,6 @@ class Trainer:
         from trmlab.training.run_dir import generate_run_name
 
         return Path("runs") / (self.config.run_name or generate_run_name())
-
-    def _init_from(self, path: str) -> dict[str, Any]:
-        from trmlab.training.transfer import initialize_from
-
-        return initialize_from(self, path)
 
     # -- the run ---------------------------------------------------------------------------------------------
 
