@@ -52,9 +52,10 @@ def test_evaluate_scores_the_final_step_and_writes_the_eval_dir(dataset, tmp_pat
     test_set = load_test_set(root)
     model = AddOneModel(test_set.num_puzzle_identifiers)
     out = tmp_path / "eval"
-    result = evaluate(model, root, settings=EvalSettings(global_batch_size=4), out_dir=out, info={"step": 7})
+    result = evaluate(model, root, settings=EvalSettings(global_batch_size=5), out_dir=out, info={"step": 7})
     n_rows = test_set.num_rows
-    assert model.calls == -(-n_rows // 4)  # ceil: the last batch is padded
+    assert n_rows % 5 != 0 and model.calls == -(-n_rows // 5)
+    assert model.seen.count(0) == 0  # the last batch is shrunk to the rows left, not padded
     assert sorted(set(model.seen) - {0}) == sorted(set(test_set.puzzle_identifiers.tolist()))
     assert len(result.raw) == n_rows
     # Raw rows come back in dataset file order with the dataset's inputs.
@@ -127,7 +128,7 @@ def _distributed_worker(rank: int, world: int, root: str, port: int, queue) -> N
     try:
         test_set = load_test_set(root)
         result = evaluate(AddOneModel(test_set.num_puzzle_identifiers), root,
-                          settings=EvalSettings(global_batch_size=8))
+                          settings=EvalSettings(global_batch_size=8, max_tasks=2))
         queue.put((rank, None if result is None else (result.metrics, result.result.submission(),
                                                       result.raw.preds.tolist())))
     finally:
@@ -142,7 +143,7 @@ def test_two_gloo_ranks_give_the_single_process_result(dataset):
     root, _ = dataset
     test_set = load_test_set(root)
     single = evaluate(AddOneModel(test_set.num_puzzle_identifiers), root,
-                      settings=EvalSettings(global_batch_size=8))
+                      settings=EvalSettings(global_batch_size=8, max_tasks=2))
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
@@ -155,4 +156,4 @@ def test_two_gloo_ranks_give_the_single_process_result(dataset):
     assert metrics == single.metrics
     assert submission == single.result.submission()
     assert preds == single.raw.preds.tolist()
-    assert test_set.num_rows % 8 != 0  # rank 1's share of the last batch is all padding
+    assert len(single.raw) == 9  # last batch: 1 row left, so rank 1 runs padding only
