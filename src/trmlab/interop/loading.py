@@ -22,6 +22,9 @@ ENCODER_ARCH_KEYS = ("arch.encoder_type", "arch.encoder_num_layers", "arch.encod
                      "arch.encoder_set_layers", "arch.encoder_layer_scale_init", "arch.encoder_norm_style",
                      "arch.encoder_qk_norm", "arch.encoder_latent_dim", "arch.recurrent_encoder_type",
                      "arch.encoder_h_cycles", "arch.encoder_l_cycles", "arch.encoder_l_layers")
+# Compared only between checkpoints of the same variant: the encoder's keys, and the puzzle-table width (TRM's
+# table is dropped when its decoder moves into an ETRM, whose prefix comes from the encoder).
+VARIANT_ARCH_KEYS = (*ENCODER_ARCH_KEYS, "arch.puzzle_emb_ndim")
 # Not compared: the variant name (TRM → ETRM transfer is legitimate) and the activation dtype (a deployment
 # choice: load_checkpoint(dtype=...) records it as an override).
 NOT_RECONCILED = ("arch.name", "arch.forward_dtype")
@@ -56,7 +59,7 @@ def reconcile_architecture(checkpoint_config: Any, user_config: Any, allow_misma
     user, user_prov = _config_and_provenance(user_config)
     same_variant = ckpt.arch.name == user.arch.name
     keys = [key for key, info in schema_fields().items() if info.arch and key not in NOT_RECONCILED
-            and (same_variant or key not in ENCODER_ARCH_KEYS)]
+            and (same_variant or key not in VARIANT_ARCH_KEYS)]
     values, provenance, conflicts = {}, dict(user_prov), []
     for key in keys:
         mine, theirs = get_value(user, key), get_value(ckpt, key)
