@@ -9,6 +9,7 @@ import pytest
 import torch
 
 from test_eval_support import IDENTITY, build_dataset, simple_task
+from trmlab.cli import main
 from trmlab.errors import CheckpointError, ConfigError
 from trmlab.evaluation.outputs import load_raw_predictions
 from trmlab.evaluation.runner import EvalSettings, evaluate
@@ -157,3 +158,33 @@ def test_two_gloo_ranks_give_the_single_process_result(dataset):
     assert submission == single.result.submission()
     assert preds == single.raw.preds.tolist()
     assert len(single.raw) == 9  # last batch: 1 row left, so rank 1 runs padding only
+
+
+class EchoModel(torch.nn.Module):
+    """Predicts its input; records the extra batch keys it receives (demos in the encoder layout)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.scale = torch.nn.Parameter(torch.ones(()))
+        self.extra: list[dict] = []
+
+    def rollout(self, inputs, puzzle_identifiers, steps=None, **extra):
+        self.extra.append(extra)
+        return [{"preds": inputs, "q_halt_logits": torch.zeros(len(inputs))}]
+
+
+def test_encoder_layout_rows_are_queries_and_carry_their_demos(official_arc_build_small, tmp_path):
+    from trmlab.data.dataset import ArcDataset
+
+    root = tmp_path / "enc"
+    assert main(["data", "build-arc", "--input-file-prefix", str(official_arc_build_small / "input/mini"),
+                 "--output-dir", str(root), "--subsets", "training", "evaluation", "concept",
+                 "--test-set-name", "evaluation", "--num-aug", "3", "--layout", "encoder", "--quiet"]) == 0
+    dataset = ArcDataset([root], "test")
+    model = EchoModel()
+    result = evaluate(model, dataset, settings=EvalSettings(global_batch_size=8, max_demos=10))
+    queries = int(dataset.item_counts().sum())
+    assert len(result.raw) == queries == result.result.counts["votes_matched"]
+    first = model.extra[0]
+    assert first["demo_inputs"].shape == (8, 10, dataset.seq_len) and first["demo_mask"].shape == (8, 10)
+    assert first["demo_mask"].sum(dim=1).tolist()[:1] == [min(int(dataset.num_demos[0]), 10)]
