@@ -7,7 +7,7 @@ the inputs are memory-mapped on demand). Pure numpy.
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -39,8 +39,10 @@ def _read_index(split_dir: Path, name: str) -> np.ndarray:
 class ArcTestSet:
     """An ARC dataset's test side, with the row selection used by ``max_tasks`` / ``num_augmentations``.
 
-    ``task_ids`` are the test tasks in ``test_puzzles.json`` order; ``augmentation_index[identifier]`` is the
-    puzzle's position inside its task group in the test split (0 = the un-augmented original).
+    ``task_ids`` are the test tasks in ``test_puzzles.json`` order. Per identifier (arrays of
+    ``num_puzzle_identifiers`` entries, −1 where the identifier is no test puzzle): ``position_of`` = the
+    puzzle's position inside its task group in the test split (0 = the un-augmented original) and
+    ``task_index_of`` = its task's index in ``task_ids``.
     """
 
     path: Path
@@ -51,8 +53,8 @@ class ArcTestSet:
     puzzle_identifiers: np.ndarray
     puzzle_indices: np.ndarray
     group_indices: np.ndarray
-    augmentation_index: dict[int, int] = field(default_factory=dict)
-    layout: str = "trm"
+    position_of: np.ndarray
+    task_index_of: np.ndarray
 
     @property
     def task_ids(self) -> list[str]:
@@ -86,38 +88,47 @@ class ArcTestSet:
         Blank rows (identifier 0) are False. An identifier that is not a test puzzle of this dataset is an
         error.
         """
-        wanted = set(tasks)
-        keep = np.zeros(len(identifiers), dtype=bool)
-        for row, identifier in enumerate(np.asarray(identifiers).tolist()):
-            if identifier == 0:
-                continue
-            position = self.augmentation_index.get(identifier)
-            if position is None:
-                task = self.task_of(identifier)  # raises for an identifier outside identifiers.json
-                raise DataError(f"puzzle identifier {identifier} ('{self.identifiers[identifier]}', task "
-                                f"{task}) is not a test puzzle of {self.path}; the predictions belong to "
-                                f"another dataset")
-            keep[row] = self.task_of(identifier) in wanted and (
-                num_augmentations is None or position < num_augmentations)
+        ids = np.asarray(identifiers, dtype=np.int64).reshape(-1)
+        blank = ids == 0
+        outside = (ids < 0) | (ids >= self.num_puzzle_identifiers)
+        if outside.any():
+            self.task_of(int(ids[outside][0]))  # raises, naming the identifier
+        position = self.position_of[ids]
+        stray = ~blank & (position < 0)
+        if stray.any():
+            identifier = int(ids[stray][0])
+            raise DataError(f"puzzle identifier {identifier} ('{self.identifiers[identifier]}') is not a "
+                            f"test puzzle of {self.path}; the predictions belong to another dataset")
+        index = {task: i for i, task in enumerate(self.task_ids)}
+        wanted = np.zeros(len(index) + 1, dtype=bool)  # the extra last slot is never wanted (blank rows)
+        wanted[[index[t] for t in tasks]] = True
+        keep = ~blank & wanted[self.task_index_of[ids]]
+        if num_augmentations is not None:
+            keep &= position < num_augmentations
         return keep
-
-    def selected_rows(self, tasks: list[str], num_augmentations: int | None) -> np.ndarray:
-        """Test-split example rows (file order) of the selected tasks' first ``num_augmentations`` puzzles."""
-        wanted = set(tasks)
-        rows: list[np.ndarray] = []
-        for group in range(len(self.group_indices) - 1):
-            first, end = int(self.group_indices[group]), int(self.group_indices[group + 1])
-            if self.task_of(int(self.puzzle_identifiers[first])) not in wanted:
-                continue
-            if num_augmentations is not None:
-                end = min(end, first + num_augmentations)
-            rows.append(np.arange(self.puzzle_indices[first], self.puzzle_indices[end], dtype=np.int64))
-        return np.concatenate(rows) if rows else np.zeros(0, dtype=np.int64)
 
     def row_identifiers(self) -> np.ndarray:
         """Puzzle identifier of every test example row (int32 [N])."""
         counts = np.diff(self.puzzle_indices)
         return np.repeat(self.puzzle_identifiers, counts).astype(np.int32)
+
+
+def _index_arrays(root: Path, identifiers: list[str], test_puzzles: dict[str, Any],
+                  puzzle_identifiers: np.ndarray, group_indices: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """position_of and task_index_of (see :class:`ArcTestSet`) from the test split's index arrays."""
+    sizes = np.diff(group_indices)
+    positions = np.arange(len(puzzle_identifiers)) - np.repeat(group_indices[:-1], sizes)
+    task_index = {task: i for i, task in enumerate(test_puzzles)}
+    group_tasks = [identifiers[int(puzzle_identifiers[first])].split(AUGMENTATION_SEPARATOR, 1)[0]
+                   for first in group_indices[:-1]]
+    unknown = sorted({t for t in group_tasks if t not in task_index})
+    if unknown:
+        raise DataError(f"{root}: test split holds tasks missing from test_puzzles.json: {unknown[:5]}")
+    position_of = np.full(len(identifiers), -1, dtype=np.int64)
+    task_index_of = np.full(len(identifiers), -1, dtype=np.int64)
+    position_of[puzzle_identifiers] = positions
+    task_index_of[puzzle_identifiers] = np.repeat([task_index[t] for t in group_tasks], sizes)
+    return position_of, task_index_of
 
 
 def load_test_set(path: str | Path) -> ArcTestSet:
@@ -133,19 +144,16 @@ def load_test_set(path: str | Path) -> ArcTestSet:
     if len(identifiers) != meta["num_puzzle_identifiers"]:
         raise DataError(f"{root}/identifiers.json has {len(identifiers)} entries but test/dataset.json says "
                         f"num_puzzle_identifiers={meta['num_puzzle_identifiers']}; rebuild the dataset")
-    test_set = ArcTestSet(
+    puzzle_identifiers = _read_index(root / "test", "puzzle_identifiers")
+    group_indices = _read_index(root / "test", "group_indices")
+    in_range = (puzzle_identifiers >= 1) & (puzzle_identifiers < len(identifiers))
+    if not in_range.all():
+        raise DataError(f"{root}/test/all__puzzle_identifiers.npy holds identifiers outside 1.."
+                        f"{len(identifiers) - 1}; rebuild the dataset")
+    position_of, task_index_of = _index_arrays(root, identifiers, test_puzzles, puzzle_identifiers,
+                                               group_indices)
+    return ArcTestSet(
         path=root, seq_len=int(meta["seq_len"]), num_puzzle_identifiers=int(meta["num_puzzle_identifiers"]),
-        identifiers=identifiers, test_puzzles=test_puzzles,
-        puzzle_identifiers=_read_index(root / "test", "puzzle_identifiers"),
-        puzzle_indices=_read_index(root / "test", "puzzle_indices"),
-        group_indices=_read_index(root / "test", "group_indices"),
-        layout=str(meta.get("layout", "trm")))
-    for group in range(len(test_set.group_indices) - 1):
-        first, end = int(test_set.group_indices[group]), int(test_set.group_indices[group + 1])
-        for position, puzzle in enumerate(range(first, end)):
-            test_set.augmentation_index[int(test_set.puzzle_identifiers[puzzle])] = position
-    unknown = {test_set.task_of(i) for i in test_set.augmentation_index} - set(test_puzzles)
-    if unknown:
-        raise DataError(f"{root}: test split holds tasks missing from test_puzzles.json: "
-                        f"{sorted(unknown)[:5]}")
-    return test_set
+        identifiers=identifiers, test_puzzles=test_puzzles, puzzle_identifiers=puzzle_identifiers,
+        puzzle_indices=_read_index(root / "test", "puzzle_indices"), group_indices=group_indices,
+        position_of=position_of, task_index_of=task_index_of)
