@@ -321,15 +321,23 @@ class _GridLayout:
 
 
 def encode_puzzles(group: Group, split: str, puzzles: slice, rows: np.ndarray, cols: np.ndarray,
-                   canvas: int) -> tuple[np.ndarray, np.ndarray]:
-    """Inputs and labels [len(puzzles) * E, canvas²] uint8 of a range of the group's puzzles (vectorised)."""
+                   canvas: int, scratch: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Inputs and labels [len(puzzles) * E, canvas²] uint8 of a range of the group's puzzles (vectorised).
+
+    ``scratch`` (uint8 [2, >= rows, canvas²]) is reused for the result when given: fresh zeroed pages for
+    every block cost kernel time (page faults) and grow the peak RSS.
+    """
     pairs = group.splits[split]
     n = len(pairs)
     size = canvas * canvas
     transforms = group.transforms[puzzles]
     luts = group.colour_maps[puzzles] + np.uint8(fmt.COLOR_OFFSET)  # colour → token, per puzzle
     rows, cols = rows[puzzles], cols[puzzles]
-    blocks = tuple(np.zeros((len(transforms) * n, size), np.uint8) for _ in range(2))
+    if scratch is None:
+        scratch = np.empty((2, len(transforms) * n, size), np.uint8)
+    blocks = (scratch[0, :len(transforms) * n], scratch[1, :len(transforms) * n])
+    for block in blocks:
+        block.fill(fmt.PAD_ID)
     flats = (blocks[0].reshape(-1), blocks[1].reshape(-1))
     for t in np.unique(transforms).tolist():
         members = np.nonzero(transforms == t)[0]
@@ -363,7 +371,8 @@ class NpyStreamWriter:
         if block.shape[1:] != self.shape[1:]:
             raise RuntimeError(f"{self.path}: block shape {block.shape} does not match {self.shape}")
         self.rows += block.shape[0]
-        self.file.write(block.tobytes())
+        if block.size:
+            self.file.write(memoryview(block).cast("B"))  # no intermediate bytes copy
 
     def close(self) -> None:
         self.file.close()
@@ -394,13 +403,15 @@ def write_split(draws: LegacyDraws, split_dir: Path, split: str, groups: list[Gr
         writers["puzzle_indices"].write(np.zeros(1))
         writers["group_indices"].write(np.zeros(1))
         example_end, puzzle_end = 0, 0
+        scratch_rows = max([BLOCK_ROWS] + [len(g.splits[split]) for g in groups])
+        scratch = np.empty((2, scratch_rows, size), np.uint8)  # reused by every block of this split
         for group in groups:
             n = len(group.splits[split])
             rows, cols = draw_offsets(draws, group, split, options)
             step = max(1, BLOCK_ROWS // n)
             for start in range(0, group.num_puzzles, step):
                 inputs, labels = encode_puzzles(group, split, slice(start, start + step), rows, cols,
-                                                options.canvas)
+                                                options.canvas, scratch)
                 writers["inputs"].write(inputs)
                 writers["labels"].write(labels)
             puzzles = group.num_puzzles
