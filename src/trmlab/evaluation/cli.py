@@ -59,8 +59,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         description="Run every selected test puzzle (all augmentations) for halt_max_steps ACT steps, vote "
         "over augmentations and write metrics.json, submission.json, predictions.json and "
         "raw_predictions.npz. Works under torchrun (each rank runs its slice).",
-        epilog="settings: out=DIR (default: <checkpoint dir>/eval-<checkpoint name>), max_tasks=K (first K "
-        "tasks of test_puzzles.json; the denominator is K), num_augmentations=K (first K puzzles of each "
+        epilog="settings: out=DIR (default: runs/eval-<checkpoint name>-<dataset name>), max_tasks=K (first "
+        "K tasks of test_puzzles.json; the denominator is K), num_augmentations=K (first K puzzles of each "
         "task group, 1 = original only), batch_size=N (default: the checkpoint config's "
         "eval.global_batch_size or global_batch_size), device=cpu|cuda|cuda:N (default: cuda when "
         "available), max_demos=N (encoder models; default: the checkpoint config's), "
@@ -133,8 +133,9 @@ def _run_eval(args: argparse.Namespace) -> int:
     config = getattr(config, "config", config)  # load_checkpoint attaches a ResolvedConfig
     eval_settings = _eval_settings(settings, config)
     checkpoint = Path(args.checkpoint)
+    # Default under ./runs/, never inside the checkpoint's folder (it may be read-only or pruned by training).
     out = Path(settings["out"]) if "out" in settings else default_out_dir(
-        checkpoint.parent, f"eval-{checkpoint.name}")
+        Path("runs"), f"eval-{checkpoint.name}-{Path(args.data_dir).resolve().name}")
     if out.exists() and (not out.is_dir() or any(out.iterdir())):  # fail before the model runs
         raise ConfigError(f"{out}: already exists and is not empty; pass another out=DIR or remove it")
     main_rank = not torch.distributed.is_initialized() or torch.distributed.get_rank() == 0
