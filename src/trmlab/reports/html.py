@@ -134,18 +134,11 @@ def _metrics_table(metrics: dict[str, Any]) -> str:
             f"<table><caption>settings</caption>{settings}</table></div>")
 
 
-def _curves(lines: list[dict[str, Any]]) -> str:
-    """Learning curves as one inline PNG (matplotlib Agg, imported lazily)."""
-    if not lines:
-        return "<p>No metrics.jsonl lines yet.</p>"
-    try:
-        import matplotlib
+FIRST_CURVES = ("train/lm_loss", "train/accuracy", "train/exact_accuracy", "train/q_halt_accuracy")
 
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
-        return ("<p class=note>matplotlib is not installed: learning curves skipped "
-                "(<code>pip install 'trmlab[viz]'</code>).</p>")
+
+def _collect_series(lines: list[dict[str, Any]]) -> dict[str, tuple[list[float], list[float]]]:
+    """metric name → (steps, values) over the metrics.jsonl records (keys prefixed with their split)."""
     series: dict[str, tuple[list[float], list[float]]] = {}
     for record in lines:
         split = record.get("split", "train")
@@ -157,24 +150,55 @@ def _curves(lines: list[dict[str, Any]]) -> str:
             xs, ys = series.setdefault(name, ([], []))
             xs.append(record["step"])
             ys.append(float(value))
-    names = sorted(series)
+    return series
+
+
+def _pass_k(name: str) -> int:
+    return int(name.rsplit("@", 1)[1]) if name.rsplit("@", 1)[-1].isdigit() else 0
+
+
+def _curves(lines: list[dict[str, Any]]) -> str:
+    """Learning curves as one inline PNG (matplotlib Agg, imported lazily): all ARC/pass@K in one panel, then
+    the main train metrics, then the rest; metrics that never changed are listed instead of plotted."""
+    if not lines:
+        return "<p>No metrics.jsonl lines yet.</p>"
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return ("<p class=note>matplotlib is not installed: learning curves skipped "
+                "(<code>pip install 'trmlab[viz]'</code>).</p>")
+    series = _collect_series(lines)
+    arc = sorted((n for n in series if n.startswith("ARC/")), key=_pass_k)
+    constant = sorted(n for n in series
+                      if n not in arc and len(series[n][1]) > 1 and len(set(series[n][1])) == 1)
+    rest = [n for n in series if n not in arc and n not in constant]
+    panels: list[list[str]] = ([arc] if arc else []) + [[n] for n in FIRST_CURVES if n in rest] + [
+        [n] for n in sorted(rest) if n not in FIRST_CURVES]
     columns = 3
-    rows = -(-len(names) // columns)
+    rows = max(1, -(-len(panels) // columns))
     figure, axes = plt.subplots(rows, columns, figsize=(4 * columns, 2.6 * rows), squeeze=False)
-    for axis, name in zip(axes.flat, names):
-        xs, ys = series[name]
-        axis.plot(xs, ys, marker="o" if len(xs) < 30 else None, markersize=3)
-        axis.set_title(name, fontsize=9)
+    for axis, names in zip(axes.flat, panels):
+        for name in names:
+            xs, ys = series[name]
+            axis.plot(xs, ys, marker="o" if len(xs) < 30 else None, markersize=3, label=name.split("/")[-1])
+        axis.set_title("ARC/pass@K (eval)" if names is arc else names[0], fontsize=9)
+        if len(names) > 1:
+            axis.legend(fontsize=6)
         axis.tick_params(labelsize=7)
         axis.grid(alpha=0.3)
-    for axis in list(axes.flat)[len(names):]:
+    for axis in list(axes.flat)[len(panels):]:
         axis.axis("off")
     figure.tight_layout()
     buffer = io.BytesIO()
     figure.savefig(buffer, format="png", dpi=80)
     plt.close(figure)
     uri = "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode()
-    return f'<img class="curves" src="{uri}" alt="learning curves">'
+    flat = "".join(f"<code>{html.escape(n)}={series[n][1][0]:g}</code> " for n in constant)
+    note = f"<p class=note>constant over the run: {flat}</p>" if constant else ""
+    return f'<img class="curves" src="{uri}" alt="learning curves">{note}'
 
 
 def _eval_history(evals: list[EvalDir]) -> str:
