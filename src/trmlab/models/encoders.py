@@ -207,7 +207,7 @@ class PackedDemos:
 
     inputs: Tensor      # [N, L/2] input tokens
     outputs: Tensor     # [N, L/2] output tokens
-    positions: Tensor   # [N, L] canvas positions (input i → i, output i → S + i), for RoPE
+    positions: Tensor   # [N, L] canvas position of each token (input and output cell i → i), for RoPE
     real: Tensor        # [N, L] bool: non-PAD tokens inside the demo's own crop
     sample: Tensor      # [N] long: batch row of each demo
     rank: Tensor        # [N] long: index of the demo among its row's real demos
@@ -265,7 +265,7 @@ def pack_demos(demo_inputs: Tensor, demo_labels: Tensor, demo_mask: Tensor) -> P
     inside = inside.reshape(len(sample), crop_h * crop_w)
     crop_in, crop_out = inputs.gather(1, flat), outputs.gather(1, flat)
     real = torch.cat((inside & (crop_in != PAD_ID), inside & (crop_out != PAD_ID)), dim=1)
-    positions = torch.cat((flat, flat + seq_len), dim=1)
+    positions = torch.cat((flat, flat), dim=1)
     return PackedDemos(crop_in, crop_out, positions, real, sample, rank)
 
 
@@ -275,7 +275,7 @@ def full_canvas_demos(demo_inputs: Tensor, demo_labels: Tensor, demo_mask: Tenso
     batch, slots, seq_len = demo_inputs.shape
     inputs, outputs = demo_inputs.reshape(-1, seq_len), demo_labels.reshape(-1, seq_len)
     real = torch.cat((inputs != PAD_ID, outputs != PAD_ID), dim=1) & demo_mask.reshape(-1, 1)
-    positions = torch.arange(2 * seq_len, device=demo_inputs.device).expand(batch * slots, -1)
+    positions = torch.arange(seq_len, device=demo_inputs.device).repeat(2).expand(batch * slots, -1)
     grid = torch.arange(batch * slots, device=demo_inputs.device)
     return PackedDemos(inputs, outputs, positions, real, grid // slots, grid % slots)
 
@@ -287,9 +287,11 @@ def full_canvas_demos(demo_inputs: Tensor, demo_labels: Tensor, demo_mask: Tenso
 class GridEncoder(nn.Module):
     """[input; output] tokens of one demo → one vector [D].
 
-    Separate input/output embeddings (×√D), RoPE over canvas positions, ``num_layers`` blocks attending only
-    to the demo's real tokens, pooling over real tokens (``mean``, ``attention``: a learned query,
-    ``weighted``: a learned per-token score, ``cls``: a learned CLS token without rotation), then a D→D
+    Separate input/output embeddings (×√D), RoPE over canvas positions (an output cell shares its input cell's
+    position, since both grids share the canvas offset: corresponding cells are at relative distance 0, which
+    makes cell-wise rules easy to read; the embeddings tell the two grids apart), ``num_layers`` blocks
+    attending only to the demo's real tokens, pooling over real tokens (``mean``, ``attention``: a learned
+    query, ``weighted``: a learned per-token score, ``cls``: a learned CLS token without rotation), then a D→D
     projection.
     """
 

@@ -1,0 +1,240 @@
+"""Few-shot benchmark a CPU can run: TRM (puzzle ids) vs ETRM (demo encoder) on synthetic rule families.
+
+1. ``trmlab data build-synthetic`` tasks (colour permutation, dihedral, translation, gravity, recolour by
+   size, composition); held-out tasks are rule instances never seen in training.
+2. Trains the ``trm-synthetic`` preset on the TRM layout and ``etrm-synthetic`` on the encoder layout with the
+   one training loop (``trmlab.training.loop.Trainer``); during training, the held-out pass@2 and the encoder
+   diagnostics are measured every ``eval_interval`` epochs (the learning curve).
+3. Evaluates both (final EMA weights) on the test inputs of the training tasks and of the held-out tasks with
+   the ARC evaluator (voting over augmentations), and reports pass@2 per family and averaged.
+
+Writes ``OUT/results.md`` (tables, learning curves, collapse metrics) and ``OUT/results.json``.
+
+    .venv/bin/python benchmarks/bench_fewshot.py --out runs/fewshot            # the whole comparison
+    .venv/bin/python benchmarks/bench_fewshot.py --out runs/fs --models etrm --set-etrm max_steps=200
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from contextlib import nullcontext
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from trmlab.config import load_config
+from trmlab.data.synthetic import FAMILIES, build_synthetic
+from trmlab.evaluation.runner import EvalSettings, evaluate
+from trmlab.models.diagnostics import context_diagnostics
+from trmlab.training.loop import Trainer
+
+PRESETS = {"trm": ("trm-synthetic", "trm"), "etrm": ("etrm-synthetic", "encoder")}
+DIAGNOSTICS = ("encoder/context_variance", "encoder/cosine_similarity", "encoder/effective_rank",
+               "encoder/context_norm")
+
+
+def task_table(data: Path) -> dict[str, tuple[str, bool]]:
+    """Task name → (family, held out) from the generator's tasks.json."""
+    tasks = json.loads((data / "tasks.json").read_text())["tasks"]
+    return {t["name"]: (t["family"], bool(t["held_out"])) for t in tasks}
+
+
+def per_family(per_task: dict[str, dict[str, Any]], tasks: dict[str, tuple[str, bool]], k: int = 2
+               ) -> dict[str, dict[str, float]]:
+    """{"held_out" | "training": {family: pass@k, ..., "average": mean over families}}."""
+    out: dict[str, dict[str, float]] = {}
+    for split, held in (("held_out", True), ("training", False)):
+        scores: dict[str, list[float]] = {}
+        for name, result in per_task.items():
+            family, is_held = tasks[name]
+            if is_held == held:
+                scores.setdefault(family, []).append(float(result[f"pass@{k}"]))
+        table = {f: sum(v) / len(v) for f, v in scores.items()}
+        if table:
+            table["average"] = sum(table.values()) / len(table)
+        out[split] = table
+    return out
+
+
+def count_held_out(tasks: dict[str, tuple[str, bool]]) -> int:
+    return sum(held for _, held in tasks.values())
+
+
+def context_stats(model: torch.nn.Module, data_dir: Path, rows: int, max_demos: int) -> dict[str, float]:
+    """Encoder diagnostics on the first test rows (held-out tasks come first in the test split)."""
+    if not hasattr(model, "encoder"):
+        return {}
+    from trmlab.data.dataset import ArcDataset, iter_test_batches
+
+    dataset = ArcDataset([str(data_dir)], "test")
+    batch, _ = next(iter(iter_test_batches(dataset, rows, max_demos=max_demos)))
+    device = next(model.parameters()).device
+    extra = {k: v.to(device) for k, v in batch.items() if k.startswith("demo_")}
+    step = model.rollout(batch["inputs"].to(device), batch["puzzle_identifiers"].to(device), steps=1, **extra)
+    return context_diagnostics(step[-1])
+
+
+class CurveEvaluator:
+    """Evaluation during training: held-out pass@2 (few augmentations) and encoder diagnostics."""
+
+    def __init__(self, data_dir: Path, tasks: dict[str, tuple[str, bool]], augmentations: int):
+        self.data_dir, self.tasks, self.augmentations = data_dir, tasks, augmentations
+        self.held_out = count_held_out(tasks)
+
+    def __call__(self, trainer: Trainer, step: int) -> dict[str, Any]:
+        config = trainer.config
+        settings = EvalSettings(global_batch_size=config.eval.global_batch_size or config.global_batch_size,
+                                max_tasks=self.held_out, num_augmentations=self.augmentations, pass_ks=(1, 2),
+                                max_demos=config.max_demos)
+        result = evaluate(trainer.model, str(self.data_dir), settings=settings)
+        families = per_family(result.result.per_task, self.tasks)["held_out"]
+        metrics: dict[str, Any] = {"heldout/pass@2": families.get("average", 0.0)}
+        metrics.update({f"heldout/{f}/pass@2": v for f, v in families.items() if f != "average"})
+        metrics.update(context_stats(trainer.model, self.data_dir, 64, config.max_demos))
+        return metrics
+
+
+def train_one(name: str, data: Path, out: Path, tasks: dict[str, tuple[str, bool]], overrides: list[str],
+              curve_augmentations: int) -> tuple[Trainer, float]:
+    preset, layout = PRESETS[name]
+    run_dir = out / name
+    resolved = load_config(preset, [f"data_paths=[{data / layout}]", f"run_dir={run_dir}", *overrides])
+    evaluator = CurveEvaluator(data / layout, tasks, curve_augmentations)
+    trainer = Trainer(resolved, progress=True, evaluate=evaluator)
+    started = time.perf_counter()
+    trainer.run()
+    return trainer, time.perf_counter() - started
+
+
+def final_eval(trainer: Trainer, data_dir: Path, tasks: dict[str, tuple[str, bool]], augmentations: int
+               ) -> tuple[dict[str, dict[str, float]], dict[str, float], float]:
+    """Both splits with the final EMA weights (as evaluation during training uses them)."""
+    config = trainer.config
+    settings = EvalSettings(global_batch_size=config.eval.global_batch_size or config.global_batch_size,
+                            num_augmentations=augmentations, pass_ks=(1, 2), max_demos=config.max_demos)
+    swap = trainer.ema.swapped_in(trainer.model) if trainer.ema is not None else nullcontext()
+    with swap, torch.no_grad():
+        trainer.model.eval()
+        started = time.perf_counter()
+        result = evaluate(trainer.model, str(data_dir), settings=settings)
+        seconds = time.perf_counter() - started
+        diagnostics = context_stats(trainer.model, data_dir, 64, config.max_demos)
+    return per_family(result.result.per_task, tasks), diagnostics, seconds
+
+
+def read_metrics(run_dir: Path) -> list[dict[str, Any]]:
+    path = run_dir / "metrics.jsonl"
+    return [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
+
+
+def fmt(value: float | None) -> str:
+    return "—" if value is None else f"{100 * value:.1f}%"
+
+
+def results_markdown(summary: dict[str, Any]) -> str:
+    """The results tables, learning curves and collapse metrics as markdown."""
+    models = summary["models"]
+    families = [f for f in FAMILIES if any(f in m["scores"]["held_out"] or f in m["scores"]["training"]
+                                           for m in models.values())]
+    lines = [f"Data: {summary['data']} ({summary['tasks']} tasks, {summary['held_out']} held out; "
+             f"seed {summary['seed']}, num_aug {summary['num_aug']}); final evaluation votes over "
+             f"{summary['eval_augmentations']} augmentations per test input.", "",
+             "pass@2 | " + " | ".join(families) + " | average", "|".join(["---"] * (len(families) + 2))]
+    lines[-2] = "| model, tasks | " + " | ".join(families) + " | average |"
+    lines[-1] = "|" + "|".join(["---"] * (len(families) + 2)) + "|"
+    for name, m in models.items():
+        for split, label in (("training", "training tasks (test inputs)"), ("held_out", "held-out tasks")):
+            row = m["scores"][split]
+            lines.append(f"| {name}, {label} | " + " | ".join(fmt(row.get(f)) for f in families)
+                         + f" | **{fmt(row.get('average'))}** |")
+    lines += ["", "| model | train time | optimizer steps | final train exact acc | eval time |",
+              "|---|---|---|---|---|"]
+    for name, m in models.items():
+        lines.append(f"| {name} | {m['train_seconds'] / 60:.1f} min | {m['steps']} | "
+                     f"{fmt(m.get('train_exact_accuracy'))} | {m['eval_seconds']:.0f} s |")
+    for name, m in models.items():
+        curve = m["curve"]
+        if not curve:
+            continue
+        lines += ["", f"Learning curve, {name} (train metrics of the logging window; held-out pass@2 with "
+                  f"{summary['curve_augmentations']} augmentation(s), EMA weights):", "",
+                  "| step | train lm_loss | train exact acc | held-out pass@2 | context variance | "
+                  "cosine | eff. rank |", "|---|---|---|---|---|---|---|"]
+        for point in curve:
+            lines.append(f"| {point['step']} | {point.get('lm_loss', float('nan')):.3f} | "
+                         f"{fmt(point.get('exact_accuracy'))} | {fmt(point.get('heldout'))} | "
+                         + " | ".join(f"{point[k]:.4g}" if k in point else "—" for k in DIAGNOSTICS[:3])
+                         + " |")
+    return "\n".join(lines) + "\n"
+
+
+def learning_curve(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """One point per evaluation: the last train record before it plus the held-out pass@2 and diagnostics."""
+    points, last_train = [], {}
+    for record in records:
+        if record.get("split") == "train":
+            last_train = record
+        elif record.get("split") == "eval":
+            point = {"step": record["step"], "heldout": record.get("heldout/pass@2"),
+                     "lm_loss": last_train.get("train/lm_loss", float("nan")),
+                     "exact_accuracy": last_train.get("train/exact_accuracy")}
+            point.update({k: record[k] for k in DIAGNOSTICS if k in record})
+            points.append(point)
+    return points
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--out", required=True, help="output directory (data, runs, results)")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the synthetic tasks")
+    parser.add_argument("--num-aug", type=int, default=50, help="augmented copies per task in the data")
+    parser.add_argument("--train-tasks", type=int, default=64, help="training tasks per family")
+    parser.add_argument("--eval-tasks", type=int, default=16, help="held-out tasks per family")
+    parser.add_argument("--models", nargs="+", default=["trm", "etrm"], choices=sorted(PRESETS))
+    parser.add_argument("--set-trm", nargs="*", default=[], metavar="KEY=VALUE",
+                        help="trm-synthetic overrides")
+    parser.add_argument("--set-etrm", nargs="*", default=[], metavar="KEY=VALUE",
+                        help="etrm-synthetic overrides")
+    parser.add_argument("--eval-augmentations", type=int, default=8,
+                        help="augmentations voted over in the final evaluation")
+    parser.add_argument("--curve-augmentations", type=int, default=1,
+                        help="augmentations in the held-out evaluations during training")
+    args = parser.parse_args(argv)
+    torch.set_num_threads(torch.get_num_threads())
+    out = Path(args.out)
+    data = out / "data"
+    if not (data / "tasks.json").exists():
+        build_synthetic(data, seed=args.seed, train_tasks=args.train_tasks, eval_tasks=args.eval_tasks,
+                        num_aug=args.num_aug)
+    tasks = task_table(data)
+    summary: dict[str, Any] = {"data": str(data), "seed": args.seed, "num_aug": args.num_aug,
+                               "tasks": len(tasks), "held_out": count_held_out(tasks),
+                               "eval_augmentations": args.eval_augmentations,
+                               "curve_augmentations": args.curve_augmentations, "models": {}}
+    for name in args.models:
+        overrides = args.set_trm if name == "trm" else args.set_etrm
+        trainer, seconds = train_one(name, data, out, tasks, overrides, args.curve_augmentations)
+        scores, diagnostics, eval_seconds = final_eval(trainer, data / PRESETS[name][1], tasks,
+                                                       args.eval_augmentations)
+        records = read_metrics(trainer.run_dir.path)
+        train_records = [r for r in records if r.get("split") == "train"]
+        summary["models"][name] = {
+            "preset": PRESETS[name][0], "overrides": overrides, "train_seconds": seconds,
+            "steps": trainer.step,
+            "eval_seconds": eval_seconds, "scores": scores, "final_diagnostics": diagnostics,
+            "train_exact_accuracy": train_records[-1].get("train/exact_accuracy") if train_records else None,
+            "curve": learning_curve(records)}
+        print(f"{name}: held-out pass@2 {fmt(scores['held_out'].get('average'))}, training-task pass@2 "
+              f"{fmt(scores['training'].get('average'))}, trained {seconds / 60:.1f} min", flush=True)
+    (out / "results.json").write_text(json.dumps(summary, indent=2) + "\n")
+    (out / "results.md").write_text(results_markdown(summary))
+    print(results_markdown(summary))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
