@@ -270,3 +270,18 @@ def test_official_fixture_with_max_tasks_and_one_augmentation(official_eval_smal
                                          for i in raw.puzzle_identifiers)
     originals = score_raw(test_set, raw, num_augmentations=1)
     assert originals.counts["votes"] == 4  # one original puzzle (one test input) per task
+
+
+def test_score_cli_warns_when_the_predictions_cover_only_a_subset(
+        official_eval_small, official_arc_build_small, tmp_path, capsys):
+    data = official_arc_build_small / "output"
+    test_set = load_test_set(data)
+    raw = load_raw_predictions(official_eval_small / "raw_predictions.npz")
+    first_two = raw.select(test_set.row_mask(raw.puzzle_identifiers, test_set.task_ids[:2], None))
+    (tmp_path / "subset.npz").write_bytes(first_two.to_bytes())
+    assert main(["score", str(data), str(tmp_path / "subset.npz"), f"out={tmp_path / 'all'}"]) == 0
+    assert "2 of 4 tasks have no votes" in capsys.readouterr().out  # and a max_tasks=2 hint
+    assert json.loads((tmp_path / "all/metrics.json").read_text())["counts"]["tasks"] == 4
+    subset = ["score", str(data), str(tmp_path / "subset.npz"), f"out={tmp_path / 'sub'}", "max_tasks=2"]
+    assert main(subset) == 0
+    assert "warning" not in capsys.readouterr().out

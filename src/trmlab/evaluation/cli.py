@@ -108,12 +108,16 @@ def _run_score(args: argparse.Namespace) -> int:
 
 
 def _warn_uncovered(result: Any, settings: dict[str, Any]) -> None:
-    """Tasks without any vote count as wrong (official semantics); say so loudly when that is likely a
-    forgotten max_tasks."""
-    empty = [t for t, r in result.per_task.items() if r["votes"] == 0]
-    if empty:
-        hint = "" if "max_tasks" in settings else " (if the eval ran on a subset, pass the same max_tasks=K)"
-        print(f"warning: {len(empty)} of {len(result.per_task)} tasks have no votes and count as wrong{hint}")
+    """Tasks without any vote count as wrong (official semantics); say so loudly, with the max_tasks=K that
+    matches when the votes cover exactly the first K tasks (an eval run on a subset)."""
+    voted = [r["votes"] > 0 for r in result.per_task.values()]
+    if all(voted):
+        return
+    covered = sum(voted)
+    hint = ""
+    if "max_tasks" not in settings and covered and all(voted[:covered]):
+        hint = f"; the predictions cover exactly the first {covered} tasks: pass max_tasks={covered}"
+    print(f"warning: {len(voted) - covered} of {len(voted)} tasks have no votes and count as wrong{hint}")
 
 
 def _run_eval(args: argparse.Namespace) -> int:
