@@ -44,6 +44,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--official-casts", action="store_true",
                         help="cast every weight at every call (the official behaviour), for comparison")
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+    parser.add_argument("--compile", choices=("none", "level", "model"), default="none",
+                        help="torch.compile the shared reasoning level (one block stack call) or the whole "
+                        "ACT model (compile time is excluded: warm-up steps absorb it)")
     return parser.parse_args(argv)
 
 
@@ -66,20 +69,21 @@ def make_batch(batch: int, seq_len: int, vocab: int, ids: int, device: torch.dev
             "puzzle_identifiers": torch.randint(0, ids, (batch,), generator=g, dtype=torch.int32).to(device)}
 
 
-def bench_train(model, batch, steps: int, device: torch.device) -> float:
+def bench_train(runner, model, batch, steps: int, device: torch.device) -> float:
     """Samples/s of training ACT steps (forward, loss, backward; the carry persists as in training)."""
     model.train()
     carry = model.initial_carry(batch)
     rows = batch["inputs"].shape[0]
 
     def one_step(carry):
-        carry, out = model(carry, batch)
+        carry, out = runner(carry, batch)
         loss, _ = act_loss(out, model.arch.loss_type)
         (loss / rows).backward()
         model.zero_grad(set_to_none=True)
         return carry
 
-    carry = one_step(carry)  # warm-up (allocator, kernels)
+    carry = one_step(carry)  # warm-up (allocator, kernels, compilation)
+    carry = one_step(carry)
     sync(device)
     start = time.perf_counter()
     for _ in range(steps):
@@ -88,14 +92,23 @@ def bench_train(model, batch, steps: int, device: torch.device) -> float:
     return rows * steps / (time.perf_counter() - start)
 
 
-def bench_eval(model, batch, rollouts: int, act_steps: int, device: torch.device) -> float:
+def bench_eval(runner, model, batch, rollouts: int, act_steps: int, device: torch.device) -> float:
     """Samples/s of full evaluation rollouts (act_steps ACT steps each, fresh carry, no grad)."""
     rows = batch["inputs"].shape[0]
-    model.rollout(batch["inputs"], batch["puzzle_identifiers"], steps=1)  # warm-up
+    model.eval()
+
+    @torch.no_grad()
+    def rollout(steps: int) -> None:
+        carry = model.initial_carry(batch)
+        for _ in range(steps):
+            carry, out = runner(carry, batch)
+            out["logits"].argmax(-1)
+
+    rollout(2)  # warm-up (and compilation)
     sync(device)
     start = time.perf_counter()
     for _ in range(rollouts):
-        model.rollout(batch["inputs"], batch["puzzle_identifiers"], steps=act_steps)
+        rollout(act_steps)
     sync(device)
     return rows * rollouts / (time.perf_counter() - start)
 
@@ -115,6 +128,11 @@ def main(argv: list[str] | None = None) -> None:
     torch.manual_seed(0)
     model = build_model(resolved, seq_len=args.seq_len, vocab_size=args.vocab, num_puzzle_identifiers=num_ids)
     model.to(device)
+    runner = model
+    if args.compile == "level":
+        model.core.reasoning_level = torch.compile(model.core.reasoning_level)
+    elif args.compile == "model":
+        runner = torch.compile(model)
     batch = make_batch(batch_size, args.seq_len, args.vocab, num_ids, device)
     params = sum(p.numel() for p in model.parameters())
     if device.type == "cuda":
@@ -124,7 +142,7 @@ def main(argv: list[str] | None = None) -> None:
     casts = "official (every call)" if args.official_casts else "once per ACT step"
     print(f"preset {args.preset} ({params:,} parameters, hidden {arch.hidden_size}, H{arch.H_cycles}/"
           f"L{arch.L_cycles} cycles, {arch.L_layers} layers), seq_len {args.seq_len}, batch {batch_size}, "
-          f"device {name}, torch {torch.__version__}, weight casts {casts}")
+          f"device {name}, torch {torch.__version__}, weight casts {casts}, compile {args.compile}")
     print(f"| dtype | train ACT step (samples/s) | eval rollout of {act_steps} steps (samples/s) "
           "| peak memory (MiB) |")
     print("|---|---|---|---|")
@@ -132,8 +150,8 @@ def main(argv: list[str] | None = None) -> None:
         model.core.forward_dtype_override = getattr(torch, dtype)
         if device.type == "cuda":
             torch.cuda.reset_peak_memory_stats(device)
-        train = bench_train(model, batch, args.train_steps, device)
-        evaluation = bench_eval(model, batch, args.rollouts, act_steps, device)
+        train = bench_train(runner, model, batch, args.train_steps, device)
+        evaluation = bench_eval(runner, model, batch, args.rollouts, act_steps, device)
         print(f"| {dtype} | {train:.2f} | {evaluation:.2f} | {peak_memory_mib(device):.0f} |", flush=True)
 
 
