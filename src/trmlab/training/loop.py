@@ -108,7 +108,7 @@ def total_optimizer_steps(sampler: Any, epochs: int, max_steps: int | None) -> t
 def normalise_metrics(sums: dict[str, float], steps: int, global_batch_size: int) -> dict[str, float]:
     """Turn metric sums over ``steps`` optimizer steps into the logged means (documented in docs/training.md).
 
-    Losses (and ``kl``) are per sample: ÷ (global_batch_size · steps), as the official trainer. ``count`` is
+    Losses are per sample: ÷ (global_batch_size · steps), as the official trainer. ``count`` is
     rows per step. The official population (``train/accuracy`` ...: rows that halted this step) is ÷ its
     ``train/count``; ``train/all_rows/*`` (every in-flight row) is ÷ ``train/all_rows/count``.
     """
@@ -117,7 +117,7 @@ def normalise_metrics(sums: dict[str, float], steps: int, global_batch_size: int
         population = "train/all_rows/count" if name.startswith("train/all_rows/") else "train/count"
         if name.endswith("count"):
             out[name] = value / steps
-        elif name.endswith("loss") or name.endswith("/kl"):
+        elif name.endswith("loss"):
             out[name] = value / (global_batch_size * steps)
         else:
             out[name] = value / max(sums.get(population, 0.0), 1.0)
@@ -363,8 +363,6 @@ class Trainer:
             self.ema.update(self.model)
 
         step_metrics = {f"train/{k}": v.detach().float() for k, v in metrics.items()}
-        if "kl" in outputs:
-            step_metrics["train/kl"] = outputs["kl"].detach().float().sum()
         if grad_norm is not None:
             step_metrics["grad_norm"] = grad_norm.detach().float()
         step_metrics["updated_params"] = torch.tensor(float(updated))
@@ -392,7 +390,8 @@ class Trainer:
         if hasattr(self.model, "diagnostics"):
             with torch.no_grad():
                 diagnostics = self.model.diagnostics(self._last_outputs)
-            record.update({f"diag/{k}": float(v) for k, v in diagnostics.items()})
+            # Already namespaced by the model (e.g. encoder/context_variance): logged as they are.
+            record.update({k: float(v) for k, v in diagnostics.items()})
         if self.ctx.is_main:
             self.run_dir.append_metrics(record)
             for logger in self.loggers:
