@@ -81,8 +81,9 @@ def load_raw_predictions(path: str | Path) -> RawPredictions:
     return raw
 
 
-def json_bytes(content: Any) -> bytes:
-    return json.dumps(content, indent=1).encode()
+def json_bytes(content: Any, indent: int | None = None) -> bytes:
+    """JSON with the official formatting (default separators); ``indent=1`` as the official metrics.json."""
+    return json.dumps(content, indent=indent).encode()
 
 
 def write_output_dir(out_dir: str | Path, files: dict[str, bytes]) -> Path:

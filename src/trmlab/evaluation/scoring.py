@@ -42,7 +42,7 @@ def result_files(result: ArcResult, raw: RawPredictions | None, info: dict[str, 
     """The eval directory's files: metrics.json (with ``info``), submission.json, predictions.json, raw."""
     result.extra.update(info)
     files = {
-        "metrics.json": json_bytes(result.metrics_json()),
+        "metrics.json": json_bytes(result.metrics_json(), indent=1),
         "submission.json": json_bytes(result.submission()),
         "predictions.json": json_bytes(result.predictions()),
     }
