@@ -179,3 +179,37 @@ def test_npy_stream_writer_rejects_short_files(tmp_path):
     writer.write(np.zeros(2))
     with pytest.raises(RuntimeError, match="wrote 2 rows"):
         writer.close()
+
+
+def _reference_augment(rs: np.random.RandomState, pairs, num_aug: int):
+    """trm-reference §7.3 step 5 literally: numpy's legacy RNG, apply every map, official puzzle_hash."""
+    seen = {augment.puzzle_hash(pairs)}
+    transforms, maps = [0], [list(range(10))]
+    for _ in range(5 * num_aug):
+        t = rs.randint(0, 8)
+        colour_map = np.concatenate(([0], rs.permutation(np.arange(1, 10, dtype=np.uint8)))).astype(np.uint8)
+        digest = augment.puzzle_hash([(augment.apply_augmentation(i, t, colour_map),
+                                       augment.apply_augmentation(o, t, colour_map)) for i, o in pairs])
+        if digest not in seen:
+            seen.add(digest)
+            transforms.append(t)
+            maps.append(colour_map.tolist())
+        if len(transforms) >= num_aug + 1:
+            break
+    return transforms, maps
+
+
+@settings(max_examples=30, deadline=None)
+@given(data=st.data(), colours=st.integers(1, 4), num_aug=st.integers(0, 40), seed=st.integers(0, 1000))
+def test_augment_task_equals_the_literal_algorithm(data, colours, num_aug, seed):
+    from trmlab.data.build_arc import augment_task
+    from trmlab.data.legacy_rng import LegacyDraws
+
+    pairs = [(data.draw(grids(max_side=3, colours=colours)), data.draw(grids(max_side=3, colours=colours)))
+             for _ in range(data.draw(st.integers(1, 3)))]
+    ours = LegacyDraws(seed)
+    transforms, maps = augment_task(ours, pairs, num_aug)
+    reference = np.random.RandomState(seed)
+    want_transforms, want_maps = _reference_augment(reference, pairs, num_aug)
+    assert transforms.tolist() == want_transforms and maps.tolist() == want_maps
+    assert ours.randint(2**31) == reference.randint(0, 2**31)  # the same number of draws was consumed

@@ -34,6 +34,7 @@ from the same inputs.
 from __future__ import annotations
 
 import json
+import operator
 import os
 import shutil
 import time
@@ -209,20 +210,29 @@ class _DedupTable:
 
 def augment_task(draws: LegacyDraws, pairs: list[Pair], num_aug: int) -> tuple[np.ndarray, np.ndarray]:
     """Official augmentation trials for one task → (transform ids [P], colour maps [P, 10]); row 0 = original.
+
+    A trial whose (transform, colours the task uses → new colours) repeats an earlier trial's gives the same
+    puzzle, so it is a duplicate without computing its key; tasks with few colours repeat often.
     """
     table = _DedupTable(pairs)
+    used = np.unique(np.frombuffer(table.buffers[0], dtype=np.uint8)).tolist()
+    restrict = operator.itemgetter(*used) if len(used) > 1 else (lambda colour_map: colour_map[used[0]])
     seen = {table.key(0, IDENTITY_MAP)}
+    tried = {(0, restrict(IDENTITY_MAP.tolist()))}
     transforms, maps = [0], [IDENTITY_MAP.tolist()]
     if num_aug > 0:
         for _ in range(RETRIES_FACTOR * num_aug):
             t, colour_map = draws.augmentation()
-            key = table.key(t, colour_map)
-            if key not in seen:
-                seen.add(key)
-                transforms.append(t)
-                maps.append(colour_map)
-            if len(transforms) >= num_aug + 1:
-                break
+            short = (t, restrict(colour_map))
+            if short not in tried:
+                tried.add(short)
+                key = table.key(t, colour_map)
+                if key not in seen:
+                    seen.add(key)
+                    transforms.append(t)
+                    maps.append(colour_map)
+                    if len(transforms) >= num_aug + 1:
+                        break
     return np.array(transforms, dtype=np.int64), np.array(maps, dtype=np.uint8)
 
 
