@@ -243,6 +243,9 @@ def test_score_cli_reproduces_the_official_evaluator(official_eval_small, offici
     assert sorted(k for k in metrics if k.startswith("ARC/")) == sorted(expected_metrics)
     expected_submission = json.loads((official_eval_small / "expected/submission.json").read_text())
     assert json.loads((out / "submission.json").read_text()) == expected_submission
+    # Same formatting too: the file is byte-identical to the official one.
+    official = (official_eval_small / "expected/submission.json").read_bytes()
+    assert (out / "submission.json").read_bytes() == official
     assert metrics["counts"]["votes"] == 52 and metrics["counts"]["tasks"] == 4
     assert metrics["dataset"] == str((official_arc_build_small / "output").resolve())
     assert "ARC/pass@2 100.00%" in capsys.readouterr().out
