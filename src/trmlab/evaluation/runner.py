@@ -127,7 +127,8 @@ def _run_rows(model: torch.nn.Module, dataset: Any, examples: np.ndarray, puzzle
     from trmlab.data.dataset import collate_items  # the loader's collation (demos for the encoder layout)
 
     device = next(model.parameters()).device
-    out: dict[str, list[np.ndarray]] = {"position": [], "inputs": [], "preds": [], "q_halt_logits": []}
+    # Inputs are not collected: rank 0 reads them from the dataset, so the gather moves only the outputs.
+    out: dict[str, list[np.ndarray]] = {"position": [], "preds": [], "q_halt_logits": []}
     for positions in _local_chunks(len(examples), settings, rank, world):
         real = positions >= 0
         safe = np.where(real, positions, 0)
@@ -139,7 +140,6 @@ def _run_rows(model: torch.nn.Module, dataset: Any, examples: np.ndarray, puzzle
             steps = model.rollout(batch["inputs"].to(device), batch["puzzle_identifiers"].to(device), **extra)
         final = steps[-1]
         out["position"].append(positions[real])
-        out["inputs"].append(batch["inputs"].numpy()[real].astype(np.uint8))
         out["preds"].append(final["preds"].cpu().numpy()[real].astype(np.uint8))
         out["q_halt_logits"].append(final["q_halt_logits"].float().cpu().numpy()[real])
     return {k: np.concatenate(v) if v else np.zeros((0,), np.int64) for k, v in out.items()}
@@ -188,8 +188,10 @@ def evaluate(model: torch.nn.Module, data: Any, *, config: Any = None, settings:
     rows = _gather_rows(local, rank, world)
     if rank != 0:
         return None
-    assert rows is not None and len(rows["position"]) == len(examples), "lost rows while gathering"
-    raw = RawPredictions(rows["inputs"], dataset.puzzle_identifiers[puzzles].astype(np.int32), rows["preds"],
+    assert rows is not None and np.array_equal(rows["position"], np.arange(len(examples))), \
+        "every selected row must come back exactly once from the ranks"
+    inputs = np.asarray(test_set.inputs()[examples], dtype=np.uint8)  # one path: global example = file row
+    raw = RawPredictions(inputs, dataset.puzzle_identifiers[puzzles].astype(np.int32), rows["preds"],
                          rows["q_halt_logits"].astype(np.float32))
     scorer = ArcScorer(test_set, test_set.selected_tasks(settings.max_tasks), settings.pass_ks)
     scorer.add(raw.inputs, raw.puzzle_identifiers, raw.preds, raw.q_halt_logits)
