@@ -60,8 +60,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "over augmentations and write metrics.json, submission.json, predictions.json and "
         "raw_predictions.npz. Works under torchrun (each rank runs its slice).",
         epilog="settings: out=DIR (default: runs/eval-<checkpoint name>-<dataset name>), max_tasks=K (first "
-        "K tasks of test_puzzles.json; the denominator is K), num_augmentations=K (first K puzzles of each "
-        "task group, 1 = original only), batch_size=N (default: the checkpoint config's "
+        "K tasks of test_puzzles.json; the denominator is K; default all, whatever the checkpoint's training "
+        "config said), num_augmentations=K (first K puzzles of each task group, 1 = original only; default "
+        "all), batch_size=N (default: the checkpoint config's "
         "eval.global_batch_size or global_batch_size), device=cpu|cuda|cuda:N (default: cuda when "
         "available), max_demos=N (encoder models; default: the checkpoint config's), "
         "pass_ks=1,2,5,10,100,1000")
@@ -74,8 +75,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "score", help="re-vote and re-score raw_predictions.npz without the model",
         description="Vote and score the raw per-augmentation outputs of an evaluation (raw_predictions.npz) "
         "against the dataset they were made on; writes metrics.json, submission.json, predictions.json.",
-        epilog="settings: out=DIR (default: <npz dir>/score), max_tasks=K, num_augmentations=K "
-        "(first K puzzles of each task group, 1 = original only), pass_ks=1,2,5,10,100,1000")
+        epilog="settings: out=DIR (default: <npz dir>/score), max_tasks=K (first K tasks of "
+        "test_puzzles.json; the denominator is K; default all), num_augmentations=K (first K puzzles of each "
+        "task group, 1 = original only; default all), pass_ks=1,2,5,10,100,1000")
     sc.add_argument("data_dir", help="ARC dataset directory the predictions were made on")
     sc.add_argument("raw_predictions", help="raw_predictions.npz (inputs, puzzle_identifiers, preds, "
                     "q_halt_logits)")
