@@ -28,16 +28,18 @@ DEFAULT_PREFIX = REPO.parent / "shared" / "data" / "arc-kaggle-combined" / "arc-
 
 
 def _child(options: dict) -> None:
-    """Run one build in this process and print {seconds, peak_rss_mb, baseline_rss_mb, identifiers}."""
+    """Run one build in this process and print its wall/CPU seconds, peak RSS and identifier count."""
     from trmlab.data.build_arc import BuildOptions, build_arc
 
-    baseline = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    before = resource.getrusage(resource.RUSAGE_SELF)
+    baseline = before.ru_maxrss / 1024
     started = time.perf_counter()
     summary = build_arc(BuildOptions(**options), log=lambda _message: None)
     seconds = time.perf_counter() - started
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
-    print(json.dumps({"seconds": seconds, "peak_rss_mb": peak, "baseline_rss_mb": baseline,
-                      "identifiers": summary.num_identifiers}))
+    after = resource.getrusage(resource.RUSAGE_SELF)
+    cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+    print(json.dumps({"seconds": seconds, "cpu_seconds": cpu, "peak_rss_mb": after.ru_maxrss / 1024,  # KiB
+                      "baseline_rss_mb": baseline, "identifiers": summary.num_identifiers}))
 
 
 def run_once(options: dict) -> dict:
@@ -81,7 +83,8 @@ def main() -> None:
         print(f"tasks {tasks} ({' '.join(args.subsets)}), num_aug {args.num_aug}, layout {args.layout}"
               f"{', count only' if args.count_only else ''}: identifiers {best['identifiers']:,}")
         print(f"  build time: best {best['seconds']:.2f} s of {len(runs)} "
-              f"({', '.join(format(r['seconds'], '.2f') for r in runs)})")
+              f"({', '.join(format(r['seconds'], '.2f') for r in runs)}); CPU (user + sys) of that run "
+              f"{best['cpu_seconds']:.2f} s")
         print(f"  peak RSS: {max(r['peak_rss_mb'] for r in runs):.0f} MB "
               f"(interpreter + imports before the build: {best['baseline_rss_mb']:.0f} MB)")
     finally:

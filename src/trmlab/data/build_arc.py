@@ -11,12 +11,13 @@ The official algorithm (trm-reference §7.3) is followed draw for draw replaying
 
 What differs from the official code is only how the work is done (the random stream is untouched):
 
-- Deduplication uses an exact key instead of sha256 strings: the sorted tuple of each pair's
-  ``bytes([h_in, w_in, h_out, w_out]) + input cells + output cells``. Two puzzles have the same official
-  ``puzzle_hash`` exactly when these multisets are equal (the hash is injective on them), so the accepted
-  augmentations are the same. Each task's 8 dihedral versions are computed once; a trial is one colour
-  lookup on a concatenated buffer.
-- Only the augmentation plan (transform id + colour map, 9 bytes per puzzle) is kept in memory; arrays are
+- Deduplication compares a cheaper key than the official sha256-of-hex-strings: sha256 of the sorted
+  encodings ``bytes([h_in, w_in, h_out, w_out]) + input cells + output cells`` of the pairs. Two puzzles have
+  the same official ``puzzle_hash`` exactly when these multisets are equal (both hashes are injective on them
+  up to sha256 collisions), so the accepted augmentations are the same. Each task's 8 dihedral versions are
+  computed once; a trial is one C-level colour lookup on a concatenated buffer, and a trial repeating an
+  earlier (transform, map of the task's colours) is a known duplicate without any hashing.
+- Only the augmentation plan (transform id + colour map, ~18 bytes per puzzle) is kept in memory; arrays are
   encoded in vectorised blocks and streamed to ``.npy`` files whose header (numpy's own) is written first, so
   peak memory does not grow with ``num_aug`` and the files equal ``np.save``'s byte for byte.
 - The output is written into a temporary sibling directory and renamed into place at the end.
@@ -33,6 +34,7 @@ from the same inputs.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import operator
 import os
@@ -202,10 +204,16 @@ class _DedupTable:
             self.buffers.append(np.concatenate(chunks).tobytes())
             self.spans.append(spans)
 
-    def key(self, t: int, colour_map: Sequence[int] | np.ndarray) -> tuple[bytes, ...]:
-        """Exact identity of the puzzle under (t, colour map): equal keys ⇔ equal official puzzle_hash."""
+    def key(self, t: int, colour_map: Sequence[int] | np.ndarray) -> bytes:
+        """Identity of the puzzle under (t, colour map): equal keys ⇔ equal official puzzle_hash.
+
+        sha256 of the sorted, self-delimiting pair encodings (shape header, then cells): a 32-byte digest
+        keeps the per-task ``seen`` set small whatever num_aug (sha256 collisions are as negligible as for
+        the official hash).
+        """
         cells = self.buffers[t].translate(bytes(colour_map) + _TRANSLATE_TAIL)  # colour lookup in C
-        return tuple(sorted([shape + cells[start:end] for shape, start, end in self.spans[t]]))
+        return hashlib.sha256(b"".join(sorted([shape + cells[start:end]
+                                               for shape, start, end in self.spans[t]]))).digest()
 
 
 def augment_task(draws: LegacyDraws, pairs: list[Pair], num_aug: int) -> tuple[np.ndarray, np.ndarray]:
