@@ -79,3 +79,24 @@ def test_eval_refuses_a_dataset_whose_identifiers_do_not_match_the_table(officia
     err = capsys.readouterr().err
     assert "10 rows" in err and "4 puzzle identifiers" in err
     assert not (tmp_path / "eval").exists()
+
+
+def test_eval_refuses_a_trmlab_checkpoint_trained_on_another_dataset_build(official_trm_tiny, tiny_dataset,
+                                                                            tmp_path, capsys):
+    from trmlab.data.dataset import ArcDataset
+    from trmlab.interop.convert import official_to_trmlab
+
+    bundle = official_to_trmlab(official_trm_tiny / "step_100", tmp_path / "step_100", seq_len=36)
+    manifest_path = bundle / "manifest.json"
+    manifest = json.loads(manifest_path.read_text())
+
+    def run(fingerprint: str, out: str) -> int:
+        manifest["dataset_fingerprint"] = fingerprint
+        manifest_path.write_text(json.dumps(manifest))
+        return main(["eval", str(bundle), str(tiny_dataset), f"out={tmp_path / out}", "batch_size=4",
+                     "device=cpu", "max_tasks=1", "num_augmentations=1"])
+
+    assert run("0" * 64, "refused") == 2
+    assert "trained on another dataset build" in capsys.readouterr().err
+    assert not (tmp_path / "refused").exists()
+    assert run(ArcDataset([tiny_dataset], "train").fingerprint(), "accepted") == 0

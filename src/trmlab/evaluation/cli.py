@@ -135,6 +135,7 @@ def _run_eval(args: argparse.Namespace) -> int:
     test_set = load_test_set(args.data_dir)  # fail on a bad dataset before loading the model
     device = _pick_device(settings.get("device"))
     model = load_checkpoint(args.checkpoint, seq_len=test_set.seq_len, device=device)
+    _check_dataset_identity(Path(args.checkpoint), test_set.path, model)
     config = getattr(model, "config", None)
     config = getattr(config, "config", config)  # load_checkpoint attaches a ResolvedConfig
     eval_settings = _eval_settings(settings, config)
@@ -163,6 +164,29 @@ def _run_eval(args: argparse.Namespace) -> int:
         torch.distributed.barrier()  # ranks leave together, after rank 0 has written
         torch.distributed.destroy_process_group()
     return 0
+
+
+def _check_dataset_identity(checkpoint: Path, data_dir: Path, model: Any) -> None:
+    """A puzzle table only means something with the identifiers it was trained on: refuse a trmlab checkpoint
+    whose recorded dataset fingerprint differs from DATA_DIR's (same row count is not enough)."""
+    if getattr(model, "puzzle_embedding", None) is None:
+        return
+    if not checkpoint.is_dir():
+        print("note: official checkpoints record no dataset fingerprint; the puzzle table only lines up "
+              "with a dataset built by the official command (see docs/evaluation.md)")
+        return
+    from trmlab.checkpoints.bundle import read_checkpoint
+    from trmlab.data.dataset import ArcDataset
+
+    recorded = read_checkpoint(checkpoint, verify=False).manifest.get("dataset_fingerprint")
+    if recorded is None:
+        return
+    actual = ArcDataset([data_dir], "train").fingerprint()
+    if recorded != actual:
+        raise ConfigError(
+            f"{checkpoint} was trained on another dataset build (fingerprint {recorded[:12]}, {data_dir} has "
+            f"{actual[:12]}): its puzzle-embedding rows would be looked up for the wrong puzzles. Evaluate "
+            f"on the dataset it was trained on")
 
 
 def _pick_device(name: str | None) -> Any:
