@@ -123,19 +123,29 @@ def _warn_uncovered(result: Any, settings: dict[str, Any]) -> None:
 
 
 def _run_eval(args: argparse.Namespace) -> int:
-    import torch
+    from trmlab.evaluation.testset import load_test_set
+    from trmlab.training.distributed import setup_distributed, teardown
 
+    settings = parse_settings(args.settings, EVAL_KEYS, "eval")
+    test_set = load_test_set(args.data_dir)  # fail on a bad dataset before loading the model
+    # Under torchrun: join the group (NCCL on GPU, gloo on CPU), one GPU per local rank.
+    ctx = setup_distributed(settings.get("device", "auto"))
+    try:
+        return _evaluate_checkpoint(args, settings, test_set, ctx)
+    finally:
+        teardown(ctx)
+
+
+def _evaluate_checkpoint(args: argparse.Namespace, settings: dict[str, Any], test_set: Any, ctx: Any) -> int:
     from trmlab import load_checkpoint
     from trmlab.evaluation.outputs import default_out_dir
     from trmlab.evaluation.runner import evaluate
     from trmlab.evaluation.scoring import describe
-    from trmlab.evaluation.testset import load_test_set
+    from trmlab.training.distributed import barrier
 
-    settings = parse_settings(args.settings, EVAL_KEYS, "eval")
-    test_set = load_test_set(args.data_dir)  # fail on a bad dataset before loading the model
-    device = _pick_device(settings.get("device"))
+    device = ctx.device
     model = load_checkpoint(args.checkpoint, seq_len=test_set.seq_len, device=device)
-    _check_dataset_identity(Path(args.checkpoint), test_set.path, model)
+    _check_dataset_identity(Path(args.checkpoint), test_set.path, model, ctx.is_main)
     config = getattr(model, "config", None)
     config = getattr(config, "config", config)  # load_checkpoint attaches a ResolvedConfig
     eval_settings = _eval_settings(settings, config)
@@ -145,10 +155,8 @@ def _run_eval(args: argparse.Namespace) -> int:
         Path("runs"), f"eval-{checkpoint.name}-{Path(args.data_dir).resolve().name}")
     if out.exists() and (not out.is_dir() or any(out.iterdir())):  # fail before the model runs
         raise ConfigError(f"{out}: already exists and is not empty; pass another out=DIR or remove it")
-    main_rank = not torch.distributed.is_initialized() or torch.distributed.get_rank() == 0
-    if main_rank:
-        world = torch.distributed.get_world_size() if torch.distributed.is_initialized() else 1
-        print(f"evaluating {checkpoint} on {test_set.path} ({device}, {world} rank(s), global batch "
+    if ctx.is_main:
+        print(f"evaluating {checkpoint} on {test_set.path} ({device}, {ctx.world_size} rank(s), global batch "
               f"{eval_settings.global_batch_size}, max_tasks={eval_settings.max_tasks}, "
               f"num_augmentations={eval_settings.num_augmentations})")
     started = time.perf_counter()
@@ -160,20 +168,19 @@ def _run_eval(args: argparse.Namespace) -> int:
         print(f"{len(result.raw)} samples in {result.model_seconds:.1f}s of model time "
               f"({result.samples_per_second:.1f} samples/s); total {time.perf_counter() - started:.1f}s")
         print(f"wrote {out}/metrics.json, submission.json, predictions.json, raw_predictions.npz")
-    if torch.distributed.is_available() and torch.distributed.is_initialized():
-        torch.distributed.barrier()  # ranks leave together, after rank 0 has written
-        torch.distributed.destroy_process_group()
+    barrier(ctx)  # ranks leave together, after rank 0 has written
     return 0
 
 
-def _check_dataset_identity(checkpoint: Path, data_dir: Path, model: Any) -> None:
+def _check_dataset_identity(checkpoint: Path, data_dir: Path, model: Any, main_rank: bool) -> None:
     """A puzzle table only means something with the identifiers it was trained on: refuse a trmlab checkpoint
     whose recorded dataset fingerprint differs from DATA_DIR's (same row count is not enough)."""
     if getattr(model, "puzzle_embedding", None) is None:
         return
     if not checkpoint.is_dir():
-        print("note: official checkpoints record no dataset fingerprint; the puzzle table only lines up "
-              "with a dataset built by the official command (see docs/evaluation.md)")
+        if main_rank:
+            print("note: official checkpoints record no dataset fingerprint; the puzzle table only lines up "
+                  "with a dataset built by the official command (see docs/evaluation.md)")
         return
     from trmlab.checkpoints.bundle import read_checkpoint
     from trmlab.data.dataset import ArcDataset
@@ -187,39 +194,6 @@ def _check_dataset_identity(checkpoint: Path, data_dir: Path, model: Any) -> Non
             f"{checkpoint} was trained on another dataset build (fingerprint {recorded[:12]}, {data_dir} has "
             f"{actual[:12]}): its puzzle-embedding rows would be looked up for the wrong puzzles. Evaluate "
             f"on the dataset it was trained on")
-
-
-def _pick_device(name: str | None) -> Any:
-    """cuda when available unless device= says otherwise; under torchrun each rank takes cuda:LOCAL_RANK."""
-    import os
-
-    import torch
-
-    if name in (None, "auto"):
-        name = "cuda" if torch.cuda.is_available() else "cpu"
-    if name == "cuda" and "LOCAL_RANK" in os.environ:
-        name = f"cuda:{int(os.environ['LOCAL_RANK'])}"
-    try:
-        device = torch.device(name)
-    except RuntimeError:
-        raise ConfigError(f"trmlab eval: device={name!r} is not a torch device (cpu, cuda, cuda:N)") from None
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise ConfigError("trmlab eval: device=cuda but CUDA is not available; use device=cpu")
-    _init_distributed(device)
-    return device
-
-
-def _init_distributed(device: Any) -> None:
-    """Under torchrun (WORLD_SIZE > 1) join the process group: NCCL on GPU, gloo on CPU."""
-    import os
-
-    import torch
-
-    if int(os.environ.get("WORLD_SIZE", "1")) <= 1 or torch.distributed.is_initialized():
-        return
-    if device.type == "cuda":
-        torch.cuda.set_device(device)
-    torch.distributed.init_process_group(backend="nccl" if device.type == "cuda" else "gloo")
 
 
 def _eval_settings(settings: dict[str, Any], config: Any) -> Any:
