@@ -1,6 +1,6 @@
 """Model throughput: one training ACT step (forward + backward, no optimizer) and a full eval rollout.
 
-    python benchmarks/bench_model.py --preset tiny                       # CPU smoke numbers (< 1 min)
+    python benchmarks/bench_model.py                                     # CPU smoke numbers (< 1 min)
     python benchmarks/bench_model.py --preset trm-arc1 --device cuda --dtype bfloat16 float32 --batch 96
 
 Prints samples/s for each dtype and the peak memory (CUDA: max allocated; CPU: the process's peak RSS, which
@@ -34,10 +34,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--dtype", nargs="+", default=None, choices=("float32", "bfloat16"),
                         help="forward dtypes to measure (default: bfloat16 float32 on CUDA, float32 on CPU)")
-    parser.add_argument("--batch", type=int, default=None, help="rows per batch (default 8 CPU, 96 CUDA)")
+    parser.add_argument("--batch", type=int, default=None, help="rows per batch (default 4 CPU, 96 CUDA)")
     parser.add_argument("--seq-len", type=int, default=900, help="grid tokens (900 = ARC)")
     parser.add_argument("--vocab", type=int, default=12)
-    parser.add_argument("--train-steps", type=int, default=3, help="timed training ACT steps")
+    parser.add_argument("--train-steps", type=int, default=2, help="timed training ACT steps")
     parser.add_argument("--eval-steps", type=int, default=None, help="ACT steps per rollout "
                         "(default halt_max_steps)")
     parser.add_argument("--rollouts", type=int, default=1, help="timed eval rollouts")
@@ -119,7 +119,7 @@ def main(argv: list[str] | None = None) -> None:
         torch.set_num_threads(args.threads)
     device = torch.device(args.device)
     dtypes = args.dtype or (["bfloat16", "float32"] if device.type == "cuda" else ["float32"])
-    batch_size = args.batch or (96 if device.type == "cuda" else 8)
+    batch_size = args.batch or (96 if device.type == "cuda" else 4)
     model_layers.CAST_ONCE_PER_STEP = not args.official_casts
     resolved = load_config(args.preset, args.overrides)
     arch = resolved.config.arch
