@@ -17,7 +17,7 @@ What differs from the official code is only how the work is done (the random str
   up to sha256 collisions), so the accepted augmentations are the same. Each task's 8 dihedral versions are
   computed once; a trial is one C-level colour lookup on a concatenated buffer, and a trial repeating an
   earlier (transform, map of the task's colours) is a known duplicate without any hashing.
-- Only the augmentation plan (transform id + colour map, ~18 bytes per puzzle) is kept in memory; arrays are
+- Only the augmentation plan (transform id + colour map, 11 bytes per puzzle) is kept in memory; arrays are
   encoded in vectorised blocks and streamed to ``.npy`` files whose header (numpy's own) is written first, so
   peak memory does not grow with ``num_aug`` and the files equal ``np.save``'s byte for byte.
 - The output is written into a temporary sibling directory and renamed into place at the end.
@@ -241,7 +241,7 @@ def augment_task(draws: LegacyDraws, pairs: list[Pair], num_aug: int) -> tuple[n
                     maps.append(colour_map)
                     if len(transforms) >= num_aug + 1:
                         break
-    return np.array(transforms, dtype=np.int64), np.array(maps, dtype=np.uint8)
+    return np.array(transforms, dtype=np.uint8), np.array(maps, dtype=np.uint8)
 
 
 def plan_groups(draws: LegacyDraws, subsets: list[list[ArcTask]], options: BuildOptions,
