@@ -271,3 +271,18 @@ def test_cli_convert_both_ways(official_trm_tiny, tmp_path, capsys):
     assert (tmp_path / "off" / "step_100").read_bytes() == (official_trm_tiny / "step_100").read_bytes()
     assert cli_main(["checkpoint", "convert", str(dst), str(tmp_path / "off"), "--to", "official"]) == 2
     assert not [p for p in os.listdir(tmp_path) if p.startswith(".")], "temporary output left behind"
+
+
+def test_fit_puzzle_table_on_a_loaded_model(official_trm_tiny):
+    from trmlab.interop.loading import fit_puzzle_table
+
+    model = load_checkpoint(official_trm_tiny / "step_100", seq_len=SEQ_LEN)
+    fit_puzzle_table(model, 10)  # matching dataset: untouched
+    assert model.provenance == {}
+    with pytest.raises(CheckpointError, match="10 rows but the dataset has 12"):
+        fit_puzzle_table(model, 12, "error", "step_100")
+    with pytest.warns(UserWarning, match="re-initialised"):
+        fit_puzzle_table(model, 12, "mean", "step_100")
+    assert model.puzzle_embedding.weights.shape == (12, 64)
+    assert "re-initialised (mean)" in model.provenance["puzzle_embedding"]
+    model.rollout(torch.zeros(1, SEQ_LEN, dtype=torch.int32), torch.tensor([11], dtype=torch.int32), steps=1)

@@ -400,3 +400,41 @@ def test_act_loss_metric_populations():
     assert m["all_rows/count"].item() == 2 and m["all_rows/exact_accuracy"].item() == 1
     assert m["all_rows/q_halt_accuracy"].item() == 1  # row 0 right (halt, correct), row 1 wrong
     assert loss.item() == pytest.approx(m["lm_loss"].item() + 0.5 * m["q_halt_loss"].item())
+
+
+def test_extension_points_for_encoder_variants():
+    """A toy variant: prefix from per-row demo data (riding in current_data) plus a recurrent state."""
+    from trmlab.models import ACTModel, ReasoningCore
+
+    class ToyEncoderModel(ACTModel):
+        def __init__(self, a):
+            super().__init__(a, ReasoningCore(a, seq_len=8, vocab_size=12, prefix_len=2))
+            self.encode = torch.nn.Linear(8, 2 * a.hidden_size)
+
+        def initial_prefix_state(self, batch):
+            return {"count": torch.zeros(batch["inputs"].shape[0])}
+
+        def reset_prefix_state(self, state, halted, batch):
+            return {"count": torch.where(halted, 0.0, state["count"])}
+
+        def compute_prefix(self, data, state):
+            prefix = self.encode(data["demo"].float()).view(-1, 2, self.core.hidden)
+            return prefix, {"count": state["count"] + 1}, {"context": prefix}
+
+    model = ToyEncoderModel(arch(puzzle_emb_ndim=0, puzzle_emb_len=0, halt_max_steps=3))
+    model.train()
+    first = {**small_batch(), "demo": torch.randn(4, 8)}
+    second = {**small_batch(seed=5), "demo": torch.randn(4, 8)}
+    carry = model.initial_carry(first)
+    assert set(carry.current_data) == {"inputs", "labels", "puzzle_identifiers", "demo"}
+    with torch.no_grad():
+        model.core.q_head.bias[0] = -5.0
+    carry, out = model(carry, first)
+    assert out["context"].shape == (4, 2, 64)
+    carry.halted[2] = True
+    carry, out = model(carry, second)
+    assert torch.equal(carry.current_data["demo"][2], second["demo"][2])
+    assert torch.equal(carry.current_data["demo"][0], first["demo"][0])
+    assert carry.extra["count"].tolist() == [2.0, 2.0, 1.0, 2.0]
+    act_loss(out, "stablemax_cross_entropy")[0].backward()
+    assert model.encode.weight.grad is not None and model.encode.weight.grad.abs().sum() > 0

@@ -118,6 +118,30 @@ def check_puzzle_table(table: torch.Tensor, num_identifiers: int, mode: str = "e
     return table.mean(0, keepdim=True).expand(num_identifiers, -1).clone()
 
 
+def fit_puzzle_table(model: nn.Module, num_identifiers: int, mode: str = "error",
+                     source: str = "checkpoint") -> nn.Module:
+    """Apply :func:`check_puzzle_table` to ``model.puzzle_embedding`` in place (no-op without a table).
+
+    Call it whenever a loaded model meets a dataset (evaluation, ``init_from``), with the dataset's
+    ``num_puzzle_identifiers`` and the config's ``puzzle_emb_reinit``; a re-initialisation is recorded in
+    ``model.provenance["puzzle_embedding"]``.
+    """
+    table_module = getattr(model, "puzzle_embedding", None)
+    if table_module is None:
+        return model
+    table = table_module.weights
+    new = check_puzzle_table(table, num_identifiers, mode, source)
+    if new is not table:
+        table_module.weights = new
+        model.num_puzzle_identifiers = num_identifiers
+        provenance = getattr(model, "provenance", None)
+        if provenance is None:
+            provenance = model.provenance = {}
+        provenance["puzzle_embedding"] = (f"re-initialised ({mode}) from {table.shape[0]} to "
+                                          f"{num_identifiers} rows (puzzle_emb_reinit), checkpoint {source}")
+    return model
+
+
 # ----------------------------------------------------------------------------------------------- reading
 
 

@@ -47,4 +47,5 @@ def build_model(config_or_arch: Any, *, seq_len: int, vocab_size: int,
                           f"({error})") from None
     model = cls(arch, seq_len=seq_len, vocab_size=vocab_size, num_puzzle_identifiers=num_puzzle_identifiers)
     model.config = config_or_arch
+    model.provenance = {}  # deliberate deviations from model.config (filled by loaders)
     return model
