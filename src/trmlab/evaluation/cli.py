@@ -162,7 +162,7 @@ def _evaluate_checkpoint(args: argparse.Namespace, settings: dict[str, Any], tes
     started = time.perf_counter()
     info = {"checkpoint": str(checkpoint.resolve()), "device": str(device),
             "global_batch_size": eval_settings.global_batch_size}
-    result = evaluate(model, test_set.path, settings=eval_settings, out_dir=out, info=info)
+    result = evaluate(model, test_set.path, settings=eval_settings, out_dir=out, info=info, progress=True)
     if result is not None:  # rank 0
         print(describe(result.result))
         print(f"{len(result.raw)} samples in {result.model_seconds:.1f}s of model time "

@@ -122,14 +122,19 @@ def _local_chunks(count: int, settings: EvalSettings, rank: int, world: int):
 
 
 def _run_rows(model: torch.nn.Module, dataset: Any, examples: np.ndarray, puzzles: np.ndarray,
-              settings: EvalSettings, rank: int, world: int) -> dict[str, np.ndarray]:
+              settings: EvalSettings, rank: int, world: int, progress: bool) -> dict[str, np.ndarray]:
     """Run this rank's rows for halt_max_steps; returns positions and final-step outputs (numpy)."""
+    from tqdm import tqdm
+
     from trmlab.data.dataset import collate_items  # the loader's collation (demos for the encoder layout)
 
     device = next(model.parameters()).device
     # Inputs are not collected: rank 0 reads them from the dataset, so the gather moves only the outputs.
     out: dict[str, list[np.ndarray]] = {"position": [], "preds": [], "q_halt_logits": []}
-    for positions in _local_chunks(len(examples), settings, rank, world):
+    batches = -(-len(examples) // settings.global_batch_size)
+    chunks = _local_chunks(len(examples), settings, rank, world)
+    for positions in tqdm(chunks, total=batches, disable=not progress or rank != 0, unit="batch",
+                          desc="eval", dynamic_ncols=True):
         real = positions >= 0
         safe = np.where(real, positions, 0)
         batch = collate_items(dataset, np.where(real, examples[safe], -1), np.where(real, puzzles[safe], 0),
@@ -163,13 +168,15 @@ def _gather_rows(local: dict[str, np.ndarray], rank: int, world: int) -> dict[st
 
 
 def evaluate(model: torch.nn.Module, data: Any, *, config: Any = None, settings: EvalSettings | None = None,
-             out_dir: str | Path | None = None, info: dict[str, Any] | None = None) -> EvalResult | None:
+             out_dir: str | Path | None = None, info: dict[str, Any] | None = None,
+             progress: bool = False) -> EvalResult | None:
     """Evaluate ``model`` (whatever weights it holds now) on the ARC test split of ``data``.
 
     ``data`` is a dataset directory or a :class:`trmlab.data.dataset.ArcDataset` (test split, one path).
     Pass ``config`` (a Config: eval.* and global_batch_size are used) or explicit ``settings``. Every call
     starts a fresh vote store. With ``out_dir`` the eval directory is written atomically (rank 0). Returns the
-    result on rank 0 and None on other ranks. The model's train/eval mode is left as it was.
+    result on rank 0 and None on other ranks. The model's train/eval mode is left as it was. ``progress``
+    shows a progress bar over batches on rank 0.
     """
     if settings is None:
         if config is None:
@@ -183,7 +190,7 @@ def evaluate(model: torch.nn.Module, data: Any, *, config: Any = None, settings:
         raise DataError(f"{test_set.path}: no test rows selected (max_tasks={settings.max_tasks}, "
                         f"num_augmentations={settings.num_augmentations})")
     started = time.perf_counter()
-    local = _run_rows(model, dataset, examples, puzzles, settings, rank, world)
+    local = _run_rows(model, dataset, examples, puzzles, settings, rank, world, progress)
     seconds = time.perf_counter() - started
     rows = _gather_rows(local, rank, world)
     if rank != 0:
