@@ -289,3 +289,17 @@ def test_score_cli_warns_when_the_predictions_cover_only_a_subset(
     subset = ["score", str(data), str(tmp_path / "subset.npz"), f"out={tmp_path / 'sub'}", "max_tasks=2"]
     assert main(subset) == 0
     assert "warning" not in capsys.readouterr().out
+
+
+def test_votes_for_an_unknown_input_are_counted_and_reported(tmp_path):
+    from trmlab.evaluation.scoring import describe
+
+    root, tasks = _dataset(tmp_path, n_tasks=1)
+    inputs, ids, preds, qs = prediction_rows(root, [("task0", 0, AUGS[0], tasks["task0"]["test"][0]["output"],
+                                                     0.0)])
+    inputs = inputs.copy()
+    inputs[0, 0] = 2 + (inputs[0, 0] - 2 + 1) % 10  # an input the task does not have
+    result = score_raw(load_test_set(root), RawPredictions(inputs, ids, preds, qs))
+    assert result.counts["votes"] == 1 and result.counts["votes_matched"] == 0
+    assert result.metrics["ARC/pass@1"] == 0.0
+    assert "1 votes matched no test input" in describe(result)

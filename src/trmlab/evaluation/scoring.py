@@ -57,7 +57,10 @@ def describe(result: ArcResult) -> str:
     head = (f"{c['tasks']} tasks, {c['test_inputs']} test inputs ({c['test_inputs_with_votes']} with votes), "
             f"{c['votes']} votes")
     scores = "  ".join(f"{key} {value * 100:.2f}%" for key, value in result.metrics.items())
-    return f"{head}\n{scores}"
+    lost = c["votes"] - c["votes_matched"]
+    warning = (f"\nwarning: {lost} votes matched no test input of their task after undoing the augmentation "
+               f"(predictions made on another dataset build?)") if lost > 0 else ""
+    return f"{head}\n{scores}{warning}"
 
 
 def info_for(test_set: ArcTestSet, **settings: Any) -> dict[str, Any]:
