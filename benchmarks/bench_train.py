@@ -71,7 +71,8 @@ def bench_shape(shape: str, steps: int, warmup: int, batch: int | None, device: 
         batch = CPU_BATCH[shape] if dev.type == "cpu" else None
     with tempfile.TemporaryDirectory() as tmp:
         overrides = [f"run_dir={tmp}/run", f"device={dev}", f"max_steps={steps}", "eval_interval=null",
-                     "log_every=1", "checkpoint_every=1000000", "lr_warmup_steps=0"]
+                     "log_every=1", "checkpoint_every=1000000", "lr_warmup_steps=0",
+                     "arch.forward_dtype=auto"]  # bf16 on CUDA, fp32 on CPU
         resolved = load_config(shape, overrides)
         global_batch = batch or resolved.config.global_batch_size
         data = write_random_dataset(Path(tmp) / "data", SEQ_LEN[shape],
