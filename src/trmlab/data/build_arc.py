@@ -106,6 +106,8 @@ class Group:
 
 @dataclass
 class SplitCounts:
+    """Groups (tasks), puzzles (task x augmentation) and examples (pairs) of one split."""
+
     groups: int = 0
     puzzles: int = 0
     examples: int = 0
