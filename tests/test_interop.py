@@ -286,3 +286,18 @@ def test_fit_puzzle_table_on_a_loaded_model(official_trm_tiny):
     assert model.puzzle_embedding.weights.shape == (12, 64)
     assert "re-initialised (mean)" in model.provenance["puzzle_embedding"]
     model.rollout(torch.zeros(1, SEQ_LEN, dtype=torch.int32), torch.tensor([11], dtype=torch.int32), steps=1)
+
+
+def test_auto_dtype_model_exports_as_bfloat16_losslessly(tmp_path):
+    from trmlab.checkpoints import save_model_checkpoint
+    from trmlab.models import build_model
+
+    resolved = load_config("tiny", ["arch.forward_dtype=auto"])
+    model = build_model(resolved, seq_len=10, vocab_size=12, num_puzzle_identifiers=5)
+    assert model.core.h_init.dtype == torch.float32  # CPU build; values exact in bf16
+    ckpt = save_model_checkpoint(tmp_path / "step_1", model, config=resolved, step=1)
+    out = trmlab_to_official(ckpt, tmp_path / "export")
+    state = torch.load(out, weights_only=True)
+    assert state["_orig_mod.model.inner.H_init"].dtype == torch.bfloat16
+    assert torch.equal(state["_orig_mod.model.inner.H_init"].float(), model.core.h_init)
+    assert "forward_dtype: bfloat16" in (out.parent / "all_config.yaml").read_text()

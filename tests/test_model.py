@@ -342,7 +342,7 @@ def test_no_act_continue_false_runs_and_trains():
     batch = small_batch()
     carry = model.initial_carry(batch)
     losses = []
-    for _ in range(12):
+    for _ in range(6):
         carry, out = model(carry, batch)
         assert "target_q_continue" in out and out["target_q_continue"].shape == (4,)
         assert ((out["target_q_continue"] >= 0) & (out["target_q_continue"] <= 1)).all()

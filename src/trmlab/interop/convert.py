@@ -187,7 +187,12 @@ def trmlab_to_official(src: str | Path, dst: str | Path, *, use_ema: bool = True
 def _init_buffers_in_forward_dtype(state: dict[str, torch.Tensor], forward_dtype: str, src: Path
                                    ) -> dict[str, torch.Tensor]:
     if forward_dtype == "auto":
-        return state  # the stored dtype is what the model was built with; all_config names it
+        # auto = bf16 on the GPUs the official code runs on; keep fp32 only if bf16 cannot hold the values.
+        exact = all(torch.equal(state[k].to(torch.bfloat16).to(state[k].dtype), state[k])
+                    for k in ("core.h_init", "core.l_init"))
+        if not exact:
+            return state
+        forward_dtype = "bfloat16"
     target = torch.bfloat16 if forward_dtype == "bfloat16" else torch.float32
     for key in ("core.h_init", "core.l_init"):
         tensor = state[key]

@@ -80,11 +80,18 @@ class ReasoningCore(nn.Module):
         self.blocks = nn.ModuleList(
             Block(self.hidden, arch.num_heads, arch.expansion, arch.rms_norm_eps, arch.mlp_t, total)
             for _ in range(arch.L_layers))
-        init_dtype = resolve_forward_dtype(arch.forward_dtype, None)
-        self.register_buffer("h_init", trunc_normal_(torch.empty(self.hidden, dtype=init_dtype), std=1.0))
-        self.register_buffer("l_init", trunc_normal_(torch.empty(self.hidden, dtype=init_dtype), std=1.0))
+        self.register_buffer("h_init", self._initial_state_vector(arch.forward_dtype))
+        self.register_buffer("l_init", self._initial_state_vector(arch.forward_dtype))
         self._rotary: tuple[torch.Tensor, torch.Tensor] | None = None
         self.forward_dtype_override: torch.dtype | None = None
+
+    def _initial_state_vector(self, forward_dtype: str) -> torch.Tensor:
+        """Truncated normal std 1 in the forward dtype. For ``auto`` (device unknown yet) the values are
+        bf16-representable, stored fp32: exact in either dtype, so GPU runs export them as bf16 losslessly."""
+        if forward_dtype == "float32":
+            return trunc_normal_(torch.empty(self.hidden), std=1.0)
+        values = trunc_normal_(torch.empty(self.hidden, dtype=torch.bfloat16), std=1.0)
+        return values if forward_dtype == "bfloat16" else values.float()
 
     # -- dtype and positions -------------------------------------------------------------------------------
 
