@@ -453,3 +453,14 @@ def test_encoder_and_trm_layouts_share_augmentations(tmp_path):
     names_trm = set(json.loads((tmp_path / "trm/identifiers.json").read_text()))
     names_enc = set(json.loads((tmp_path / "enc/identifiers.json").read_text()))
     assert names_trm == names_enc and trm.num_identifiers == enc.num_identifiers
+
+
+def test_cli_count_only_and_per_subset_limits(tmp_path, capsys):
+    prefix = _write_prefix(tmp_path / "in", _two_subsets())
+    code = trmlab_main(["data", "build-arc", "--input-file-prefix", str(prefix), "--output-dir",
+                        str(tmp_path / "out"), "--subsets", "training", "evaluation", "--num-aug", "3",
+                        "--max-tasks-per-subset", "1", "2", "--count-only"])
+    assert code == 0
+    out = capsys.readouterr().out
+    assert "training: 1 tasks" in out and "evaluation: 2 tasks" in out and "counted (nothing written)" in out
+    assert not (tmp_path / "out").exists()

