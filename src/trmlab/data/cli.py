@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import argparse
 import importlib
-import importlib.util
 
 # One entry per ``trmlab data`` subcommand, in help order.
 DATA_COMMAND_MODULES = (
@@ -37,8 +36,6 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     data_subparsers = parser.add_subparsers(dest="data_command", metavar="<data command>")
     parser.set_defaults(func=lambda _args: parser.print_help() or 2)
     for module_name in DATA_COMMAND_MODULES:
-        if importlib.util.find_spec(module_name) is None:
-            continue  # a listed module that is not written yet (development only)
         importlib.import_module(module_name).register_data_command(data_subparsers)
 
 
