@@ -94,7 +94,11 @@ def grid_to_array(grid: Any, where: str) -> np.ndarray:
     if not all(type(v) is int for row in grid for v in row):  # bool and float are not colours
         bad = next(v for row in grid for v in row if type(v) is not int)
         raise DataError(f"{where}: grid cells must be integers 0..9, found {bad!r}")
-    array = np.array(grid, dtype=np.int64)
+    try:
+        array = np.array(grid, dtype=np.int64)
+    except OverflowError:
+        bad = next(v for row in grid for v in row if not -2**63 <= v < 2**63)
+        raise DataError(f"{where}: grid cell value {bad} is outside the colours 0..9") from None
     if array.min() < 0 or array.max() > 9:
         bad = int(array[(array < 0) | (array > 9)][0])
         raise DataError(f"{where}: grid cell value {bad} is outside the colours 0..9")
