@@ -2,8 +2,8 @@
 
 One directory per dataset: ``train/`` and ``test/`` each with ``dataset.json`` and the ``all__*.npy`` arrays,
 plus ``identifiers.json`` (index = identifier, entry 0 = ``"<blank>"``) and, for ARC, ``test_puzzles.json``.
-The encoder layout adds ``all__num_demos.npy`` per split and two extra ``dataset.json`` keys (after the official
-ones, so official readers still parse it).
+The encoder layout adds ``all__num_demos.npy`` per split and two extra ``dataset.json`` keys (``layout``,
+``max_demos``; after the official ones, so official readers still parse it).
 """
 
 from __future__ import annotations
