@@ -89,7 +89,8 @@ def reconcile_architecture(checkpoint_config: Any, user_config: Any, allow_misma
 def _config_and_provenance(config: Any) -> tuple[Any, dict[str, str]]:
     if hasattr(config, "provenance"):
         return config.config, dict(config.provenance)
-    return config, {}
+    resolved = _as_resolved(config)
+    return resolved.config, resolved.provenance
 
 
 def check_puzzle_table(table: torch.Tensor, num_identifiers: int, mode: str = "error",
@@ -185,12 +186,14 @@ def official_config(path: str | Path, config: Any = None) -> Any:
 
 
 def _as_resolved(config: Any) -> Any:
+    from trmlab.config.fields import schema_fields
     from trmlab.config.loader import ResolvedConfig
     from trmlab.config.schema import ArchConfig, Config
 
     if isinstance(config, ArchConfig):
         config = Config(arch=config)
-    return ResolvedConfig(config, {})
+    # A config object handed over in code counts as deliberate in every key (nothing is a silent default).
+    return ResolvedConfig(config, dict.fromkeys(schema_fields(), "given by the caller"))
 
 
 def infer_dims(state: dict[str, torch.Tensor]) -> dict[str, Any]:
