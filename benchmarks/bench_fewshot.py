@@ -162,11 +162,12 @@ def results_markdown(summary: dict[str, Any]) -> str:
             continue
         lines += ["", f"Learning curve, {name} (train metrics of the logging window; held-out pass@2 with "
                   f"{summary['curve_augmentations']} augmentation(s), EMA weights):", "",
-                  "| step | train lm_loss | train exact acc | held-out pass@2 | context variance | "
-                  "cosine | eff. rank |", "|---|---|---|---|---|---|---|"]
+                  "| step | train lm_loss | train token acc | train exact acc | held-out pass@2 | "
+                  "context variance | cosine | eff. rank |", "|---|---|---|---|---|---|---|---|"]
         for point in curve:
             lines.append(f"| {point['step']} | {point.get('lm_loss', float('nan')):.3f} | "
-                         f"{fmt(point.get('exact_accuracy'))} | {fmt(point.get('heldout'))} | "
+                         f"{fmt(point.get('accuracy'))} | {fmt(point.get('exact_accuracy'))} | "
+                         f"{fmt(point.get('heldout'))} | "
                          + " | ".join(f"{point[k]:.4g}" if k in point else "—" for k in DIAGNOSTICS[:3])
                          + " |")
     return "\n".join(lines) + "\n"
@@ -181,6 +182,7 @@ def learning_curve(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
         elif record.get("split") == "eval":
             point = {"step": record["step"], "heldout": record.get("heldout/pass@2"),
                      "lm_loss": last_train.get("train/lm_loss", float("nan")),
+                     "accuracy": last_train.get("train/accuracy"),
                      "exact_accuracy": last_train.get("train/exact_accuracy")}
             point.update({k: record[k] for k in DIAGNOSTICS if k in record})
             points.append(point)
