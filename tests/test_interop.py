@@ -251,6 +251,7 @@ def test_inspect_reports_counts_architecture_and_inconsistencies(official_trm_ti
     bare = official_copy(official_trm_tiny, tmp_path, with_config=False)
     unknown = inspect_checkpoint(bare)
     assert unknown.architecture is None and "no all_config.yaml" in unknown.architecture_source
+    assert "not checked" in format_inspection(unknown)
     narrow = [item for item in FIXTURE_SET if not item.startswith(("arch.hidden_size", "arch.puzzle_emb"))]
     wrong = inspect_checkpoint(bare, load_config(None, [*narrow, "arch.hidden_size=32",
                                                         "arch.puzzle_emb_ndim=32"]))

@@ -60,11 +60,15 @@ def _inspect_official(path: Path, config: Any, seq_len: int | None) -> Inspectio
     shapes = _shapes_from_state(state)
     notes = [f"ignored, never imported: {name} beside the checkpoint" for name in CODE_BESIDE
              if (path.parent / name).exists()]
-    try:
-        resolved = official_config(path, config)
-        source = "all_config.yaml beside the file" if (path.parent / "all_config.yaml").is_file() else "given"
-    except TrmlabError as error:
-        resolved, source = None, f"unknown: {error}"
+    has_config = (path.parent / "all_config.yaml").is_file()
+    if not has_config and config is None:
+        resolved, source = None, "unknown: no all_config.yaml beside the file and no --preset/--set"
+    else:
+        try:
+            resolved = official_config(path, config)
+            source = "all_config.yaml beside the file" if has_config else "given with --preset/--set"
+        except TrmlabError as error:
+            resolved, source = None, f"not usable: {error}"
     stored_keys = {canonical: prefix + (canonical_to_official(canonical) or "?") for canonical in shapes}
     return _report(path, f"official torch.save state dict (key prefix {prefix!r})", shapes, stored_keys,
                    resolved, source, seq_len, notes)
@@ -197,7 +201,10 @@ def format_inspection(report: Inspection) -> str:
     else:
         lines.append("  (none: shapes cannot tell H_cycles, L_cycles, num_heads, halt_max_steps...; pass "
                      "--preset/--set to check the shapes against a config)")
-    lines += ["", "inconsistencies:" if report.inconsistencies else "inconsistencies: none"]
+    if report.architecture is None:
+        lines += ["", "inconsistencies: not checked (no architecture to check the shapes against)"]
+    else:
+        lines += ["", "inconsistencies:" if report.inconsistencies else "inconsistencies: none"]
     lines += [f"  - {problem}" for problem in report.inconsistencies]
     if report.notes:
         lines += ["", "notes:"] + [f"  - {note}" for note in report.notes]
