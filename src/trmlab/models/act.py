@@ -163,7 +163,9 @@ class ACTModel(nn.Module):
                 **extra: torch.Tensor) -> list[dict[str, torch.Tensor]]:
         """Evaluation from a fresh carry: one dict per ACT step (``logits``, ``q_halt_logits``,
         ``q_continue_logits``, ``preds``, ``halted``), ``steps`` defaulting to halt_max_steps. Runs in eval
-        mode (restored afterwards) without gradients; ``extra`` carries further batch keys (ETRM's demo_*)."""
+        mode (restored afterwards) without gradients; ``extra`` carries further batch keys (ETRM's demo_*).
+        With ``arch.eval_q_halting`` a row's answer is that of the step where ``halted`` first becomes true
+        (a halted row restarts on the next call, as in training)."""
         batch = {"inputs": inputs, "puzzle_identifiers": puzzle_identifiers, **extra}
         was_training = self.training
         self.eval()
