@@ -438,3 +438,38 @@ def test_extension_points_for_encoder_variants():
     assert carry.extra["count"].tolist() == [2.0, 2.0, 1.0, 2.0]
     act_loss(out, "stablemax_cross_entropy")[0].backward()
     assert model.encode.weight.grad is not None and model.encode.weight.grad.abs().sum() > 0
+
+
+def test_bootstrapped_continue_target_is_the_next_steps_q():
+    model = build_model(arch(no_ACT_continue=False, halt_max_steps=2), seq_len=8, vocab_size=12,
+                        num_puzzle_identifiers=5)
+    with torch.no_grad():
+        trunc_normal_(model.core.q_head.weight, std=0.5)
+    model.train()
+    batch = small_batch()
+    with torch.no_grad():
+        carry, out = model(model.initial_carry(batch), batch)
+        x = model.core.embed(batch["inputs"], model.compute_prefix(carry.current_data, {})[0])
+        _, (_, q_halt, q_cont) = model.core.step(carry.z_H, carry.z_L, x)
+    torch.testing.assert_close(out["target_q_continue"], torch.sigmoid(torch.maximum(q_halt, q_cont)))
+    with torch.no_grad():  # second step is the last: the target is the next q_halt alone
+        carry.halted.zero_()
+        carry, out = model(carry, batch)
+        _, (_, q_halt, _) = model.core.step(carry.z_H, carry.z_L, x)
+    torch.testing.assert_close(out["target_q_continue"], torch.sigmoid(q_halt))
+
+
+def test_exploration_is_reproducible_with_a_seeded_generator():
+    model = build_model(arch(halt_exploration_prob=0.5, halt_max_steps=8), seq_len=8, vocab_size=12,
+                        num_puzzle_identifiers=5)
+    with torch.no_grad():
+        model.core.q_head.bias[0] = 50.0
+    batch = small_batch(batch_size=32)
+    patterns = []
+    for _ in range(2):
+        model.exploration_generator = torch.Generator().manual_seed(11)
+        with torch.no_grad():
+            _, out = model(model.initial_carry(batch), batch)
+        patterns.append(out["halted"])
+    assert torch.equal(patterns[0], patterns[1])
+    assert 0 < int(patterns[0].sum()) < 32  # about half explore (and so do not halt at step 1)
