@@ -310,3 +310,15 @@ def test_auto_dtype_model_exports_as_bfloat16_losslessly(tmp_path):
     assert state["_orig_mod.model.inner.H_init"].dtype == torch.bfloat16
     assert torch.equal(state["_orig_mod.model.inner.H_init"].float(), model.core.h_init)
     assert "forward_dtype: bfloat16" in (out.parent / "all_config.yaml").read_text()
+
+
+def test_code_shipped_beside_a_checkpoint_is_never_imported(official_trm_tiny, tmp_path):
+    path = official_copy(official_trm_tiny, tmp_path)
+    marker = tmp_path / "imported"
+    for name in ("trm.py", "losses.py"):
+        (path.parent / name).write_text(f"open({str(marker)!r}, 'w').close()\n")
+    assert_matches_fixture(load_checkpoint(path, seq_len=SEQ_LEN), official_trm_tiny)
+    report = inspect_checkpoint(path)
+    assert any("trm.py" in note and "never imported" in note for note in report.notes)
+    official_to_trmlab(path, tmp_path / "converted")
+    assert not marker.exists()
