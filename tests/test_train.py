@@ -197,3 +197,12 @@ def test_freeze_without_decoder_hook_is_a_config_error(data, tmp_path):
 def test_unknown_logger_is_a_config_error(data, tmp_path):
     with pytest.raises(ConfigError, match="unknown logger"):
         _run(tiny_config(data, tmp_path / "run", loggers=["nope"]))
+
+
+def test_missing_log_extra_is_a_clear_error(data, tmp_path):
+    import importlib.util
+
+    if importlib.util.find_spec("tensorboard") is not None:
+        pytest.skip("tensorboard is installed here")
+    with pytest.raises(ConfigError, match=r"trmlab\[log\]"):
+        _run(tiny_config(data, tmp_path / "run", loggers=["tensorboard"], max_steps=1))
