@@ -206,3 +206,4 @@ def test_missing_log_extra_is_a_clear_error(data, tmp_path):
         pytest.skip("tensorboard is installed here")
     with pytest.raises(ConfigError, match=r"trmlab\[log\]"):
         _run(tiny_config(data, tmp_path / "run", loggers=["tensorboard"], max_steps=1))
+    assert not (tmp_path / "run").exists(), "nothing may be written before the check"

@@ -60,6 +60,18 @@ class WandbLogger:
         self.run.finish()
 
 
+def check_loggers(config: Any) -> None:
+    """Fail before anything is written when a logger is unknown or its package is missing."""
+    import importlib.util
+
+    for name in config.loggers:
+        if name not in KNOWN:
+            raise ConfigError(f"loggers: unknown logger {name!r}; expected some of {list(KNOWN)}")
+        if importlib.util.find_spec(name) is None:
+            raise ConfigError(f"loggers includes {name} but it is not installed; pip install 'trmlab[log]' "
+                              f"or remove it from loggers")
+
+
 def open_loggers(config: Any, run_dir: Path) -> list[Any]:
     """Instantiate every logger named in ``config.loggers`` (unknown names are a ConfigError)."""
     loggers: list[Any] = []

@@ -195,6 +195,9 @@ class Trainer:
         self.loss_fn = getattr(self.model, "compute_loss", None) or _default_loss(config)
         self.forward = torch.compile(self.model) if config.compile else self.model
 
+        from trmlab.training.loggers import check_loggers
+
+        check_loggers(config)
         if self.evaluate_fn is None:
             from trmlab.training.evaluate import check_eval_data
 
