@@ -16,6 +16,7 @@ import json
 import os
 import random
 import shutil
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -76,8 +77,13 @@ class RunDir:
         from trmlab.config import save_resolved
 
         if self.config_path.exists():
-            raise ConfigError(f"run_dir {self.path} already holds a run; continue it with resume={self.path} "
-                              f"or choose another run_dir")
+            if self.checkpoint_steps():
+                raise ConfigError(f"run_dir {self.path} already holds a run; continue it with "
+                                  f"resume={self.path} or choose another run_dir")
+            # A run that stopped before its first checkpoint left nothing to resume: start it over.
+            print(f"trmlab train: {self.path} holds a run without any checkpoint; starting it over",
+                  file=sys.stderr)
+            self.metrics_path.unlink(missing_ok=True)
         self.checkpoints_path.mkdir(parents=True, exist_ok=True)
         save_resolved(resolved, self.config_path)
 
