@@ -322,3 +322,11 @@ def test_code_shipped_beside_a_checkpoint_is_never_imported(official_trm_tiny, t
     assert any("trm.py" in note and "never imported" in note for note in report.notes)
     official_to_trmlab(path, tmp_path / "converted")
     assert not marker.exists()
+
+
+def test_inspect_reports_a_conflicting_user_config(official_trm_tiny, capsys):
+    report = inspect_checkpoint(official_trm_tiny / "step_100", load_config(None, ["arch.L_cycles=6"]))
+    assert report.architecture["L_cycles"] == 3
+    assert len(report.inconsistencies) == 1 and "| arch.L_cycles |" in report.inconsistencies[0]
+    assert cli_main(["checkpoint", "inspect", str(official_trm_tiny / "step_100"), "--set",
+                     "arch.L_cycles=6"]) == 1

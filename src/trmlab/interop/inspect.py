@@ -61,17 +61,32 @@ def _inspect_official(path: Path, config: Any, seq_len: int | None) -> Inspectio
     notes = [f"ignored, never imported: {name} beside the checkpoint" for name in CODE_BESIDE
              if (path.parent / name).exists()]
     has_config = (path.parent / "all_config.yaml").is_file()
-    if not has_config and config is None:
-        resolved, source = None, "unknown: no all_config.yaml beside the file and no --preset/--set"
+    conflicts: list[str] = []
+    if has_config:
+        resolved, source = official_config(path), "all_config.yaml beside the file"
+        conflicts = _conflicts(resolved, config, path)
+    elif config is not None:
+        resolved, source = official_config(path, config), "given with --preset/--set"
     else:
-        try:
-            resolved = official_config(path, config)
-            source = "all_config.yaml beside the file" if has_config else "given with --preset/--set"
-        except TrmlabError as error:
-            resolved, source = None, f"not usable: {error}"
+        resolved, source = None, "unknown: no all_config.yaml beside the file and no --preset/--set"
     stored_keys = {canonical: prefix + (canonical_to_official(canonical) or "?") for canonical in shapes}
-    return _report(path, f"official torch.save state dict (key prefix {prefix!r})", shapes, stored_keys,
-                   resolved, source, seq_len, notes)
+    report = _report(path, f"official torch.save state dict (key prefix {prefix!r})", shapes, stored_keys,
+                     resolved, source, seq_len, notes)
+    report.inconsistencies += conflicts
+    return report
+
+
+def _conflicts(stored: Any, config: Any, path: Path) -> list[str]:
+    """The user's config against the checkpoint's own (the loaders' error, reported instead of raised)."""
+    if config is None:
+        return []
+    from trmlab.interop.loading import reconcile_architecture
+
+    try:
+        reconcile_architecture(stored, config, False, str(path))
+    except CheckpointError as error:
+        return [f"your config conflicts with the checkpoint's architecture:\n{error}"]
+    return []
 
 
 def _inspect_trmlab(path: Path, config: Any, seq_len: int | None) -> Inspection:
@@ -94,17 +109,17 @@ def _inspect_trmlab(path: Path, config: Any, seq_len: int | None) -> Inspection:
     stored_keys = {k: (f"{TABLE_FILE}:weights" if k == TABLE_KEY else f"{weights}:{k}") for k in shapes}
     notes.append(f"step {manifest.get('step')}, contents {manifest.get('contents')}, trmlab "
                  f"{manifest.get('trmlab_version')} (commit {manifest.get('git_commit')})")
+    conflicts: list[str] = []
     try:
         resolved, source = bundle.config(), "config.yaml in the checkpoint"
-        if config is not None:
-            from trmlab.interop.loading import reconcile_architecture
-
-            resolved = reconcile_architecture(resolved, config, False, str(path))
+        conflicts = _conflicts(resolved, config, path)
     except TrmlabError as error:
         resolved, source = None, f"unreadable: {error}"
     length = seq_len or (manifest.get("model") or {}).get("seq_len")
-    return _report(path, f"trmlab checkpoint (format {manifest.get('format_version')})", shapes, stored_keys,
-                   resolved, source, length, notes)
+    report = _report(path, f"trmlab checkpoint (format {manifest.get('format_version')})", shapes,
+                     stored_keys, resolved, source, length, notes)
+    report.inconsistencies += conflicts
+    return report
 
 
 def _report(path: Path, fmt: str, shapes: dict[str, tuple[list[int], str]], stored: dict[str, str],

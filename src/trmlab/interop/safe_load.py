@@ -54,5 +54,10 @@ def _refused_global(error: BaseException) -> str:
 
 
 def _first_line(error: BaseException) -> str:
+    """The first sentence of an exception's message (torch's run on for lines)."""
     text = str(error).strip()
-    return text.splitlines()[0][:200] if text else type(error).__name__
+    if not text:
+        return type(error).__name__
+    line = text.splitlines()[0]
+    end = line.find(". ", 40)
+    return (line[: end + 1] if end > 0 else line)[:200]
