@@ -168,7 +168,9 @@ class ReasoningCore(nn.Module):
 
     def heads(self, z_H: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """logits over the grid positions [B, seq_len, V], and fp32 q_halt, q_continue [B] from position 0."""
-        logits = self.lm_head(z_H[:, self.prefix_len:])
+        # Project every position, then drop the prefix, as officially: the same matmul shape gives the same
+        # kernel and accumulation order in bf16 (slicing first saves only P / (P + seq_len) of a tiny matmul).
+        logits = self.lm_head(z_H)[:, self.prefix_len:]
         q = self.q_head(z_H[:, 0]).float()
         return logits, q[:, 0], q[:, 1]
 
