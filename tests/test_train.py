@@ -207,3 +207,22 @@ def test_missing_log_extra_is_a_clear_error(data, tmp_path):
     with pytest.raises(ConfigError, match=r"trmlab\[log\]"):
         _run(tiny_config(data, tmp_path / "run", loggers=["tensorboard"], max_steps=1))
     assert not (tmp_path / "run").exists(), "nothing may be written before the check"
+
+
+def test_cli_train_then_resume_a_finished_run(data, tmp_path, monkeypatch, capsys):
+    import trmlab.training.evaluate as evaluate
+    from trmlab.cli import main
+
+    # The tiny dataset has no ARC test set: evaluation is stubbed (covered by the evaluator's tests).
+    monkeypatch.setattr(evaluate, "check_eval_data", lambda config: None)
+    monkeypatch.setattr(evaluate, "evaluate_during_training", lambda trainer, step: {"ARC/pass@1": 0.0})
+    run = tmp_path / "run"
+    words = ["train", "tiny", f"data_paths=[{data}]", f"run_dir={run}", "device=cpu", "global_batch_size=4",
+             "max_steps=3", "--no-progress"]
+    assert main(words) == 0
+    assert (run / "checkpoints" / "step_3" / "manifest.json").is_file()
+    assert "optimizer steps: 3 exactly" in capsys.readouterr().err
+    assert main(["train", f"resume={run}", "log_every=1"]) == 0      # nothing left to do, says so
+    assert "resuming" in capsys.readouterr().err
+    assert main(["train", "tiny", f"resume={run}"]) == 2               # preset + resume: clear error
+    assert "drop the preset" in capsys.readouterr().err

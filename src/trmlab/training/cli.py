@@ -25,7 +25,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         description="Train TRM / ETRM / ETRMTRM with the official dynamics; writes a run directory "
                     "(config.yaml, metrics.jsonl, checkpoints/step_N). Works under torchrun.",
         epilog=TRAIN_EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
-    train.add_argument("words", nargs="*", metavar="PRESET|key=value",
+    # REMAINDER: options may also follow the overrides (`trmlab train tiny lr=1e-3 --no-progress`).
+    train.add_argument("words", nargs=argparse.REMAINDER, metavar="PRESET|key=value",
                        help="a preset name or YAML file first (omit when resuming), then dotted overrides")
     train.add_argument("--config", dest="files", action="append", default=[], metavar="FILE.yaml",
                        help="file of overrides; repeatable, applied in order")
@@ -89,11 +90,35 @@ def resume_config(run_dir: str, overrides: list[str]) -> Any:
     return resolve([[Entry(k, v, COMMAND_LINE) for k, v in parsed]], start=stored)
 
 
+def split_options(words: list[str]) -> tuple[list[str], list[str], bool]:
+    """(preset and overrides, --config files, --no-progress) from words where options may come anywhere."""
+    from trmlab.errors import ConfigError
+
+    rest, files, no_progress = [], [], False
+    items = iter(words)
+    for word in items:
+        if word == "--no-progress":
+            no_progress = True
+        elif word == "--config":
+            path = next(items, None)
+            if path is None:
+                raise ConfigError("--config needs a file: --config FILE.yaml")
+            files.append(path)
+        elif word.startswith("--config="):
+            files.append(word.split("=", 1)[1])
+        elif word.startswith("-"):
+            raise ConfigError(f"unknown option {word!r} for trmlab train (see trmlab train --help)")
+        else:
+            rest.append(word)
+    return rest, files, no_progress
+
+
 def _run_train(args: argparse.Namespace) -> int:
     from trmlab.training.loop import Trainer
 
-    resolved, resume = resolve_train_config(list(args.words), list(args.files))
-    result = Trainer(resolved, resume=resume, progress=not args.no_progress).run()
+    words, files, no_progress = split_options(list(args.words))
+    resolved, resume = resolve_train_config(words, [*args.files, *files])
+    result = Trainer(resolved, resume=resume, progress=not (args.no_progress or no_progress)).run()
     if result.checkpoints or result.step:
         print(f"trained {result.step:,}/{result.total_steps:,} steps; run directory {result.run_dir}",
               file=sys.stderr)
