@@ -330,3 +330,17 @@ def test_inspect_reports_a_conflicting_user_config(official_trm_tiny, capsys):
     assert len(report.inconsistencies) == 1 and "| arch.L_cycles |" in report.inconsistencies[0]
     assert cli_main(["checkpoint", "inspect", str(official_trm_tiny / "step_100"), "--set",
                      "arch.L_cycles=6"]) == 1
+
+
+def test_bfloat16_checkpoint_on_cpu_warns_unless_dtype_is_given(tmp_path):
+    from trmlab.checkpoints import save_model_checkpoint
+    from trmlab.models import build_model
+
+    resolved = load_config("tiny", ["arch.forward_dtype=bfloat16"])
+    model = build_model(resolved, seq_len=10, vocab_size=12, num_puzzle_identifiers=5)
+    ckpt = save_model_checkpoint(tmp_path / "step_1", model, config=resolved, step=1)
+    with pytest.warns(UserWarning, match="bfloat16"):
+        load_checkpoint(ckpt)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert load_checkpoint(ckpt, dtype="float32").forward_dtype == torch.float32

@@ -311,6 +311,10 @@ def _finish(model: nn.Module, *, device: Any, dtype: Any, source: str) -> nn.Mod
                                                   f"of {stored!r} from {source}")
     if device is not None:
         model.to(device)
+    on_cpu = model.core.lm_head.weight.device.type == "cpu"
+    if forced is None and on_cpu and model.core.forward_dtype == torch.bfloat16:
+        warnings.warn(f"{source} runs in bfloat16 (its forward_dtype) on CPU, where bf16 matmuls are 7-100x "
+                      "slower than fp32; pass dtype=torch.float32 (--dtype float32) for speed", stacklevel=3)
     return model.eval()
 
 
