@@ -154,8 +154,8 @@ def test_packing_skips_padding():
     inputs, labels, mask = demo_batch([1, 0, 2], max_hw=2)
     packed = pack_demos(inputs, labels, mask)
     assert packed.sample.tolist() == [0, 2, 2] and packed.rank.tolist() == [0, 0, 1]
-    # Crops are at most (2+1)×(2+1) cells (grid + EOS row/column) instead of the 6×6 canvas.
-    assert packed.inputs.shape[1] <= 9
+    # Crops are (2+1)×(2+1) cells at most (grid + EOS row/column), padded to 4×4, instead of the 6×6 canvas.
+    assert packed.inputs.shape[1] <= 16  # 3×3 rounded up to 4×4
 
 
 def test_bad_inputs_raise_clear_errors():

@@ -34,6 +34,7 @@ from trmlab.errors import ConfigError, DataError
 
 PAD_ID = 0
 LOGVAR_CLAMP = 10.0  # |log σ²| bound of the variational encoders (keeps exp() finite in bf16)
+CROP_MULTIPLE = 4    # padded crop sides are rounded up to a multiple of this (see pack_demos)
 LOGVAR_INIT = -4.0   # initial log σ²: small posterior noise, so early sampling does not drown the signal
 
 
@@ -256,6 +257,11 @@ def pack_demos(demo_inputs: Tensor, demo_labels: Tensor, demo_mask: Tensor) -> P
         crop_h, crop_w = int(height.max()), int(width.max())  # one host sync: the padded crop shape
     else:
         crop_h = crop_w = 1
+    # Round the padded crop up to a multiple of CROP_MULTIPLE (capped at the canvas): few distinct shapes, so
+    # GPU kernels and allocator blocks are reused across batches (a new shape each batch costs more than the
+    # extra masked cells). Masks make the result independent of it.
+    crop_h = min(-(-crop_h // CROP_MULTIPLE) * CROP_MULTIPLE, side)
+    crop_w = min(-(-crop_w // CROP_MULTIPLE) * CROP_MULTIPLE, side)
     dr = torch.arange(crop_h, device=demo_inputs.device)
     dc = torch.arange(crop_w, device=demo_inputs.device)
     inside = (dr[None, :, None] < height[:, None, None]) & (dc[None, None, :] < width[:, None, None])
