@@ -40,3 +40,17 @@ def test_zero_rows_are_ignored_and_trm_outputs_give_nothing():
     assert abs(stats["encoder/cosine_similarity"] + 1) < 1e-6  # the two zero rows are left out
     assert context_diagnostics({"logits": torch.zeros(2, 3)}) == {}
     assert "encoder/effective_rank" not in context_diagnostics({"context": context[:1]})
+
+
+def test_accumulator_weights_batches_by_rows():
+    from trmlab.models.diagnostics import DiagnosticsAccumulator
+
+    acc = DiagnosticsAccumulator()
+    acc.add({"logits": torch.zeros(1)})  # a TRM step: ignored
+    same = torch.ones(3, 2, 2)
+    acc.add({"context": same, "kl": torch.tensor([1.0, 1.0, 1.0])})  # cosine 1, 3 rows
+    basis = torch.eye(4).view(4, 2, 2)
+    acc.add({"context": basis, "kl": torch.tensor([3.0, 3.0, 3.0, 3.0])})  # cosine 0, 4 rows
+    result = acc.result()
+    assert math.isclose(result["encoder/cosine_similarity"], 3 / 7, rel_tol=1e-5)
+    assert math.isclose(result["encoder/kl"], (3 * 1 + 4 * 3) / 7, rel_tol=1e-5)

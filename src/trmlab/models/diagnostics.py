@@ -70,3 +70,28 @@ def context_diagnostics(outputs: dict[str, Tensor]) -> dict[str, float]:
         return {}
     values = torch.stack(list(stats.values())).cpu().tolist()  # one host transfer
     return dict(zip(stats.keys(), values))
+
+
+class DiagnosticsAccumulator:
+    """Averages the diagnostics over an evaluation's batches (each batch's statistics weighted by its rows).
+
+    Usage in an evaluator: ``acc.add(step)`` for the last rollout step of every batch (a dict with ``context``
+    and optional ``kl``; TRM steps are ignored), then ``acc.result()`` → ``{"encoder/...": float}``.
+    """
+
+    def __init__(self) -> None:
+        self._sums: dict[str, Tensor] = {}
+        self._weights: dict[str, float] = {}
+
+    def add(self, step: dict[str, Tensor]) -> None:
+        if "context" not in step:
+            return
+        rows = step["context"].detach().flatten(1).abs().sum(1) > 0
+        weight = float(rows.sum())
+        for name, value in context_statistics(step["context"], step.get("kl"), rows).items():
+            self._sums[name] = self._sums.get(name, 0) + value * weight
+            self._weights[name] = self._weights.get(name, 0.0) + weight
+
+    def result(self) -> dict[str, float]:
+        return {name: float(total) / self._weights[name] for name, total in self._sums.items()
+                if self._weights[name] > 0}
