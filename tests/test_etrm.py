@@ -133,3 +133,16 @@ def test_state_dict_keys_are_decoder_core_plus_encoder():
     decoder_keys = {k for k in model.state_dict() if not k.startswith("encoder.")}
     trm_keys = {k for k in trm.state_dict() if not k.startswith("puzzle_embedding.")}
     assert decoder_keys == trm_keys
+
+
+def test_parameter_counts_match_the_research_encoders_at_arc_size():
+    """etrm-reference §3.2: standard (2 grid layers, 1 set layer) 10,506,240 and recurrent_standard 10,498,048
+    parameters, plus trmlab's 512-wide context gain; the decoder is TRM's 6,829,058 (trm-reference §2.8)."""
+    counts = {}
+    for name in ("etrm", "etrmtrm"):
+        arch = ArchConfig(name=name, puzzle_emb_ndim=0, encoder_num_layers=2, encoder_set_layers=1,
+                          recurrent_encoder_type="recurrent_standard", forward_dtype="float32")
+        model = build_model(arch, seq_len=900, vocab_size=12, num_puzzle_identifiers=1)
+        counts[name] = {k: sum(p.numel() for _, p in v) for k, v in model.split_parameters().items()}
+    assert counts["etrm"] == {"decoder": 6_829_058, "encoder": 10_506_240 + 512}
+    assert counts["etrmtrm"] == {"decoder": 6_829_058, "encoder": 10_498_048 + 512}
