@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import time
 from contextlib import nullcontext
@@ -214,8 +215,14 @@ def main(argv: list[str] | None = None) -> int:
                         help="augmentations voted over in the final evaluation")
     parser.add_argument("--curve-augmentations", type=int, default=1,
                         help="augmentations in the held-out evaluations during training")
+    parser.add_argument("--threads", type=int, default=None,
+                        help="intra-op CPU threads (default 1 unless OMP_NUM_THREADS is set: on a shared, "
+                        "busy 2-core CPU two threads ran many times slower than one)")
     args = parser.parse_args(argv)
-    torch.set_num_threads(torch.get_num_threads())
+    if args.threads is not None:
+        torch.set_num_threads(args.threads)
+    elif "OMP_NUM_THREADS" not in os.environ:
+        torch.set_num_threads(1)
     out = Path(args.out)
     data = out / "data"
     if not (data / "tasks.json").exists():
