@@ -31,6 +31,7 @@ import torch.nn.functional as F  # noqa: N812
 from torch import Tensor, nn
 
 from trmlab.errors import ConfigError, DataError
+from trmlab.models.layers import CastEmbedding, CastLinear, SwiGLU, rms_norm, trunc_normal_
 
 PAD_ID = 0
 LOGVAR_CLAMP = 10.0  # |log σ²| bound of the variational encoders (keeps exp() finite in bf16)
@@ -39,73 +40,9 @@ LOGVAR_INIT = -4.0   # initial log σ²: small posterior noise, so early samplin
 
 
 # ----------------------------------------------------------------------------------------------------------
-# Small building blocks. fp32 master weights cast to the activation dtype at use (as the TRM decoder does), so
-# the encoder runs in the model's forward dtype (bf16 on CUDA, fp32 on CPU).
-
-
-def trunc_normal_(tensor: Tensor, std: float) -> Tensor:
-    """Truncated normal (±2σ bounds) whose final standard deviation is ``std`` (JAX-style correction)."""
-    if std == 0:
-        return tensor.zero_()
-    with torch.no_grad():
-        lower, upper = math.erf(-2 / math.sqrt(2)), math.erf(2 / math.sqrt(2))
-        z = (upper - lower) / 2
-        pdf_2 = math.exp(-2.0) / math.sqrt(2 * math.pi)
-        comp_std = std / math.sqrt(1 - 2 * 2 * pdf_2 / z)
-        tensor.uniform_(lower, upper).erfinv_().mul_(math.sqrt(2) * comp_std)
-        tensor.clamp_(-2 * comp_std, 2 * comp_std)
-    return tensor
-
-
-def rms_norm(x: Tensor, eps: float) -> Tensor:
-    """Parameter-free RMSNorm over the last dim, computed in fp32 and cast back."""
-    x32 = x.float()
-    return (x32 * torch.rsqrt(x32.square().mean(-1, keepdim=True) + eps)).to(x.dtype)
-
-
-class Linear(nn.Module):
-    """Linear layer with an fp32 master weight (truncated LeCun init), cast to the input's dtype at use."""
-
-    def __init__(self, in_features: int, out_features: int, bias: bool = False, std: float | None = None):
-        super().__init__()
-        std = 1 / math.sqrt(in_features) if std is None else std
-        self.weight = nn.Parameter(trunc_normal_(torch.empty(out_features, in_features), std))
-        self.bias = nn.Parameter(torch.zeros(out_features)) if bias else None
-
-    def forward(self, x: Tensor) -> Tensor:
-        bias = None if self.bias is None else self.bias.to(x.dtype)
-        return F.linear(x, self.weight.to(x.dtype), bias)
-
-
-class Embedding(nn.Module):
-    """Token embedding (fp32 table, std 1/√D) looked up in the activation dtype."""
-
-    def __init__(self, num: int, dim: int):
-        super().__init__()
-        self.embedding_weight = nn.Parameter(trunc_normal_(torch.empty(num, dim), 1 / math.sqrt(dim)))
-
-    def forward(self, ids: Tensor, dtype: torch.dtype) -> Tensor:
-        return F.embedding(ids.long(), self.embedding_weight.to(dtype))
-
-
-def swiglu_width(hidden: int, expansion: float) -> int:
-    """TRM's SwiGLU inner width: round(2/3·expansion·hidden) rounded up to a multiple of 256."""
-    inter = round(expansion * hidden * 2 / 3)
-    return -(-inter // 256) * 256
-
-
-class SwiGLU(nn.Module):
-    """``down(silu(gate) · up)`` with a fused gate|up projection (first half gate, second half up)."""
-
-    def __init__(self, hidden: int, expansion: float):
-        super().__init__()
-        inter = swiglu_width(hidden, expansion)
-        self.gate_up_proj = Linear(hidden, 2 * inter)
-        self.down_proj = Linear(inter, hidden)
-
-    def forward(self, x: Tensor) -> Tensor:
-        gate, up = self.gate_up_proj(x).chunk(2, dim=-1)
-        return self.down_proj(F.silu(gate) * up)
+# Building blocks: the decoder's (fp32 master weights cast to the activation dtype, weightless fp32
+# RMSNorm, TRM's SwiGLU) plus what the encoder needs beyond them: per-token RoPE positions, key masks,
+# cross-attention, pre-norm, qk-norm and layer scale.
 
 
 def rope_tables(positions: Tensor, head_dim: int, theta: float) -> tuple[Tensor, Tensor]:
@@ -140,11 +77,11 @@ class Attention(nn.Module):
         self.num_heads, self.head_dim, self.cross = num_heads, hidden // num_heads, cross
         self.qk_norm, self.eps = qk_norm, eps
         if cross:
-            self.q_proj = Linear(hidden, hidden)
-            self.kv_proj = Linear(hidden, 2 * hidden)
+            self.q_proj = CastLinear(hidden, hidden)
+            self.kv_proj = CastLinear(hidden, 2 * hidden)
         else:
-            self.qkv_proj = Linear(hidden, 3 * hidden)
-        self.o_proj = Linear(hidden, hidden)
+            self.qkv_proj = CastLinear(hidden, 3 * hidden)
+        self.o_proj = CastLinear(hidden, hidden)
 
     def _heads(self, x: Tensor) -> Tensor:
         n, length, _ = x.shape
@@ -310,8 +247,8 @@ class GridEncoder(nn.Module):
                               f"got {pooling!r}")
         self.hidden, self.pooling, self.eps, self.rope_theta = hidden, pooling, eps, rope_theta
         self.head_dim = hidden // num_heads
-        self.input_embedding = Embedding(vocab_size, hidden)
-        self.output_embedding = Embedding(vocab_size, hidden)
+        self.input_embedding = CastEmbedding(vocab_size, hidden, init_std=1 / math.sqrt(hidden))
+        self.output_embedding = CastEmbedding(vocab_size, hidden, init_std=1 / math.sqrt(hidden))
         self.layers = nn.ModuleList(
             Block(hidden, num_heads, expansion, cross=False, norm_style=norm_style, qk_norm=qk_norm,
                   layer_scale_init=layer_scale_init, eps=eps) for _ in range(num_layers))
@@ -322,8 +259,8 @@ class GridEncoder(nn.Module):
             self.pool_query = nn.Parameter(trunc_normal_(torch.empty(hidden), 0.02))
             self.pool_attn = Attention(hidden, num_heads, cross=True, qk_norm=qk_norm, eps=eps)
         elif pooling == "weighted":
-            self.pool_score = Linear(hidden, 1, bias=True)
-        self.pool_proj = Linear(hidden, hidden)
+            self.pool_score = CastLinear(hidden, 1, bias=True)
+        self.pool_proj = CastLinear(hidden, hidden)
 
     def forward(self, demos: PackedDemos, dtype: torch.dtype) -> Tensor:
         """Demo vectors [N, D] (all-zero for a demo without any real token)."""
@@ -420,9 +357,10 @@ class GaussianLatent(nn.Module):
 
     def __init__(self, hidden: int, latent: int):
         super().__init__()
-        self.mu = Linear(hidden, latent, bias=True)
-        self.logvar = Linear(hidden, latent, bias=True, std=0.0)
+        self.mu = CastLinear(hidden, latent, bias=True)
+        self.logvar = CastLinear(hidden, latent, bias=True)
         with torch.no_grad():
+            self.logvar.weight.zero_()  # log σ² starts input-independent, at LOGVAR_INIT
             self.logvar.bias.fill_(LOGVAR_INIT)
 
     def forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
@@ -529,10 +467,10 @@ class DemoEncoder(nn.Module):
                                           norm_style=s.norm_style, qk_norm=s.qk_norm,
                                           layer_scale_init=s.layer_scale_init, eps=s.eps)
         if encoder_type == "lpn_standard":
-            self.expand = Linear(s.hidden, s.prefix_len * s.hidden)
+            self.expand = CastLinear(s.hidden, s.prefix_len * s.hidden)
         if encoder_type.endswith("variational"):
             self.latent = GaussianLatent(s.hidden, s.latent_dim)
-            self.expand = Linear(s.latent_dim, s.prefix_len * s.hidden)
+            self.expand = CastLinear(s.latent_dim, s.prefix_len * s.hidden)
         self.head = ContextHead(s.hidden, s.eps)
 
     @property

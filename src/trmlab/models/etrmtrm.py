@@ -38,9 +38,9 @@ from trmlab.models.encoders import (
     encode_demo_grids,
     masked_mean,
     rope_tables,
-    trunc_normal_,
 )
 from trmlab.models.etrm import EncoderModelMixin, demo_batch, subset_rows
+from trmlab.models.layers import trunc_normal_
 
 
 def _grid_encoder(s: EncoderSettings) -> GridEncoder:
