@@ -1,7 +1,8 @@
 """Shared test fixtures.
 
-Reference files live in ``../shared/`` beside the checkout (CI provides it). Where it is absent (a user's clone)
-tests that need it skip with a message naming the missing path; under CI (``CI=true``) a missing fixture fails.
+Reference files live in ``../shared/`` beside the checkout (CI provides it). Where it is absent (a user's
+clone) tests that need it skip with a message naming the missing path; under CI (``CI=true``) a missing
+fixture fails.
 """
 
 from __future__ import annotations
