@@ -20,6 +20,7 @@ Model hooks (all optional, documented in design.md "Training"):
 
 from __future__ import annotations
 
+import contextlib
 import random
 import sys
 import time
@@ -138,13 +139,11 @@ class Trainer:
     """
 
     def __init__(self, resolved: Any, *, resume: str | Path | None = None, progress: bool = True,
-                 evaluate: Callable[[Trainer, int], dict[str, Any]] | None = None,
-                 stop_after: int | None = None) -> None:
+                 evaluate: Callable[[Trainer, int], dict[str, Any]] | None = None) -> None:
         self.resolved = resolved
         self.config = resolved.config
         self.progress = progress
         self.evaluate_fn = evaluate
-        self.stop_after = stop_after  # tests: stop (as if killed) after this many steps in this process
         self.ctx: DistContext = setup_distributed(self.config.device)
         self.resume_dir = Path(resume) if resume else None
         self._build()
@@ -291,7 +290,6 @@ class Trainer:
         bar = tqdm(total=self.total_steps, initial=self.step, disable=not show, dynamic_ncols=True,
                    unit="step", file=sys.stderr)
         window = _MetricWindow()
-        start_step = self.step
         try:
             while self.step < self.total_steps:
                 epoch = self.sampler.state_dict()["epoch"]
@@ -311,8 +309,6 @@ class Trainer:
                     result.step = self.step
                     if self.step >= self.total_steps:
                         break
-                    if self.stop_after is not None and self.step - start_step >= self.stop_after:
-                        return
         finally:
             bar.close()
 
@@ -413,7 +409,7 @@ class Trainer:
         evaluate = self.evaluate_fn
         if evaluate is None:
             from trmlab.training.evaluate import evaluate_during_training as evaluate
-        swap = self.ema.swapped_in(self.model) if self.ema is not None else _NullContext()
+        swap = self.ema.swapped_in(self.model) if self.ema is not None else contextlib.nullcontext()
         with swap, torch.no_grad():
             self.model.eval()
             try:
@@ -426,7 +422,8 @@ class Trainer:
             for logger in self.loggers:
                 logger.log(record, self.step)
             shown = ", ".join(f"{k}={v:.4f}" for k, v in metrics.items() if isinstance(v, float))
-            self._say(f"eval at step {self.step}: {shown}")
+            if shown:
+                self._say(f"eval at step {self.step}: {shown}")
         return record
 
     # -- checkpoints -----------------------------------------------------------------------------------------
@@ -473,14 +470,6 @@ class _MetricWindow:
 
     def restart_clock(self) -> None:
         self.started = time.perf_counter()
-
-
-class _NullContext:
-    def __enter__(self) -> None:
-        return None
-
-    def __exit__(self, *exc: object) -> None:
-        return None
 
 
 def _seed_everything(seed: int) -> None:
