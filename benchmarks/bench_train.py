@@ -108,7 +108,10 @@ def _eval_samples_per_s(trainer, batch_size: int, repeats: int = 2) -> float:
                                                        trainer.config.max_demos).items()}
     model.eval()
     best = float("inf")
-    for _ in range(repeats + 1):  # the first pass warms up
+    # CUDA: one warm-up pass, then the best of ``repeats``; CPU needs no warm-up and an ARC-size rollout there
+    # is minutes, so one pass.
+    passes = repeats + 1 if device.type == "cuda" else 1
+    for _ in range(passes):
         if device.type == "cuda":
             torch.cuda.synchronize(device)
         started = time.perf_counter()
