@@ -146,9 +146,9 @@ def main(argv: list[str] | None = None) -> int:
             print(json.dumps(row))
             continue
         print(f"| {row['shape']} | {row['device']} | {row['dtype']} | {row['params']:,} "
-              f"| {row['global_batch']} | {row['seq_len']} | {row['train_samples_per_s']:.1f} "
-              f"| {row['act_steps_per_s']:.2f} "
-              f"| {row['eval_samples_per_s']:.1f} | {row['peak_memory_mb']:.0f} |", flush=True)
+              f"| {row['global_batch']} | {row['seq_len']} | {row['train_samples_per_s']:.3g} "
+              f"| {row['act_steps_per_s']:.3g} "
+              f"| {row['eval_samples_per_s']:.3g} | {row['peak_memory_mb']:.0f} |", flush=True)
     return 0
 
 
