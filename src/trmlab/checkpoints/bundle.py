@@ -71,10 +71,10 @@ def _write_part(path: Path, name: str, part: Part) -> dict[str, Any] | None:
     elif name.endswith(".json"):
         path.write_text(json.dumps(part, indent=2, sort_keys=True))
     elif name.endswith((".yaml", ".yml")):
-        import yaml
+        # The config's own dumper: it quotes strings YAML would read back as another type ("1e5", "true").
+        from trmlab.config.yamlio import dump_yaml
 
-        path.write_text(yaml.safe_dump(part, sort_keys=False, default_flow_style=None, allow_unicode=True,
-                                       width=120))
+        path.write_text(dump_yaml(part))
     else:
         raise CheckpointError(f"checkpoint part {name!r}: give bytes, or a .safetensors/.pt/.json/.yaml name")
     _fsync(path)
