@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from typing import Any
 
@@ -119,7 +120,7 @@ def _run_train(args: argparse.Namespace) -> int:
     words, files, no_progress = split_options(list(args.words))
     resolved, resume = resolve_train_config(words, [*args.files, *files])
     result = Trainer(resolved, resume=resume, progress=not (args.no_progress or no_progress)).run()
-    if result.checkpoints or result.step:
+    if int(os.environ.get("RANK", "0")) == 0:  # under torchrun only rank 0 reports
         print(f"trained {result.step:,}/{result.total_steps:,} steps; run directory {result.run_dir}",
               file=sys.stderr)
     return 0

@@ -34,7 +34,8 @@ class TensorBoardLogger:
 
 
 class WandbLogger:
-    """W&B run; honours WANDB_MODE (offline/disabled) and never waits on the network for long."""
+    """W&B run: WANDB_MODE (online/offline/disabled) decides, default offline unless WANDB_API_KEY is set;
+    init gives up after 30 s instead of hanging."""
 
     def __init__(self, config: Any, run_dir: Path) -> None:
         try:
@@ -44,7 +45,9 @@ class WandbLogger:
                               "pip install 'trmlab[log]' or remove it from loggers") from None
         from trmlab.config import config_to_dict
 
-        mode = os.environ.get("WANDB_MODE", "online")
+        # Never wait on a network that may not be there: online only when asked for or logged in.
+        default = "online" if os.environ.get("WANDB_API_KEY") else "offline"
+        mode = os.environ.get("WANDB_MODE", default)
         if mode not in ("online", "offline", "disabled", "dryrun"):
             raise ConfigError(f"WANDB_MODE={mode!r}: expected online, offline or disabled")
         settings = wandb.Settings(init_timeout=30)
