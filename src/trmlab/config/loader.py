@@ -278,6 +278,7 @@ def save_resolved(resolved: ResolvedConfig, path: str | Path) -> None:
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as handle:
             handle.write(text)
+        os.chmod(tmp, 0o644)  # mkstemp creates 0600; a config is meant to be read by collaborators
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
