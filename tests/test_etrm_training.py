@@ -103,3 +103,18 @@ def test_decoder_trains_after_the_frozen_steps_and_diagnostics_are_logged(synthe
     keys = set().union(*train)
     assert any(k.endswith("encoder/context_variance") for k in keys), sorted(keys)
     assert any(k.endswith("encoder/effective_rank") for k in keys)
+
+
+def test_evaluation_logs_the_encoder_diagnostics(synthetic_6x6, tmp_path):
+    """The collapse signals reach eval records too (metrics.json and the training loop's eval metrics)."""
+    from trmlab.evaluation.runner import evaluate
+    from trmlab.training.evaluate import evaluate_during_training
+
+    trainer = _trainer(synthetic_6x6, tmp_path / "run", *TINY_ETRM)
+    result = evaluate(trainer.model, synthetic_6x6, config=trainer.config, out_dir=tmp_path / "eval")
+    names = {"encoder/context_variance", "encoder/cosine_similarity", "encoder/effective_rank"}
+    assert names <= set(result.diagnostics)
+    assert all(value == value for value in result.diagnostics.values())  # no NaN
+    written = json.loads((tmp_path / "eval" / "metrics.json").read_text())
+    assert names <= set(written["diagnostics"])
+    assert names <= set(evaluate_during_training(trainer, step=0))

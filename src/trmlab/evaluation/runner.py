@@ -9,7 +9,7 @@ the result does not depend on the number of ranks.
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +21,7 @@ from trmlab.evaluation.arc import DEFAULT_PASS_KS, ArcResult, ArcScorer
 from trmlab.evaluation.outputs import RawPredictions, write_output_dir
 from trmlab.evaluation.scoring import info_for, result_files
 from trmlab.evaluation.testset import ArcTestSet, load_test_set
+from trmlab.models.diagnostics import DiagnosticsAccumulator
 
 
 @dataclass
@@ -50,6 +51,7 @@ class EvalResult:
     raw: RawPredictions
     out_dir: Path | None
     model_seconds: float
+    diagnostics: dict[str, float] = field(default_factory=dict)  # encoder/* collapse signals (ETRM variants)
 
     @property
     def metrics(self) -> dict[str, float]:
@@ -122,8 +124,12 @@ def _local_chunks(count: int, settings: EvalSettings, rank: int, world: int):
 
 
 def _run_rows(model: torch.nn.Module, dataset: Any, examples: np.ndarray, puzzles: np.ndarray,
-              settings: EvalSettings, rank: int, world: int, progress: bool) -> dict[str, np.ndarray]:
-    """Run this rank's rows for halt_max_steps; returns positions and final-step outputs (numpy)."""
+              settings: EvalSettings, rank: int, world: int, progress: bool,
+              diagnostics: Any) -> dict[str, np.ndarray]:
+    """Run this rank's rows for halt_max_steps; returns positions and final-step outputs (numpy).
+
+    ``diagnostics`` (a DiagnosticsAccumulator) sees every batch's last step; TRM steps carry no context.
+    """
     from tqdm import tqdm
 
     from trmlab.data.dataset import collate_items  # the loader's collation (demos for the encoder layout)
@@ -144,6 +150,7 @@ def _run_rows(model: torch.nn.Module, dataset: Any, examples: np.ndarray, puzzle
         with torch.no_grad():
             steps = model.rollout(batch["inputs"].to(device), batch["puzzle_identifiers"].to(device), **extra)
         final = steps[-1]
+        diagnostics.add(final)
         out["position"].append(positions[real])
         out["preds"].append(final["preds"].cpu().numpy()[real].astype(np.uint8))
         out["q_halt_logits"].append(final["q_halt_logits"].float().cpu().numpy()[real])
@@ -190,9 +197,11 @@ def evaluate(model: torch.nn.Module, data: Any, *, config: Any = None, settings:
         raise DataError(f"{test_set.path}: no test rows selected (max_tasks={settings.max_tasks}, "
                         f"num_augmentations={settings.num_augmentations})")
     started = time.perf_counter()
-    local = _run_rows(model, dataset, examples, puzzles, settings, rank, world, progress)
+    diagnostics = DiagnosticsAccumulator()
+    local = _run_rows(model, dataset, examples, puzzles, settings, rank, world, progress, diagnostics)
     seconds = time.perf_counter() - started
     rows = _gather_rows(local, rank, world)
+    diagnostics = _gather_diagnostics(diagnostics, rank, world)
     if rank != 0:
         return None
     assert rows is not None and np.array_equal(rows["position"], np.arange(len(examples))), \
@@ -204,9 +213,24 @@ def evaluate(model: torch.nn.Module, data: Any, *, config: Any = None, settings:
     scorer.add(raw.inputs, raw.puzzle_identifiers, raw.preds, raw.q_halt_logits)
     result = scorer.finish()
     result.counts["rows"] = len(raw)
+    encoder_metrics = diagnostics.result()
+    if encoder_metrics:
+        result.extra["diagnostics"] = encoder_metrics
     written = None
     if out_dir is not None:
         extra = info_for(test_set, max_tasks=settings.max_tasks, num_augmentations=settings.num_augmentations,
                          **(info or {}))
         written = write_output_dir(out_dir, result_files(result, raw, extra))
-    return EvalResult(result, raw, written, seconds)
+    return EvalResult(result, raw, written, seconds, encoder_metrics)
+
+
+def _gather_diagnostics(local: Any, rank: int, world: int) -> Any:
+    """Every rank's diagnostics merged on rank 0 (row-weighted, as within one rank)."""
+    if world == 1:
+        return local
+    parts = [None] * world if rank == 0 else None
+    torch.distributed.gather_object(local.state(), parts, dst=0)
+    if rank == 0:
+        for part in parts[1:]:
+            local.merge(part)
+    return local

@@ -92,6 +92,16 @@ class DiagnosticsAccumulator:
             self._sums[name] = self._sums.get(name, 0) + value * weight
             self._weights[name] = self._weights.get(name, 0.0) + weight
 
+    def state(self) -> dict[str, dict[str, float]]:
+        """Plain sums and weights (for gathering across ranks)."""
+        return {"sums": {k: float(v) for k, v in self._sums.items()}, "weights": dict(self._weights)}
+
+    def merge(self, state: dict[str, dict[str, float]]) -> None:
+        """Add another accumulator's :meth:`state` (another rank's batches)."""
+        for name, total in state["sums"].items():
+            self._sums[name] = self._sums.get(name, 0) + total
+            self._weights[name] = self._weights.get(name, 0.0) + state["weights"][name]
+
     def result(self) -> dict[str, float]:
         return {name: float(total) / self._weights[name] for name, total in self._sums.items()
                 if self._weights[name] > 0}

@@ -39,4 +39,5 @@ def evaluate_during_training(trainer: Any, step: int) -> dict[str, float]:
         return {}
     metrics = {k: float(v) for k, v in result.metrics.items()}
     metrics["eval/samples_per_s"] = float(result.samples_per_second)
+    metrics.update(result.diagnostics)  # encoder/* (ETRM variants), same names as in training
     return metrics
