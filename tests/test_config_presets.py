@@ -42,8 +42,8 @@ def test_tiny_and_demo_are_small_and_fp32() -> None:
     demo = load_config("demo").config
     assert 64 <= demo.arch.hidden_size <= 128 and demo.arch.forward_dtype == "float32"
     assert demo.data_paths == ["runs/data/demo-arc1"]
-    for name in ("trm-synthetic", "etrm-synthetic"):
-        assert load_config(name).config.data_paths == ["runs/data/synthetic"]
+    assert load_config("trm-synthetic").config.data_paths == ["runs/data/synthetic/trm"]
+    assert load_config("etrm-synthetic").config.data_paths == ["runs/data/synthetic/encoder"]
     assert load_config("etrm-synthetic").config.arch.name == "etrm"
 
 
