@@ -9,6 +9,7 @@ The encoder layout adds ``all__num_demos.npy`` per split and two extra ``dataset
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 from typing import Any
 
@@ -34,6 +35,18 @@ ARRAY_DTYPES: dict[str, np.dtype] = {
     "group_indices": np.dtype(np.int32),
 }
 ENCODER_ARRAY_DTYPES = {**ARRAY_DTYPES, "num_demos": np.dtype(np.int32)}
+
+
+def canvas_side(seq_len: int, *, user: str = "scoring") -> int:
+    """Side C of the square canvas a flattened sequence of ``seq_len`` = C·C tokens encodes (ARC: 900 → 30).
+
+    ``user`` names what needs the canvas, for the error message.
+    """
+    side = math.isqrt(seq_len)
+    if side * side != seq_len:
+        raise DataError(f"{user}: sequence length {seq_len} is not a square canvas (ARC grids lie on a C×C "
+                        f"canvas, seq_len = C·C); use an ARC dataset")
+    return side
 
 
 def array_path(split_dir: Path, name: str) -> Path:

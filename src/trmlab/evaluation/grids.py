@@ -7,27 +7,16 @@ numpy, so ``trmlab score`` never imports torch.
 
 from __future__ import annotations
 
-import math
-
 import numpy as np
 
 from trmlab.data import augment
 from trmlab.data.augment import DIHEDRAL_INVERSE, SEPARATOR, dihedral, grid_hash, parse_identifier
-from trmlab.errors import DataError
+from trmlab.data.format import canvas_side
 
 AUGMENTATION_SEPARATOR = SEPARATOR
 
 __all__ = ["AUGMENTATION_SEPARATOR", "DIHEDRAL_INVERSE", "canvas_side", "crop_grid", "dihedral", "grid_hash",
            "inverse_augmentation", "parse_identifier"]
-
-
-def canvas_side(seq_len: int) -> int:
-    """Side of the square canvas a flattened sequence of ``seq_len`` tokens encodes."""
-    side = math.isqrt(seq_len)
-    if side * side != seq_len:
-        raise DataError(f"sequence length {seq_len} is not a square canvas (ARC grids are side × side); "
-                        f"score only ARC datasets")
-    return side
 
 
 def crop_grid(tokens: np.ndarray) -> np.ndarray:

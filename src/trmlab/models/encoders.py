@@ -30,6 +30,7 @@ import torch
 import torch.nn.functional as F  # noqa: N812
 from torch import Tensor, nn
 
+from trmlab.data.format import canvas_side
 from trmlab.errors import ConfigError, DataError
 from trmlab.models.layers import CastEmbedding, CastLinear, SwiGLU, rms_norm, trunc_normal_
 
@@ -151,15 +152,6 @@ class PackedDemos:
     rank: Tensor        # [N] long: index of the demo among its row's real demos
 
 
-def canvas_side(seq_len: int) -> int:
-    """Side C of the square canvas with C·C = seq_len (ARC: 900 → 30)."""
-    side = math.isqrt(seq_len)
-    if side * side != seq_len:
-        raise DataError(f"demo encoder: seq_len {seq_len} is not a square canvas; the encoder crops demos as "
-                        f"C×C grids, so the dataset's seq_len must be C·C")
-    return side
-
-
 def _check_demo_batch(demo_inputs: Tensor, demo_labels: Tensor, demo_mask: Tensor) -> None:
     if demo_inputs.dim() != 3 or demo_inputs.shape != demo_labels.shape:
         raise DataError(f"batch demo_inputs {tuple(demo_inputs.shape)} / demo_labels "
@@ -178,7 +170,7 @@ def pack_demos(demo_inputs: Tensor, demo_labels: Tensor, demo_mask: Tensor) -> P
     """
     _check_demo_batch(demo_inputs, demo_labels, demo_mask)
     seq_len = demo_inputs.shape[-1]
-    side = canvas_side(seq_len)
+    side = canvas_side(seq_len, user="demo encoder")
     sample, slot = demo_mask.nonzero(as_tuple=True)
     rank = (demo_mask.long().cumsum(1) - 1)[sample, slot]
     inputs, outputs = demo_inputs[sample, slot], demo_labels[sample, slot]  # [N, S]
