@@ -18,9 +18,11 @@ from __future__ import annotations
 
 import argparse
 import json
+import multiprocessing
 import os
 import sys
 import time
+from concurrent.futures import ProcessPoolExecutor
 from contextlib import nullcontext
 from pathlib import Path
 from typing import Any
@@ -199,6 +201,22 @@ def learning_curve(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return points
 
 
+def run_model(name: str, data: Path, out: Path, tasks: dict[str, tuple[str, bool]], overrides: list[str],
+              curve_augmentations: int, eval_augmentations: int, threads: int) -> dict[str, Any]:
+    """Train one model, evaluate it; its entry of ``results.json`` (also run in a worker process)."""
+    torch.set_num_threads(threads)
+    trainer, seconds = train_one(name, data, out, tasks, overrides, curve_augmentations)
+    scores, diagnostics, eval_seconds = final_eval(trainer, data / PRESETS[name][1], tasks,
+                                                   eval_augmentations)
+    records = read_metrics(trainer.run_dir.path)
+    train_records = [r for r in records if r.get("split") == "train"]
+    return {"preset": PRESETS[name][0], "overrides": overrides, "train_seconds": seconds,
+            "steps": trainer.step, "eval_seconds": eval_seconds, "scores": scores,
+            "final_diagnostics": diagnostics,
+            "train_exact_accuracy": train_records[-1].get("train/exact_accuracy") if train_records else None,
+            "curve": learning_curve(records)}
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", required=True, help="output directory (data, runs, results)")
@@ -206,6 +224,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--num-aug", type=int, default=50, help="augmented copies per task in the data")
     parser.add_argument("--train-tasks", type=int, default=64, help="training tasks per family")
     parser.add_argument("--eval-tasks", type=int, default=16, help="held-out tasks per family")
+    parser.add_argument("--families", nargs="+", default=list(FAMILIES), choices=FAMILIES, metavar="FAMILY",
+                        help=f"rule families to build: {', '.join(FAMILIES)}")
+    parser.add_argument("--canvas", type=int, default=10, help="canvas side of the built tasks")
+    parser.add_argument("--data", default=None,
+                        help="an existing build-synthetic directory to use instead of building OUT/data")
     parser.add_argument("--models", nargs="+", default=["trm", "etrm"], choices=sorted(PRESETS))
     parser.add_argument("--set-trm", nargs="*", default=[], metavar="KEY=VALUE",
                         help="trm-synthetic overrides")
@@ -218,36 +241,39 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--threads", type=int, default=None,
                         help="intra-op CPU threads (default 1 unless OMP_NUM_THREADS is set: on a shared, "
                         "busy 2-core CPU two threads ran many times slower than one)")
+    parser.add_argument("--parallel", action="store_true",
+                        help="train the models at the same time, one process each (2 cores: one per model)")
     args = parser.parse_args(argv)
     if args.threads is not None:
         torch.set_num_threads(args.threads)
     elif "OMP_NUM_THREADS" not in os.environ:
         torch.set_num_threads(1)
     out = Path(args.out)
-    data = out / "data"
+    data = Path(args.data) if args.data else out / "data"
     if not (data / "tasks.json").exists():
-        build_synthetic(data, seed=args.seed, train_tasks=args.train_tasks, eval_tasks=args.eval_tasks,
-                        num_aug=args.num_aug)
+        build_synthetic(data, seed=args.seed, families=args.families, train_tasks=args.train_tasks,
+                        eval_tasks=args.eval_tasks, canvas=args.canvas, num_aug=args.num_aug)
     tasks = task_table(data)
-    summary: dict[str, Any] = {"data": str(data), "seed": args.seed, "num_aug": args.num_aug,
+    built = json.loads((data / "tasks.json").read_text())  # the build's own settings (with --data too)
+    summary: dict[str, Any] = {"data": str(data), "seed": built["seed"], "num_aug": built["num_aug"],
+                               "canvas": built["canvas"], "families": built["families"],
                                "tasks": len(tasks), "held_out": count_held_out(tasks),
                                "eval_augmentations": args.eval_augmentations,
                                "curve_augmentations": args.curve_augmentations, "models": {}}
-    for name in args.models:
-        overrides = args.set_trm if name == "trm" else args.set_etrm
-        trainer, seconds = train_one(name, data, out, tasks, overrides, args.curve_augmentations)
-        scores, diagnostics, eval_seconds = final_eval(trainer, data / PRESETS[name][1], tasks,
-                                                       args.eval_augmentations)
-        records = read_metrics(trainer.run_dir.path)
-        train_records = [r for r in records if r.get("split") == "train"]
-        summary["models"][name] = {
-            "preset": PRESETS[name][0], "overrides": overrides, "train_seconds": seconds,
-            "steps": trainer.step,
-            "eval_seconds": eval_seconds, "scores": scores, "final_diagnostics": diagnostics,
-            "train_exact_accuracy": train_records[-1].get("train/exact_accuracy") if train_records else None,
-            "curve": learning_curve(records)}
-        print(f"{name}: held-out pass@2 {fmt(scores['held_out'].get('average'))}, training-task pass@2 "
-              f"{fmt(scores['training'].get('average'))}, trained {seconds / 60:.1f} min", flush=True)
+    jobs = [(name, data, out, tasks, args.set_trm if name == "trm" else args.set_etrm,
+             args.curve_augmentations, args.eval_augmentations, torch.get_num_threads())
+            for name in args.models]
+    if args.parallel and len(jobs) > 1:
+        # One process per model (spawned: a fresh interpreter each), each with its own intra-op threads.
+        with ProcessPoolExecutor(len(jobs), mp_context=multiprocessing.get_context("spawn")) as pool:
+            results = list(pool.map(run_model, *zip(*jobs)))
+    else:
+        results = [run_model(*job) for job in jobs]
+    for name, result in zip(args.models, results):
+        summary["models"][name] = result
+        print(f"{name}: held-out pass@2 {fmt(result['scores']['held_out'].get('average'))}, training-task "
+              f"pass@2 {fmt(result['scores']['training'].get('average'))}, trained "
+              f"{result['train_seconds'] / 60:.1f} min", flush=True)
     (out / "results.json").write_text(json.dumps(summary, indent=2) + "\n")
     (out / "results.md").write_text(results_markdown(summary))
     print(results_markdown(summary))

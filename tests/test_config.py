@@ -217,6 +217,18 @@ def test_cross_field_rules_for_encoder_variants() -> None:
         _problems("etrmtrm-arc1", ["arch.encoder_l_cycles=4"])
     assert load_config("etrmtrm-arc1", ["arch.recurrent_encoder_type=trm_style", "arch.encoder_l_cycles=4"])
     assert "only acts with a variational encoder" in _problems("etrm-arc1", ["arch.kl_weight=0.1"])
+    assert "'tokens' needs arch.encoder_type=standard (got 'lpn_standard'" in _problems(
+        "etrm-arc1", ["arch.encoder_set_memory=tokens", "arch.encoder_type=lpn_standard"])
+    assert "arch.encoder_pooling_method = attention (command line) has no effect with " \
+        "arch.encoder_set_memory = tokens" in _problems(
+            "etrm-arc1", ["arch.encoder_set_memory=tokens", "arch.encoder_pooling_method=attention"])
+    assert "arch.encoder_set_memory = tokens (command line) has no effect with arch.name = trm" in \
+        _problems("trm-arc1", ["arch.encoder_set_memory=tokens"])
+    assert load_config("etrm-arc1", ["arch.encoder_set_memory=tokens", "demo_sampling=leave_one_out"])
+    assert "demo_sampling = loo (command line): must be one of fixed, leave_one_out" in \
+        _problems("etrm-arc1", ["demo_sampling=loo"])
+    assert "demo_sampling = leave_one_out (command line) has no effect with arch.name = trm" in \
+        _problems("trm-arc1", ["demo_sampling=leave_one_out"])
 
 
 def test_every_problem_is_reported_at_once() -> None:

@@ -256,6 +256,39 @@ def test_encoder_puzzles_without_queries_are_skipped(encoder: Path):
             assert not np.isin(sampler.global_items(e, b)[1], no_queries).any()
 
 
+def test_leave_one_out_makes_every_example_a_query_with_the_others_as_demos(encoder: Path):
+    dataset = ArcDataset([encoder], "train")
+    max_demos = 2  # fewer than some puzzles' other examples: a cyclic window after the item
+    sampler = TrainSampler(dataset, 6, seed=0, max_demos=max_demos, leave_one_out=True)
+    inputs = np.load(encoder / "train" / "all__inputs.npy")
+    labels = np.load(encoder / "train" / "all__labels.npy")
+    sizes = np.diff(dataset.puzzle_indices)
+    seen_demo_items = False
+    for b in range(sampler.batches_per_epoch(0)):
+        examples, puzzles = sampler.global_items(0, b)
+        batch = sampler.make_batch(0, b)
+        for row, (example, puzzle) in enumerate(zip(examples, puzzles)):
+            start, size = dataset.puzzle_indices[puzzle], sizes[puzzle]
+            within = example - start
+            seen_demo_items |= bool(within < dataset.num_demos[puzzle])  # demos are targets too
+            used = min(size - 1, max_demos)
+            assert batch["demo_mask"][row].tolist() == [j < used for j in range(max_demos)]
+            for j in range(used):
+                other = start + (within + 1 + j) % size
+                assert other != example  # never its own answer
+                assert np.array_equal(batch["demo_inputs"][row, j].numpy(), inputs[other])
+                assert np.array_equal(batch["demo_labels"][row, j].numpy(), labels[other])
+            assert not batch["demo_inputs"][row, used:].any()
+    assert seen_demo_items
+    # Every example of the epoch's chosen puzzles is an item (no puzzle is skipped for lack of queries).
+    assert (dataset.item_counts(leave_one_out=True) == sizes).all()
+
+
+def test_leave_one_out_needs_the_encoder_layout(official: Path):
+    with pytest.raises(ConfigError, match=r"leave_one_out needs the encoder layout.*official"):
+        TrainSampler(ArcDataset([official], "train"), 4, seed=0, leave_one_out=True)
+
+
 @pytest.mark.parametrize("layout", ["official", "encoder"])
 def test_test_batches_cover_every_item_in_file_order(tmp_path: Path, layout: str):
     root = make_dataset(tmp_path / layout, encoder=layout == "encoder")

@@ -61,6 +61,7 @@ CONFIGS = [(t, {}) for t in TYPES] + [
     ("standard", {"pooling": "attention"}),
     ("standard", {"pooling": "weighted", "norm_style": "pre", "qk_norm": True, "layer_scale_init": 0.1}),
     ("hybrid_variational", {"norm_style": "pre", "set_layers": 2, "num_layers": 2}),
+    ("standard", {"set_memory": "tokens"}),
 ]
 
 
@@ -91,8 +92,9 @@ def test_packed_equals_full_canvas(encoder_type, overrides):
         torch.testing.assert_close(a.kl, b.kl, atol=1e-4, rtol=1e-4)
 
 
-def test_padded_slots_and_canvas_do_not_change_context():
-    encoder = build("standard", pooling="attention").eval()
+@pytest.mark.parametrize("overrides", [{"pooling": "attention"}, {"set_memory": "tokens"}])
+def test_padded_slots_and_canvas_do_not_change_context(overrides):
+    encoder = build("standard", **overrides).eval()
     inputs, labels, mask = demo_batch([2, 3], seed=1)
     with torch.no_grad():
         reference = encoder(inputs, labels, mask).context
@@ -109,8 +111,9 @@ def test_padded_slots_and_canvas_do_not_change_context():
         torch.testing.assert_close(big[:2], reference, atol=1e-5, rtol=1e-5)
 
 
-def test_translation_and_demo_order_invariance():
-    encoder = build("standard").eval()
+@pytest.mark.parametrize("set_memory", ["demos", "tokens"])
+def test_translation_and_demo_order_invariance(set_memory):
+    encoder = build("standard", set_memory=set_memory).eval()
     inputs, labels, mask = demo_batch([3], seed=2, max_hw=3)
     moved_in, moved_lab = inputs.clone(), labels.clone()
     for k in range(3):  # shift every demo (input and output together) by (1, 2) on the canvas
@@ -125,9 +128,10 @@ def test_translation_and_demo_order_invariance():
         torch.testing.assert_close(shuffled, reference, atol=1e-5, rtol=1e-4)
 
 
-@pytest.mark.parametrize("encoder_type", TYPES)
-def test_zero_demo_rows_are_finite_and_zero(encoder_type):
-    encoder = build(encoder_type, pooling="mean").train()
+@pytest.mark.parametrize(("encoder_type", "overrides"), [(t, {}) for t in TYPES]
+                         + [("standard", {"set_memory": "tokens"})])
+def test_zero_demo_rows_are_finite_and_zero(encoder_type, overrides):
+    encoder = build(encoder_type, pooling="mean", **overrides).train()
     inputs, labels, mask = demo_batch([0, 2, 0])
     out = encoder(inputs, labels, mask)
     assert torch.isfinite(out.context).all()

@@ -78,6 +78,10 @@ class ArchConfig:
     encoder_pooling_method: str = setting("mean", "per-demo pooling over grid tokens", arch=True,
                                           choices=("mean", "attention", "weighted"))
     encoder_set_layers: int = setting(1, "cross-attention layers aggregating the demo set", arch=True, ge=1)
+    encoder_set_memory: str = setting(
+        "demos", "what the context queries attend to: one pooled vector per demo ('demos', the reference "
+        "design) or every real token of every demo ('tokens'; standard encoder only)", arch=True,
+        choices=("demos", "tokens"))
     encoder_layer_scale_init: float = setting(0.0, "CaiT layer-scale init (0 disables)", arch=True, ge=0)
     encoder_norm_style: str = setting("post", "encoder block norm placement", arch=True,
                                       choices=("post", "pre"))
@@ -117,6 +121,10 @@ class Config:
     data_paths_test: list[str] = setting([], "evaluation dataset directories (empty: the test split of "
                                          "data_paths)")
     max_demos: int = setting(10, "demonstration slots per sample (etrm, etrmtrm)", ge=1)
+    demo_sampling: str = setting(
+        "fixed", "encoder-layout training items: 'fixed' (queries only, each with its puzzle's demos) or "
+        "'leave_one_out' (every example is a query, its context the puzzle's other examples)",
+        choices=("fixed", "leave_one_out"))
     max_train_groups: int | None = setting(None, "train on the first K task groups only (null = all)", ge=1)
     # Optimisation
     global_batch_size: int = setting(768, "samples per optimizer step, summed over ranks", ge=1)

@@ -33,7 +33,9 @@ _USED_BY: dict[str, tuple[str, ...]] = {
     "arch.encoder_qk_norm": ENCODER_VARIANTS,
     "encoder_lr_scale": ENCODER_VARIANTS,
     "freeze_decoder_steps": ENCODER_VARIANTS,
+    "demo_sampling": ENCODER_VARIANTS,
     "arch.encoder_type": ("etrm",),
+    "arch.encoder_set_memory": ("etrm",),
     "arch.recurrent_encoder_type": ("etrmtrm",),
     "arch.encoder_h_cycles": ("etrmtrm",),
     "arch.encoder_l_cycles": ("etrmtrm",),
@@ -145,6 +147,9 @@ def _variant_problems(config: Config, where: _Where) -> list[str]:
         if arch.puzzle_emb_ndim != 0:
             problems.append(f"{where('arch.puzzle_emb_ndim')}: {arch.name} has no puzzle-id table (the "
                             "encoder replaces it); set arch.puzzle_emb_ndim=0")
+        if arch.name == "etrm" and arch.encoder_set_memory == "tokens" and arch.encoder_type != "standard":
+            problems.append(f"{where('arch.encoder_set_memory')}: 'tokens' needs arch.encoder_type=standard "
+                            f"(got {arch.encoder_type!r}, which pools each demo to one vector by design)")
     return problems + [f"{where(key)} {reason}: remove it" for key, reason in unused_fields(config).items()]
 
 
@@ -160,6 +165,9 @@ def unused_fields(config: Config) -> dict[str, str]:
     if arch.name == "etrmtrm" and arch.recurrent_encoder_type != "trm_style":
         unused |= {key: "only acts with arch.recurrent_encoder_type = trm_style"
                    for key in _TRM_STYLE_ONLY if changed(key)}
+    if arch.name == "etrm" and arch.encoder_set_memory == "tokens" and changed("arch.encoder_pooling_method"):
+        unused["arch.encoder_pooling_method"] = ("has no effect with arch.encoder_set_memory = tokens (the "
+                                                 "context queries read the tokens, nothing is pooled)")
     if arch.name != "etrm" or arch.encoder_type not in VARIATIONAL_ENCODERS:
         unused |= {key: "only acts with a variational encoder (arch.name = etrm and encoder_type "
                         f"{' or '.join(VARIATIONAL_ENCODERS)})" for key in _VARIATIONAL_ONLY if changed(key)}

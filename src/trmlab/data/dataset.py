@@ -200,16 +200,22 @@ class ArcDataset:
         """Largest demo count of any puzzle (0 in the official layout)."""
         return int(self.num_demos.max()) if self.num_demos is not None and self.num_demos.size else 0
 
-    def item_counts(self) -> np.ndarray:
-        """Per puzzle, how many items it offers: all examples, or (encoder layout) its queries."""
+    def item_counts(self, leave_one_out: bool = False) -> np.ndarray:
+        """Per puzzle, how many items it offers: all examples, or (encoder layout, unless ``leave_one_out``)
+        its queries."""
         sizes = np.diff(self.puzzle_indices)
-        return sizes - self.num_demos if self.num_demos is not None else sizes
+        return sizes - self.num_demos if self.num_demos is not None and not leave_one_out else sizes
+
+    def item_starts(self, leave_one_out: bool = False) -> np.ndarray:
+        """Per puzzle, the global index of its first item (see :meth:`item_counts`)."""
+        starts = self.puzzle_indices[:-1]
+        return starts + self.num_demos if self.num_demos is not None and not leave_one_out else starts
 
     def items(self) -> tuple[np.ndarray, np.ndarray]:
         """(example index, puzzle index) of every item in file order (queries only in the encoder layout)."""
         counts = self.item_counts()
         puzzles = np.repeat(np.arange(self.num_puzzles, dtype=np.int64), counts)
-        starts = self.puzzle_indices[:-1] + (self.num_demos if self.num_demos is not None else 0)
+        starts = self.item_starts()
         # Position of each item inside its puzzle's item run, without a Python loop.
         within = np.arange(puzzles.size, dtype=np.int64) - np.repeat(np.cumsum(counts) - counts, counts)
         return starts[puzzles] + within, puzzles
@@ -263,11 +269,12 @@ class ArcDataset:
 
 # -- collation -----------------------------------------------------------------------------------------------
 def collate_items(dataset: ArcDataset, examples: np.ndarray, puzzles: np.ndarray, max_demos: int,
-                  real: np.ndarray | None = None) -> dict[str, torch.Tensor]:
+                  real: np.ndarray | None = None, leave_one_out: bool = False) -> dict[str, torch.Tensor]:
     """Batch tensors for items (global example index, puzzle index), e.g. from :meth:`ArcDataset.items`.
 
     Rows where ``real`` is False are padding: inputs 0, labels −100, identifier 0, no demos (their example
-    and puzzle entries are ignored).
+    and puzzle entries are ignored). ``leave_one_out`` (encoder layout): an item's demos are the other
+    examples of its puzzle instead of the puzzle's demos (see :func:`demo_examples`).
     """
     if real is None:
         real = np.ones(examples.size, dtype=bool)
@@ -285,24 +292,41 @@ def collate_items(dataset: ArcDataset, examples: np.ndarray, puzzles: np.ndarray
     batch = {"inputs": torch.from_numpy(inputs), "labels": torch.from_numpy(labels),
              "puzzle_identifiers": torch.from_numpy(identifiers)}
     if dataset.layout == ENCODER_LAYOUT:
-        batch.update(_collate_demos(dataset, puzzles, real, max_demos))
+        batch.update(_collate_demos(dataset, examples, puzzles, real, max_demos, leave_one_out))
     return batch
 
 
-def _collate_demos(dataset: ArcDataset, puzzles: np.ndarray, real: np.ndarray, max_demos: int
-                   ) -> dict[str, torch.Tensor]:
+def demo_examples(dataset: ArcDataset, examples: np.ndarray, puzzles: np.ndarray, real: np.ndarray,
+                  max_demos: int, leave_one_out: bool = False) -> tuple[np.ndarray, np.ndarray]:
+    """(global example index [B, max_demos], mask [B, max_demos]) of each item's demonstrations.
+
+    Fixed: the puzzle's first min(num_demos, max_demos) examples (its demos). Leave-one-out: the puzzle's
+    other examples, in cyclic order starting after the item (so the item itself is never among them and
+    every other example gets a turn when there are more than ``max_demos``), min(size − 1, max_demos) of them.
+    """
+    slots = np.arange(max_demos)[None, :]
+    starts = dataset.puzzle_indices[puzzles][:, None]
+    if not leave_one_out:
+        counts = np.where(real, np.minimum(dataset.num_demos[puzzles], max_demos), 0)
+        return starts + slots, slots < counts[:, None]
+    sizes = np.diff(dataset.puzzle_indices)[puzzles][:, None]
+    counts = np.where(real, np.minimum(sizes[:, 0] - 1, max_demos), 0)
+    offsets = (examples[:, None] - starts + 1 + slots) % np.maximum(sizes, 1)
+    return starts + offsets, slots < counts[:, None]
+
+
+def _collate_demos(dataset: ArcDataset, examples: np.ndarray, puzzles: np.ndarray, real: np.ndarray,
+                   max_demos: int, leave_one_out: bool) -> dict[str, torch.Tensor]:
     """demo_inputs/demo_labels int32 [B, max_demos, seq_len] (PAD-filled, raw labels), demo_mask bool."""
     size = puzzles.size
-    counts = np.where(real, np.minimum(dataset.num_demos[puzzles], max_demos), 0)
-    mask = np.arange(max_demos)[None, :] < counts[:, None]
-    # Demos are the first examples of their puzzle: slot j of row i is example puzzle_start[i] + j.
-    demo_examples = (dataset.puzzle_indices[puzzles][:, None] + np.arange(max_demos)[None, :])[mask]
+    indices, mask = demo_examples(dataset, examples, puzzles, real, max_demos, leave_one_out)
+    chosen = indices[mask]
     demo_inputs = np.zeros((size * max_demos, dataset.seq_len), dtype=np.int32)
     demo_labels = np.zeros((size * max_demos, dataset.seq_len), dtype=np.int32)
     flat = mask.reshape(-1)
-    if demo_examples.size:
-        demo_inputs[flat] = dataset.gather("inputs", demo_examples)
-        demo_labels[flat] = dataset.gather("labels", demo_examples)
+    if chosen.size:
+        demo_inputs[flat] = dataset.gather("inputs", chosen)
+        demo_labels[flat] = dataset.gather("labels", chosen)
     shape = (size, max_demos, dataset.seq_len)
     return {"demo_inputs": torch.from_numpy(demo_inputs.reshape(shape)),
             "demo_labels": torch.from_numpy(demo_labels.reshape(shape)),
@@ -351,9 +375,14 @@ class TrainSampler:
     """
 
     def __init__(self, dataset: ArcDataset, global_batch_size: int, seed: int, rank: int = 0,
-                 world_size: int = 1, max_demos: int = 10, max_groups: int | None = None) -> None:
+                 world_size: int = 1, max_demos: int = 10, max_groups: int | None = None,
+                 leave_one_out: bool = False) -> None:
         self._rows = _local_rows(global_batch_size, rank, world_size)
         _check_max_demos(dataset, max_demos)
+        if leave_one_out and dataset.layout != ENCODER_LAYOUT:
+            raise ConfigError(f"demo_sampling=leave_one_out needs the encoder layout; {dataset.paths[0]} "
+                              f"is in the {dataset.layout} layout (use demo_sampling=fixed, or build the "
+                              f"data with --layout encoder)")
         if not isinstance(seed, int) or seed < 0:
             raise ConfigError(f"seed must be a non-negative integer for the sampler, got {seed!r}")
         num_groups = dataset.total_groups
@@ -368,11 +397,10 @@ class TrainSampler:
         self.global_batch_size = global_batch_size
         self.seed = seed
         self.rank, self.world_size = rank, world_size
-        self.max_demos = max_demos
+        self.max_demos, self.leave_one_out = max_demos, leave_one_out
         self.num_groups = num_groups
-        self._item_counts = dataset.item_counts()
-        self._item_starts = dataset.puzzle_indices[:-1] + (dataset.num_demos if dataset.num_demos is not None
-                                                           else 0)
+        self._item_counts = dataset.item_counts(leave_one_out)
+        self._item_starts = dataset.item_starts(leave_one_out)
         # An epoch takes one puzzle per group: if even the largest puzzles cannot fill a batch, no epoch can.
         largest = np.maximum.reduceat(self._item_counts, dataset.group_indices[:num_groups]) \
             if num_groups and self._item_counts.size else np.zeros(0, np.int64)
@@ -442,7 +470,8 @@ class TrainSampler:
     def make_batch(self, epoch: int, batch: int) -> dict[str, torch.Tensor]:
         """This rank's rows of global batch ``batch`` of ``epoch``."""
         examples, puzzles = self.global_items(epoch, batch)
-        return collate_items(self.dataset, examples[self._rows], puzzles[self._rows], self.max_demos)
+        return collate_items(self.dataset, examples[self._rows], puzzles[self._rows], self.max_demos,
+                             leave_one_out=self.leave_one_out)
 
     # -- iteration and position ------------------------------------------------------------------------------
     def iter_epoch(self, epoch: int) -> Iterator[dict[str, torch.Tensor]]:

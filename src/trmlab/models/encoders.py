@@ -234,7 +234,7 @@ class GridEncoder(nn.Module):
                  pooling: str, norm_style: str, qk_norm: bool, layer_scale_init: float, eps: float,
                  rope_theta: float):
         super().__init__()
-        if pooling not in ("mean", "attention", "weighted", "cls"):
+        if pooling not in ("mean", "attention", "weighted", "cls", "none"):
             raise ConfigError(f"arch.encoder_pooling_method must be mean, attention or weighted, "
                               f"got {pooling!r}")
         self.hidden, self.pooling, self.eps, self.rope_theta = hidden, pooling, eps, rope_theta
@@ -252,10 +252,19 @@ class GridEncoder(nn.Module):
             self.pool_attn = Attention(hidden, num_heads, cross=True, qk_norm=qk_norm, eps=eps)
         elif pooling == "weighted":
             self.pool_score = CastLinear(hidden, 1, bias=True)
-        self.pool_proj = CastLinear(hidden, hidden)
+        if pooling != "none":  # "none": only token_states is used (encoder_set_memory = tokens)
+            self.pool_proj = CastLinear(hidden, hidden)
 
     def forward(self, demos: PackedDemos, dtype: torch.dtype) -> Tensor:
         """Demo vectors [N, D] (all-zero for a demo without any real token)."""
+        h, keys, has_real = self.token_states(demos, dtype)
+        pooled = self._pool(h, keys)
+        return torch.where(has_real[:, None], self.pool_proj(pooled), torch.zeros_like(pooled))
+
+    def token_states(self, demos: PackedDemos, dtype: torch.dtype) -> tuple[Tensor, Tensor, Tensor]:
+        """(states [N, L', D] after the blocks, key mask [N, L'], has_real [N]); L' = L (+1 with a CLS token
+        first). The key mask is the real tokens, except that a demo without any keeps its first key so no
+        softmax runs over an empty set."""
         tokens = torch.cat((self.input_embedding(demos.inputs, dtype),
                             self.output_embedding(demos.outputs, dtype)), dim=1) * math.sqrt(self.hidden)
         cos, sin = rope_tables(demos.positions, self.head_dim, self.rope_theta)
@@ -275,8 +284,7 @@ class GridEncoder(nn.Module):
             h = layer(h, keys, rope=(cos, sin))
         if self.pre_norm:
             h = rms_norm(h, self.eps)
-        pooled = self._pool(h, keys)
-        return torch.where(has_real[:, None], self.pool_proj(pooled), torch.zeros_like(pooled))
+        return h, keys, has_real
 
     def _pool(self, h: Tensor, keys: Tensor) -> Tensor:
         if self.pooling == "cls":
@@ -311,6 +319,26 @@ def encode_demo_grids(grid: GridEncoder, demo_inputs: Tensor, demo_labels: Tenso
     placed = vectors.new_zeros(batch * slots, grid.hidden).index_copy(0, index, vectors)
     mask = torch.zeros(batch * slots, dtype=torch.bool, device=demo_mask.device).index_fill(0, index, True)
     return placed.view(batch, slots, grid.hidden), mask.view(batch, slots)
+
+
+def encode_demo_tokens(grid: GridEncoder, demo_inputs: Tensor, demo_labels: Tensor, demo_mask: Tensor,
+                       dtype: torch.dtype, *, packing: bool = True) -> tuple[Tensor, Tensor]:
+    """Every demo token's state in set layout, for ``encoder_set_memory = tokens``: (memory [B, K'·L, D],
+    mask [B, K'·L]) with mask True exactly on the real tokens of real demos (K' as in
+    :func:`encode_demo_grids`, L the padded crop's token count)."""
+    batch = demo_mask.shape[0]
+    if not packing:
+        demos = full_canvas_demos(demo_inputs, demo_labels, demo_mask)
+        h, _, _ = grid.token_states(demos, dtype)
+        return h.reshape(batch, -1, grid.hidden), demos.real.reshape(batch, -1)
+    demos = pack_demos(demo_inputs, demo_labels, demo_mask)
+    slots = max(int(demo_mask.sum(1).max()), 1) if batch else 1
+    index = demos.sample * slots + demos.rank
+    h, _, _ = grid.token_states(demos, dtype)
+    length = h.shape[1]
+    memory = h.new_zeros(batch * slots, length, grid.hidden).index_copy(0, index, h)
+    mask = demos.real.new_zeros(batch * slots, length).index_copy(0, index, demos.real)
+    return memory.view(batch, slots * length, grid.hidden), mask.view(batch, slots * length)
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -399,6 +427,7 @@ class EncoderSettings:
     norm_style: str = "post"
     qk_norm: bool = False
     latent_dim: int = 32
+    set_memory: str = "demos"
 
     @classmethod
     def from_arch(cls, arch, *, prefix_len: int, vocab_size: int) -> EncoderSettings:
@@ -409,7 +438,7 @@ class EncoderSettings:
                    pooling=arch.encoder_pooling_method,
                    set_layers=arch.encoder_set_layers, layer_scale_init=arch.encoder_layer_scale_init,
                    norm_style=arch.encoder_norm_style, qk_norm=arch.encoder_qk_norm,
-                   latent_dim=arch.encoder_latent_dim)
+                   latent_dim=arch.encoder_latent_dim, set_memory=arch.encoder_set_memory)
 
 
 class ContextHead(nn.Module):
@@ -444,13 +473,19 @@ class DemoEncoder(nn.Module):
             raise ConfigError(f"arch.encoder_pooling_method={s.pooling!r} does not apply to encoder_type "
                               f"{encoder_type!r}, which pools each demo with a CLS token; leave it at 'mean' "
                               f"or use encoder_type=standard")
+        if s.set_memory not in ("demos", "tokens"):
+            raise ConfigError(f"arch.encoder_set_memory must be 'demos' or 'tokens', got {s.set_memory!r}")
+        if s.set_memory == "tokens" and encoder_type != "standard":
+            raise ConfigError(f"arch.encoder_set_memory='tokens' needs encoder_type=standard, got "
+                              f"{encoder_type!r}")
         if s.prefix_len < 1:
             raise ConfigError("arch.puzzle_emb_len resolves to 0 prefix positions; an encoder model needs "
                               "at least one (set arch.puzzle_emb_len, e.g. 16)")
         self.encoder_type, self.packing, self.settings = encoder_type, packing, s
+        pooling = "cls" if lpn_family else "none" if s.set_memory == "tokens" else s.pooling
         self.grid = GridEncoder(hidden=s.hidden, num_heads=s.num_heads, expansion=s.expansion,
                                 num_layers=s.num_layers, vocab_size=s.vocab_size,
-                                pooling="cls" if lpn_family else s.pooling, norm_style=s.norm_style,
+                                pooling=pooling, norm_style=s.norm_style,
                                 qk_norm=s.qk_norm, layer_scale_init=s.layer_scale_init, eps=s.eps,
                                 rope_theta=s.rope_theta)
         if encoder_type in ("standard", "hybrid_standard", "hybrid_variational"):
@@ -477,10 +512,18 @@ class DemoEncoder(nn.Module):
     def forward(self, demo_inputs: Tensor, demo_labels: Tensor, demo_mask: Tensor,
                 dtype: torch.dtype = torch.float32) -> EncoderOutput:
         """Context for a batch of demo sets (see :class:`EncoderOutput`)."""
+        s = self.settings
+        if s.set_memory == "tokens":
+            memory, keys = encode_demo_tokens(self.grid, demo_inputs, demo_labels, demo_mask, dtype,
+                                              packing=self.packing)
+            has_demos = demo_mask.any(1)
+            h = self.set_encoder(memory, keys)
+            context = torch.where(has_demos[:, None, None], self.head(h), torch.zeros_like(h))
+            return EncoderOutput(context=context, kl=None, has_demos=has_demos)
         vectors, mask = self.demo_vectors(demo_inputs, demo_labels, demo_mask, dtype)
         has_demos = mask.any(1)
         kl = None
-        batch, s = vectors.shape[0], self.settings
+        batch = vectors.shape[0]
         if self.encoder_type in ("standard", "hybrid_standard"):
             h = self.set_encoder(vectors, mask)
         elif self.encoder_type == "lpn_standard":

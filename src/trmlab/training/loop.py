@@ -161,7 +161,8 @@ class Trainer:
         self.dataset = ArcDataset(list(config.data_paths), "train")
         self.sampler = TrainSampler(self.dataset, config.global_batch_size, config.seed, rank=ctx.rank,
                                     world_size=ctx.world_size, max_demos=config.max_demos,
-                                    max_groups=config.max_train_groups)
+                                    max_groups=config.max_train_groups,
+                                    leave_one_out=config.demo_sampling == "leave_one_out")
         self.init_variant: str | None = None
         if config.init_from and not self.resume_dir:
             from trmlab.training.transfer import reconcile_init_config
