@@ -14,6 +14,7 @@ import torch
 from trmlab.config import load_config
 from trmlab.data.synthetic import build_synthetic
 from trmlab.errors import CheckpointError
+from trmlab.models.losses import contrastive_context_loss
 from trmlab.training.loop import Trainer
 
 TINY_ETRM = ["arch.name=etrm", "arch.hidden_size=16", "arch.num_heads=2", "arch.puzzle_emb_ndim=0",
@@ -118,3 +119,30 @@ def test_evaluation_logs_the_encoder_diagnostics(synthetic_6x6, tmp_path):
     written = json.loads((tmp_path / "eval" / "metrics.json").read_text())
     assert names <= set(written["diagnostics"])
     assert names <= set(evaluate_during_training(trainer, step=0))
+
+
+@pytest.mark.parametrize("name", ["etrm", "etrmtrm"])
+def test_leave_one_out_and_contrastive_loss_train_and_are_logged(synthetic_6x6, tmp_path, name):
+    """demo_sampling=leave_one_out + the contrastive context loss: it is logged, non-zero (one puzzle fills
+    several rows, so rows have positives), and it alone sends gradient into the encoder."""
+    overrides = [f"arch.name={name}", *TINY_ETRM[1:], "demo_sampling=leave_one_out",
+                 "arch.contrastive_weight=0.5"]
+    trainer = _trainer(synthetic_6x6, tmp_path / "run", *overrides)
+    trainer.run()
+    records = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    losses = [r["train/contrastive_loss"] for r in records if r.get("split") == "train"]
+    assert losses and all(value > 0 for value in losses)
+
+    model = trainer.model.train()
+    batch = next(trainer.sampler.iter_epoch(0))
+    carry = model.initial_carry(batch)
+    _, outputs = model(carry, batch)
+    assert outputs["context_groups"].tolist() == batch["puzzle_identifiers"].tolist()
+    model.zero_grad()
+    term, anchors = contrastive_context_loss(outputs["context"], outputs["context_groups"], 0.1)
+    assert anchors > 0
+    term.backward()
+    encoder = [p for n, p in model.named_parameters() if n.startswith("encoder.")]
+    assert all(p.grad is not None for p in encoder) and any(p.grad.abs().sum() > 0 for p in encoder)
+    assert all(p.grad is None or p.grad.abs().sum() == 0
+               for n, p in model.named_parameters() if n.startswith("core."))

@@ -88,6 +88,9 @@ class ArchConfig:
     encoder_qk_norm: bool = setting(False, "RMS-normalise queries and keys in encoder attention", arch=True)
     encoder_latent_dim: int = setting(32, "latent size of the variational encoders", arch=True, ge=1)
     kl_weight: float = setting(1e-4, "weight of the per-sample KL term (variational encoders)", ge=0)
+    contrastive_weight: float = setting(0.0, "weight of the contrastive context loss (rows of one puzzle are "
+                                        "positives; 0 disables)", ge=0)
+    contrastive_temperature: float = setting(0.1, "temperature of the contrastive context loss", gt=0)
     recurrent_encoder_type: str = setting("recurrent_standard", "etrmtrm encoder", arch=True,
                                           choices=RECURRENT_ENCODER_TYPES)
     encoder_h_cycles: int = setting(3, "etrmtrm trm_style encoder outer cycles", arch=True, ge=1)

@@ -34,6 +34,8 @@ _USED_BY: dict[str, tuple[str, ...]] = {
     "encoder_lr_scale": ENCODER_VARIANTS,
     "freeze_decoder_steps": ENCODER_VARIANTS,
     "demo_sampling": ENCODER_VARIANTS,
+    "arch.contrastive_weight": ENCODER_VARIANTS,
+    "arch.contrastive_temperature": ENCODER_VARIANTS,
     "arch.encoder_type": ("etrm",),
     "arch.encoder_set_memory": ("etrm",),
     "arch.recurrent_encoder_type": ("etrmtrm",),

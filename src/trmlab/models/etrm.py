@@ -26,7 +26,7 @@ from trmlab.models.act import ACTModel
 from trmlab.models.core import ReasoningCore, prefix_length
 from trmlab.models.diagnostics import context_diagnostics
 from trmlab.models.encoders import DemoEncoder, EncoderOutput, EncoderSettings
-from trmlab.models.losses import act_loss
+from trmlab.models.losses import act_loss, contrastive_context_loss
 
 DEMO_KEYS = ("demo_inputs", "demo_labels", "demo_mask")
 ENCODER_PREFIX = "encoder."
@@ -75,11 +75,18 @@ class EncoderModelMixin:
         return [name for name, p in self.split_parameters()["decoder"] if p.requires_grad]
 
     def compute_loss(self, outputs: dict[str, Tensor]) -> tuple[Tensor, dict[str, Tensor]]:
-        """The official ACT loss (a sum over rows) + ``arch.kl_weight`` × the per-row KL, also summed over
-        rows, so the loop's division by the global batch size gives both terms the same per-sample weight."""
-        loss, metrics = act_loss(outputs, self.arch.loss_type)  # type: ignore[attr-defined]
+        """The official ACT loss (a sum over rows) + ``arch.kl_weight`` × the per-row KL + (training, when
+        ``arch.contrastive_weight`` > 0) that weight × the contrastive context loss, all summed over rows, so
+        the loop's division by the global batch size gives every term the same per-sample weight."""
+        arch = self.arch  # type: ignore[attr-defined]
+        loss, metrics = act_loss(outputs, arch.loss_type)
         if "kl" in outputs:
-            loss = loss + self.arch.kl_weight * outputs["kl"].sum()  # type: ignore[attr-defined]
+            loss = loss + arch.kl_weight * outputs["kl"].sum()
+        if arch.contrastive_weight > 0 and "context_groups" in outputs:
+            term, _ = contrastive_context_loss(outputs["context"], outputs["context_groups"],
+                                               arch.contrastive_temperature)
+            loss = loss + arch.contrastive_weight * term
+            metrics["contrastive_loss"] = term.detach()  # a row sum, logged per sample like the others
         return loss, metrics
 
     def diagnostics(self, outputs: dict[str, Tensor]) -> dict[str, float]:
@@ -124,7 +131,8 @@ class ETRM(EncoderModelMixin, ACTModel):
             # Nothing is cached in training; every row is marked stale so a later evaluation on this carry
             # recomputes its context instead of reading an old one.
             state = {**state, "stale": torch.ones_like(state["stale"])}
-            return out.context, state, self._outputs(out.context, out.kl)
+            return out.context, state, {**self._outputs(out.context, out.kl),
+                                        "context_groups": data["puzzle_identifiers"]}
         context, kl, stale = state["context"], state["kl"], state["stale"]
         if bool(stale.all()):
             out = self._encode(data)

@@ -208,4 +208,7 @@ class ETRMTRM(EncoderModelMixin, ACTModel):
         state = {**state, **{k: v.detach() for k, v in new_state.items()}, "stale": stale}
         if not self.training:
             state["vectors"], state["vector_mask"] = vectors, mask
-        return context, state, {"context": context}
+        outputs = {"context": context}
+        if self.training:
+            outputs["context_groups"] = data["puzzle_identifiers"]
+        return context, state, outputs

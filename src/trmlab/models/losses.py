@@ -93,3 +93,28 @@ def act_loss(outputs: dict[str, torch.Tensor], loss_type: str = "stablemax_cross
         metrics["q_continue_loss"] = q_continue_loss.detach()
         q_terms = q_terms + q_continue_loss
     return lm_loss + 0.5 * q_terms, metrics
+
+
+def contrastive_context_loss(context: torch.Tensor, groups: torch.Tensor, temperature: float
+                             ) -> tuple[torch.Tensor, torch.Tensor]:
+    """Supervised contrastive loss (InfoNCE with several positives) on encoder contexts, summed over rows.
+
+    ``context`` [B, P, D] is flattened per row and L2-normalised; rows with the same ``groups`` id [B] (the
+    same puzzle, i.e. the same rule instance seen through different demo subsets) are positives, every other
+    row of the batch a negative. A row's term is −mean over its positives of log softmax(cos / temperature)
+    over all other rows; rows without a positive (or with an all-zero context, i.e. no demos) contribute 0.
+    Returns (loss summed over rows, number of rows that contributed) — a sum, so the loop's division by the
+    global batch size gives it the same per-sample weight as the token loss.
+    """
+    flat = context.float().flatten(1)
+    present = flat.abs().sum(1) > 0
+    z = F.normalize(flat, dim=1)
+    logits = z @ z.T / temperature
+    eye = torch.eye(len(z), dtype=torch.bool, device=z.device)
+    valid = present[:, None] & present[None, :] & ~eye
+    positive = valid & (groups[:, None] == groups[None, :])
+    log_prob = logits.masked_fill(~valid, float("-inf")).log_softmax(1)
+    count = positive.sum(1)
+    anchors = count > 0
+    per_row = -(log_prob.masked_fill(~positive, 0.0)).sum(1) / count.clamp_min(1)
+    return torch.where(anchors, per_row, torch.zeros_like(per_row)).sum(), anchors.sum()
