@@ -62,6 +62,9 @@ CONFIGS = [(t, {}) for t in TYPES] + [
     ("standard", {"pooling": "weighted", "norm_style": "pre", "qk_norm": True, "layer_scale_init": 0.1}),
     ("hybrid_variational", {"norm_style": "pre", "set_layers": 2, "num_layers": 2}),
     ("standard", {"set_memory": "tokens"}),
+    ("standard", {"set_memory": "tokens", "token_layout": "paired"}),
+    ("lpn_variational", {"token_layout": "paired"}),
+    ("standard", {"token_layout": "paired", "pooling": "attention"}),
 ]
 
 
@@ -92,7 +95,8 @@ def test_packed_equals_full_canvas(encoder_type, overrides):
         torch.testing.assert_close(a.kl, b.kl, atol=1e-4, rtol=1e-4)
 
 
-@pytest.mark.parametrize("overrides", [{"pooling": "attention"}, {"set_memory": "tokens"}])
+@pytest.mark.parametrize("overrides", [{"pooling": "attention"}, {"set_memory": "tokens"},
+                                       {"set_memory": "tokens", "token_layout": "paired"}])
 def test_padded_slots_and_canvas_do_not_change_context(overrides):
     encoder = build("standard", **overrides).eval()
     inputs, labels, mask = demo_batch([2, 3], seed=1)
@@ -111,9 +115,10 @@ def test_padded_slots_and_canvas_do_not_change_context(overrides):
         torch.testing.assert_close(big[:2], reference, atol=1e-5, rtol=1e-5)
 
 
-@pytest.mark.parametrize("set_memory", ["demos", "tokens"])
-def test_translation_and_demo_order_invariance(set_memory):
-    encoder = build("standard", set_memory=set_memory).eval()
+@pytest.mark.parametrize(("set_memory", "token_layout"), [("demos", "separate"), ("tokens", "separate"),
+                                                         ("demos", "paired"), ("tokens", "paired")])
+def test_translation_and_demo_order_invariance(set_memory, token_layout):
+    encoder = build("standard", set_memory=set_memory, token_layout=token_layout).eval()
     inputs, labels, mask = demo_batch([3], seed=2, max_hw=3)
     moved_in, moved_lab = inputs.clone(), labels.clone()
     for k in range(3):  # shift every demo (input and output together) by (1, 2) on the canvas

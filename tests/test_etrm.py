@@ -51,7 +51,8 @@ def step_loss(model, carry, batch, kl_weight: float = 1e-2):
 
 MODELS = [
     ("etrm", {"encoder_type": "standard"}),
-    ("etrm", {"encoder_type": "standard", "encoder_set_memory": "tokens"}),
+    ("etrm", {"encoder_type": "standard", "encoder_set_memory": "tokens", "encoder_token_layout": "paired"}),
+    ("etrmtrm", {"recurrent_encoder_type": "recurrent_standard", "encoder_token_layout": "paired"}),
     ("etrm", {"encoder_type": "lpn_variational"}),
     ("etrm", {"encoder_type": "hybrid_variational"}),
     ("etrmtrm", {"recurrent_encoder_type": "recurrent_standard"}),

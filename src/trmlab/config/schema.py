@@ -78,6 +78,10 @@ class ArchConfig:
     encoder_pooling_method: str = setting("mean", "per-demo pooling over grid tokens", arch=True,
                                           choices=("mean", "attention", "weighted"))
     encoder_set_layers: int = setting(1, "cross-attention layers aggregating the demo set", arch=True, ge=1)
+    encoder_token_layout: str = setting(
+        "separate", "grid-encoder tokens: 'separate' (an input and an output token per cell, the reference "
+        "design) or 'paired' (one token per cell: input + output embedding; half the tokens)", arch=True,
+        choices=("separate", "paired"))
     encoder_set_memory: str = setting(
         "demos", "what the context queries attend to: one pooled vector per demo ('demos', the reference "
         "design) or every real token of every demo ('tokens'; standard encoder only)", arch=True,

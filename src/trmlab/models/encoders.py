@@ -232,8 +232,12 @@ class GridEncoder(nn.Module):
 
     def __init__(self, *, hidden: int, num_heads: int, expansion: float, num_layers: int, vocab_size: int,
                  pooling: str, norm_style: str, qk_norm: bool, layer_scale_init: float, eps: float,
-                 rope_theta: float):
+                 rope_theta: float, token_layout: str = "separate"):
         super().__init__()
+        if token_layout not in ("separate", "paired"):
+            raise ConfigError(f"arch.encoder_token_layout must be 'separate' or 'paired', "
+                              f"got {token_layout!r}")
+        self.paired = token_layout == "paired"
         if pooling not in ("mean", "attention", "weighted", "cls", "none"):
             raise ConfigError(f"arch.encoder_pooling_method must be mean, attention or weighted, "
                               f"got {pooling!r}")
@@ -257,18 +261,27 @@ class GridEncoder(nn.Module):
 
     def forward(self, demos: PackedDemos, dtype: torch.dtype) -> Tensor:
         """Demo vectors [N, D] (all-zero for a demo without any real token)."""
-        h, keys, has_real = self.token_states(demos, dtype)
+        h, _, keys, has_real = self.token_states(demos, dtype)
         pooled = self._pool(h, keys)
         return torch.where(has_real[:, None], self.pool_proj(pooled), torch.zeros_like(pooled))
 
-    def token_states(self, demos: PackedDemos, dtype: torch.dtype) -> tuple[Tensor, Tensor, Tensor]:
-        """(states [N, L', D] after the blocks, key mask [N, L'], has_real [N]); L' = L (+1 with a CLS token
-        first). The key mask is the real tokens, except that a demo without any keeps its first key so no
-        softmax runs over an empty set."""
-        tokens = torch.cat((self.input_embedding(demos.inputs, dtype),
-                            self.output_embedding(demos.outputs, dtype)), dim=1) * math.sqrt(self.hidden)
-        cos, sin = rope_tables(demos.positions, self.head_dim, self.rope_theta)
-        real = demos.real
+    def token_states(self, demos: PackedDemos, dtype: torch.dtype
+                     ) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+        """(states [N, L', D] after the blocks, real [N, L'], key mask [N, L'], has_real [N]).
+
+        L' = 2·cells (``separate``: input tokens then output tokens) or cells (``paired``), +1 with a CLS
+        token first. ``real`` marks real tokens; the key mask equals it except that a demo without any keeps
+        its first key, so no softmax runs over an empty set."""
+        inputs = self.input_embedding(demos.inputs, dtype)
+        outputs = self.output_embedding(demos.outputs, dtype)
+        if self.paired:  # one token per cell: its input and output colours together
+            cells = demos.inputs.shape[1]
+            tokens = (inputs + outputs) * math.sqrt(self.hidden)
+            positions, real = demos.positions[:, :cells], demos.real[:, :cells] | demos.real[:, cells:]
+        else:
+            tokens = torch.cat((inputs, outputs), dim=1) * math.sqrt(self.hidden)
+            positions, real = demos.positions, demos.real
+        cos, sin = rope_tables(positions, self.head_dim, self.rope_theta)
         if self.pooling == "cls":
             n = tokens.shape[0]
             tokens = torch.cat((self.cls_token.to(dtype).expand(n, 1, -1), tokens), dim=1)
@@ -284,7 +297,7 @@ class GridEncoder(nn.Module):
             h = layer(h, keys, rope=(cos, sin))
         if self.pre_norm:
             h = rms_norm(h, self.eps)
-        return h, keys, has_real
+        return h, real, keys, has_real
 
     def _pool(self, h: Tensor, keys: Tensor) -> Tensor:
         if self.pooling == "cls":
@@ -328,16 +341,15 @@ def encode_demo_tokens(grid: GridEncoder, demo_inputs: Tensor, demo_labels: Tens
     :func:`encode_demo_grids`, L the padded crop's token count)."""
     batch = demo_mask.shape[0]
     if not packing:
-        demos = full_canvas_demos(demo_inputs, demo_labels, demo_mask)
-        h, _, _ = grid.token_states(demos, dtype)
-        return h.reshape(batch, -1, grid.hidden), demos.real.reshape(batch, -1)
+        h, real, _, _ = grid.token_states(full_canvas_demos(demo_inputs, demo_labels, demo_mask), dtype)
+        return h.reshape(batch, -1, grid.hidden), real.reshape(batch, -1)
     demos = pack_demos(demo_inputs, demo_labels, demo_mask)
     slots = max(int(demo_mask.sum(1).max()), 1) if batch else 1
     index = demos.sample * slots + demos.rank
-    h, _, _ = grid.token_states(demos, dtype)
+    h, real, _, _ = grid.token_states(demos, dtype)
     length = h.shape[1]
     memory = h.new_zeros(batch * slots, length, grid.hidden).index_copy(0, index, h)
-    mask = demos.real.new_zeros(batch * slots, length).index_copy(0, index, demos.real)
+    mask = real.new_zeros(batch * slots, length).index_copy(0, index, real)
     return memory.view(batch, slots * length, grid.hidden), mask.view(batch, slots * length)
 
 
@@ -428,6 +440,7 @@ class EncoderSettings:
     qk_norm: bool = False
     latent_dim: int = 32
     set_memory: str = "demos"
+    token_layout: str = "separate"
 
     @classmethod
     def from_arch(cls, arch, *, prefix_len: int, vocab_size: int) -> EncoderSettings:
@@ -438,7 +451,8 @@ class EncoderSettings:
                    pooling=arch.encoder_pooling_method,
                    set_layers=arch.encoder_set_layers, layer_scale_init=arch.encoder_layer_scale_init,
                    norm_style=arch.encoder_norm_style, qk_norm=arch.encoder_qk_norm,
-                   latent_dim=arch.encoder_latent_dim, set_memory=arch.encoder_set_memory)
+                   latent_dim=arch.encoder_latent_dim, set_memory=arch.encoder_set_memory,
+                   token_layout=arch.encoder_token_layout)
 
 
 class ContextHead(nn.Module):
@@ -485,7 +499,7 @@ class DemoEncoder(nn.Module):
         pooling = "cls" if lpn_family else "none" if s.set_memory == "tokens" else s.pooling
         self.grid = GridEncoder(hidden=s.hidden, num_heads=s.num_heads, expansion=s.expansion,
                                 num_layers=s.num_layers, vocab_size=s.vocab_size,
-                                pooling=pooling, norm_style=s.norm_style,
+                                pooling=pooling, norm_style=s.norm_style, token_layout=s.token_layout,
                                 qk_norm=s.qk_norm, layer_scale_init=s.layer_scale_init, eps=s.eps,
                                 rope_theta=s.rope_theta)
         if encoder_type in ("standard", "hybrid_standard", "hybrid_variational"):

@@ -46,7 +46,8 @@ from trmlab.models.layers import trunc_normal_
 def _grid_encoder(s: EncoderSettings) -> GridEncoder:
     return GridEncoder(hidden=s.hidden, num_heads=s.num_heads, expansion=s.expansion, num_layers=s.num_layers,
                        vocab_size=s.vocab_size, pooling=s.pooling, norm_style=s.norm_style, qk_norm=s.qk_norm,
-                       layer_scale_init=s.layer_scale_init, eps=s.eps, rope_theta=s.rope_theta)
+                       layer_scale_init=s.layer_scale_init, eps=s.eps, rope_theta=s.rope_theta,
+                       token_layout=s.token_layout)
 
 
 def _blocks(s: EncoderSettings, count: int, *, cross: bool) -> nn.ModuleList:
