@@ -38,6 +38,11 @@ PAD_ID = 0
 LOGVAR_CLAMP = 10.0  # |log σ²| bound of the variational encoders (keeps exp() finite in bf16)
 CROP_MULTIPLE = 4    # padded crop sides are rounded up to a multiple of this (see pack_demos)
 LOGVAR_INIT = -4.0   # initial log σ²: small posterior noise, so early sampling does not drown the signal
+# Init std of the set encoder's P learned queries. The reference used 0.02: after the post-norm residual the
+# attention output (RMS ≈ 1) drowns such queries, so all P context tokens start out nearly identical and the
+# decoder cannot tell them apart (measured on the few-shot benchmark: effective rank of the context 4.5 vs 11
+# at step 100, loss 0.43 vs 0.29 at step 600). At RMS 1 each query keeps its own identity and attention pattern.
+QUERY_INIT_STD = 1.0
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -364,7 +369,7 @@ class SetEncoder(nn.Module):
                  norm_style: str, qk_norm: bool, layer_scale_init: float, eps: float):
         super().__init__()
         self.eps = eps
-        self.queries = nn.Parameter(trunc_normal_(torch.empty(prefix_len, hidden), 0.02))
+        self.queries = nn.Parameter(trunc_normal_(torch.empty(prefix_len, hidden), QUERY_INIT_STD))
         self.layers = nn.ModuleList(
             Block(hidden, num_heads, expansion, cross=True, norm_style=norm_style, qk_norm=qk_norm,
                   layer_scale_init=layer_scale_init, eps=eps) for _ in range(num_layers))
