@@ -224,7 +224,12 @@ def test_cross_field_rules_for_encoder_variants() -> None:
             "etrm-arc1", ["arch.encoder_set_memory=tokens", "arch.encoder_pooling_method=attention"])
     assert "arch.encoder_set_memory = tokens (command line) has no effect with arch.name = trm" in \
         _problems("trm-arc1", ["arch.encoder_set_memory=tokens"])
-    assert load_config("etrm-arc1", ["arch.encoder_set_memory=tokens", "demo_sampling=leave_one_out"])
+    assert load_config("etrm-arc1", ["arch.encoder_set_memory=tokens", "demo_sampling=leave_one_out",
+                                     "arch.encoder_token_layout=paired"])
+    assert "arch.encoder_token_layout = paired (command line) has no effect with arch.name = trm" in \
+        _problems("trm-arc1", ["arch.encoder_token_layout=paired"])
+    assert "arch.contrastive_weight = 0.1 (command line) has no effect with arch.name = trm" in \
+        _problems("trm-arc1", ["arch.contrastive_weight=0.1"])
     assert "demo_sampling = loo (command line): must be one of fixed, leave_one_out" in \
         _problems("etrm-arc1", ["demo_sampling=loo"])
     assert "demo_sampling = leave_one_out (command line) has no effect with arch.name = trm" in \
