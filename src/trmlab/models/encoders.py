@@ -41,7 +41,8 @@ LOGVAR_INIT = -4.0   # initial log σ²: small posterior noise, so early samplin
 # Init std of the set encoder's P learned queries. The reference used 0.02: after the post-norm residual the
 # attention output (RMS ≈ 1) drowns such queries, so all P context tokens start out nearly identical and the
 # decoder cannot tell them apart (measured on the few-shot benchmark: effective rank of the context 4.5 vs 11
-# at step 100, loss 0.43 vs 0.29 at step 600). At RMS 1 each query keeps its own identity and attention pattern.
+# at step 100, loss 0.43 vs 0.29 at step 600). At RMS 1 each query keeps its own identity and attention
+# pattern.
 QUERY_INIT_STD = 1.0
 
 
