@@ -16,6 +16,10 @@ Two stages (etrm-reference §3, with its defects fixed):
    (``standard``, ``hybrid_*``) or a masked mean over demos projected to P·D (``lpn_*``), optionally through a
    per-sample Gaussian latent (``*_variational``).
 
+Two trmlab options beyond the reference: ``token_layout="paired"`` (one grid-encoder token per cell carrying
+its input and output colours, instead of one token each) and, for ``standard``, ``set_memory="tokens"`` (the
+queries attend to every real token of every demo instead of one pooled vector per demo; no pooling stage).
+
 The context is RMS-normalised and multiplied by a learned per-channel gain initialised to 1/√D, so after the
 decoder's ×√D input scaling its prefix has the same scale as the token embeddings (RMS ≈ 1) instead of √D
 (etrm-reference §9.17). Samples without any demo get an all-zero context (no NaN from fully masked rows).
