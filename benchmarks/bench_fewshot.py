@@ -10,8 +10,9 @@
 
 Writes ``OUT/results.md`` (tables, learning curves, collapse metrics) and ``OUT/results.json``.
 
-    .venv/bin/python benchmarks/bench_fewshot.py --out runs/fewshot            # the whole comparison
-    .venv/bin/python benchmarks/bench_fewshot.py --out runs/fs --models etrm --set-etrm max_steps=200
+    .venv/bin/python benchmarks/bench_fewshot.py --out runs/fewshot --parallel  # the comparison, ~35 min
+    .venv/bin/python benchmarks/bench_fewshot.py --out runs/fs --models etrm --families colour_permutation \
+        --set-etrm max_steps=1200                                                # one family, one model
 """
 
 from __future__ import annotations

@@ -11,7 +11,8 @@ same ACT semantics as TRM); the puzzle-id table is replaced by :class:`~trmlab.m
   and reused for its remaining ACT steps (it is identical for a deterministic encoder; 15/16 of the encoder's
   evaluation compute saved at 16 steps).
 
-Extra outputs: ``context`` [B, P, D] (for the collapse diagnostics) and ``kl`` [B] (variational encoders).
+Extra outputs: ``context`` [B, P, D] (for the collapse diagnostics), ``kl`` [B] (variational encoders) and,
+in training, ``context_groups`` [B] (each row's puzzle identifier, for the contrastive context loss).
 """
 
 from __future__ import annotations
