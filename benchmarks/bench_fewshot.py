@@ -245,6 +245,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--parallel", action="store_true",
                         help="train the models at the same time, one process each (2 cores: one per model)")
     args = parser.parse_args(argv)
+    build_flags = ("seed", "num_aug", "train_tasks", "eval_tasks", "families", "canvas")
+    given = [f"--{f.replace('_', '-')}" for f in build_flags if getattr(args, f) != parser.get_default(f)]
+    if args.data and given:
+        parser.error(f"--data reuses an existing build; {', '.join(given)} describe a new one (drop them, or "
+                     f"drop --data)")
     if args.threads is not None:
         torch.set_num_threads(args.threads)
     elif "OMP_NUM_THREADS" not in os.environ:

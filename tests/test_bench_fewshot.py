@@ -46,3 +46,11 @@ def test_bench_fewshot_runs_both_models_and_writes_results(tmp_path, monkeypatch
     assert bench.main(["--out", str(again), "--data", str(out / "data"), "--models", "etrm",
                        "--eval-augmentations", "1", "--set-etrm", *TINY]) == 0
     assert not (again / "data").exists()
+
+
+def test_build_flags_with_data_are_an_error(tmp_path, monkeypatch, capsys):
+    bench = load_bench(monkeypatch)
+    with pytest.raises(SystemExit) as info:
+        bench.main(["--out", str(tmp_path / "x"), "--data", str(tmp_path / "d"), "--num-aug", "3"])
+    assert info.value.code == 2
+    assert "--data reuses an existing build; --num-aug describe a new one" in capsys.readouterr().err
