@@ -182,6 +182,7 @@ class ArcDataset:
             pz_offset += part.puzzle_indices.size - 1
         self.puzzle_identifiers = np.concatenate(ids)
         self.puzzle_indices = np.concatenate(puzzles)
+        self.puzzle_sizes = np.diff(self.puzzle_indices)  # examples per puzzle (read per batch: once here)
         self.group_indices = np.concatenate(groups)
         self.num_demos = np.concatenate(demos) if self.layout == ENCODER_LAYOUT else None
         self._example_starts = np.asarray([*example_starts, ex_offset], np.int64)
@@ -203,7 +204,7 @@ class ArcDataset:
     def item_counts(self, leave_one_out: bool = False) -> np.ndarray:
         """Per puzzle, how many items it offers: all examples, or (encoder layout, unless ``leave_one_out``)
         its queries."""
-        sizes = np.diff(self.puzzle_indices)
+        sizes = self.puzzle_sizes
         return sizes - self.num_demos if self.num_demos is not None and not leave_one_out else sizes
 
     def item_starts(self, leave_one_out: bool = False) -> np.ndarray:
@@ -309,7 +310,7 @@ def demo_examples(dataset: ArcDataset, examples: np.ndarray, puzzles: np.ndarray
     if not leave_one_out:
         counts = np.where(real, np.minimum(dataset.num_demos[puzzles], max_demos), 0)
         return starts + slots, slots < counts[:, None]
-    sizes = np.diff(dataset.puzzle_indices)[puzzles][:, None]
+    sizes = dataset.puzzle_sizes[puzzles][:, None]
     counts = np.where(real, np.minimum(sizes[:, 0] - 1, max_demos), 0)
     offsets = (examples[:, None] - starts + 1 + slots) % np.maximum(sizes, 1)
     return starts + offsets, slots < counts[:, None]
