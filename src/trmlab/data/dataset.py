@@ -133,7 +133,8 @@ class ArcDataset:
 
     Attributes: ``seq_len``, ``vocab_size``, ``num_puzzle_identifiers`` (summed over paths), ``total_groups``,
     ``layout`` (``"official"`` or ``"encoder"``), ``ignore_label_id``, and the concatenated index arrays
-    ``puzzle_identifiers`` / ``puzzle_indices`` / ``group_indices`` / ``num_demos`` (int64, global offsets).
+    ``puzzle_identifiers`` / ``puzzle_indices`` / ``group_indices`` / ``num_demos`` (int64, global offsets)
+    and ``puzzle_sizes`` (examples per puzzle).
     """
 
     def __init__(self, paths: list[str] | list[Path] | str | Path, split: str) -> None:
