@@ -322,6 +322,11 @@ class GridEncoder(nn.Module):
         return self.pool_attn(query, keys, memory=h).squeeze(1)
 
 
+def demo_slots(demo_mask: Tensor) -> int:
+    """Set slots of a packed batch: its largest real-demo count (≥ 1; one host sync)."""
+    return max(int(demo_mask.sum(1).max()), 1) if demo_mask.shape[0] else 1
+
+
 def encode_demo_grids(grid: GridEncoder, demo_inputs: Tensor, demo_labels: Tensor, demo_mask: Tensor,
                       dtype: torch.dtype, *, packing: bool = True, slots: int | None = None
                       ) -> tuple[Tensor, Tensor]:
@@ -336,7 +341,7 @@ def encode_demo_grids(grid: GridEncoder, demo_inputs: Tensor, demo_labels: Tenso
         return vectors.view(*demo_mask.shape, grid.hidden), demo_mask
     demos = pack_demos(demo_inputs, demo_labels, demo_mask)
     if slots is None:
-        slots = max(int(demo_mask.sum(1).max()), 1) if batch else 1
+        slots = demo_slots(demo_mask)
     index = demos.sample * slots + demos.rank
     vectors = grid(demos, dtype)
     placed = vectors.new_zeros(batch * slots, grid.hidden).index_copy(0, index, vectors)
@@ -354,7 +359,7 @@ def encode_demo_tokens(grid: GridEncoder, demo_inputs: Tensor, demo_labels: Tens
         h, real, _, _ = grid.token_states(full_canvas_demos(demo_inputs, demo_labels, demo_mask), dtype)
         return h.reshape(batch, -1, grid.hidden), real.reshape(batch, -1)
     demos = pack_demos(demo_inputs, demo_labels, demo_mask)
-    slots = max(int(demo_mask.sum(1).max()), 1) if batch else 1
+    slots = demo_slots(demo_mask)
     index = demos.sample * slots + demos.rank
     h, real, _, _ = grid.token_states(demos, dtype)
     length = h.shape[1]
