@@ -25,6 +25,7 @@ _USED_BY: dict[str, tuple[str, ...]] = {
     "puzzle_emb_lr": ("trm",),
     "puzzle_emb_weight_decay": ("trm",),
     "puzzle_emb_reinit": ("trm",),
+    "freeze_weights": ("trm",),
     "arch.encoder_num_layers": ENCODER_VARIANTS,
     "arch.encoder_pooling_method": ENCODER_VARIANTS,
     "arch.encoder_set_layers": ENCODER_VARIANTS,
