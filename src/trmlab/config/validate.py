@@ -186,6 +186,9 @@ def _schedule_problems(config: Config, where: _Where) -> list[str]:
     if config.init_from is not None and config.resume is not None:
         problems.append(f"{where('init_from')} and {where('resume')} are both set: resume continues a run, "
                         "init_from starts a new one from weights; set only one")
+    if config.freeze_weights and config.ema:
+        problems.append(f"{where('freeze_weights')} holds every averaged weight still: set ema=false (the "
+                        "puzzle table is never averaged)")
     return problems
 
 

@@ -182,6 +182,8 @@ def adaptation_config(recipe: Any, settings: AdaptSettings, data: Path, run: Pat
         "data_paths": [str(data)], "data_paths_test": [], "init_from": str(settings.checkpoint),
         "run_dir": str(run), "run_name": None, "resume": None, "puzzle_emb_reinit": "extend",
         "freeze_weights": settings.mode == "embeddings", "eval_interval": None,
+        # embeddings: no averaged weight moves (the table is never averaged), so there is no EMA to keep.
+        **({"ema": False} if settings.mode == "embeddings" else {}),
         "max_steps": settings.steps, "max_minutes": settings.max_minutes,
     }
     if settings.steps is not None:
@@ -240,7 +242,7 @@ def adapt(settings: AdaptSettings, *, progress: bool = True) -> AdaptResult | No
     from trmlab.training.loop import Trainer
 
     settings.check()
-    world = int(os.environ.get("WORLD_SIZE", "1"))
+    world = _world_size()
     recipe, rows = checkpoint_config_and_rows(settings.checkpoint)
     tasks = load_tasks(settings.tasks, settings.canvas)
     out = Path(settings.out)
@@ -319,6 +321,14 @@ def score(out: Path, data: Path, solutions: str) -> dict[str, float]:
     _write_atomic(out / "predictions.json", json_bytes(result.predictions()))
     _say(describe(result))
     return dict(result.metrics)
+
+
+def _world_size() -> int:
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_world_size()
+    return int(os.environ.get("WORLD_SIZE", "1"))
 
 
 def _has_checkpoint(run: Path) -> bool:
