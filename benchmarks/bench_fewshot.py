@@ -134,6 +134,18 @@ def train_one(name: str, data: Path, out: Path, tasks: dict[str, tuple[str, str]
             time.process_time() - cpu - evaluator.cpu_seconds)
 
 
+def load_trained(name: str, data: Path, out: Path, overrides: list[str]) -> Trainer:
+    """The run ``OUT/<name>`` restored from its newest checkpoint (the same preset and overrides)."""
+    from trmlab.training.state import load_latest_checkpoint
+
+    preset, layout = PRESETS[name]
+    run_dir = out / name
+    resolved = load_config(preset, [f"data_paths=[{data / layout}]", f"run_dir={run_dir}", *overrides])
+    trainer = Trainer(resolved, resume=run_dir, progress=False, evaluate=lambda *_: {})
+    load_latest_checkpoint(trainer)
+    return trainer
+
+
 def final_eval(trainer: Trainer, data_dir: Path, tasks: dict[str, tuple[str, str]], augmentations: int
                ) -> tuple[dict[str, dict[str, float]], dict[str, float], float]:
     """Every split with the final EMA weights (as evaluation during training uses them)."""
@@ -218,11 +230,16 @@ def learning_curve(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 
 def run_model(name: str, data: Path, out: Path, tasks: dict[str, tuple[str, str]], overrides: list[str],
-              curve_augmentations: int, eval_augmentations: int, threads: int) -> dict[str, Any]:
-    """Train one model, evaluate it; its entry of ``results.json`` (also run in a worker process)."""
+              curve_augmentations: int, eval_augmentations: int, threads: int, trained: bool = False
+              ) -> dict[str, Any]:
+    """Train one model (``trained``: restore ``OUT/<name>``'s newest checkpoint instead), evaluate it; its
+    entry of ``results.json`` (also run in a worker process)."""
     torch.set_num_threads(threads)
-    trainer, seconds, cpu_seconds = train_one(name, data, out, tasks, overrides, curve_augmentations)
-    trainer.save_checkpoint()  # the final weights (EMA included), for later evaluations (`trmlab eval`)
+    if trained:
+        trainer, seconds, cpu_seconds = load_trained(name, data, out, overrides), float("nan"), float("nan")
+    else:
+        trainer, seconds, cpu_seconds = train_one(name, data, out, tasks, overrides, curve_augmentations)
+        trainer.save_checkpoint()  # the final weights (EMA included), for later evaluations
     scores, diagnostics, eval_seconds = final_eval(trainer, data / PRESETS[name][1], tasks,
                                                    eval_augmentations)
     records = read_metrics(trainer.run_dir.path)
@@ -263,6 +280,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--threads", type=int, default=None,
                         help="intra-op CPU threads (default 1 unless OMP_NUM_THREADS is set: on a shared, "
                         "busy 2-core CPU two threads ran many times slower than one)")
+    parser.add_argument("--evaluate-checkpoint", action="store_true",
+                        help="do not train: evaluate the newest checkpoint of each OUT/<model> run (needs "
+                        "--data and the overrides it was trained with), e.g. with other --eval-augmentations")
     parser.add_argument("--parallel", action="store_true",
                         help="train the models at the same time, one process each (2 cores: one per model)")
     args = parser.parse_args(argv)
@@ -291,8 +311,8 @@ def main(argv: list[str] | None = None) -> int:
                                "curve_augmentations": args.curve_augmentations, "models": {}}
     overrides = {"trm": args.set_trm, "etrm": args.set_etrm, "etrmtrm": args.set_etrmtrm}
     jobs = [(name, data, out, tasks, overrides[name],
-             args.curve_augmentations, args.eval_augmentations, torch.get_num_threads())
-            for name in args.models]
+             args.curve_augmentations, args.eval_augmentations, torch.get_num_threads(),
+             args.evaluate_checkpoint) for name in args.models]
     if args.parallel and len(jobs) > 1:
         # One process per model (spawned: a fresh interpreter each), each with its own intra-op threads.
         with ProcessPoolExecutor(len(jobs), mp_context=multiprocessing.get_context("spawn")) as pool:
@@ -306,8 +326,9 @@ def main(argv: list[str] | None = None) -> int:
               f"{fmt(scores['held_out'].get('average'))}, training-task pass@2 "
               f"{fmt(scores['training'].get('average'))}, trained {result['train_seconds'] / 60:.1f} min "
               f"({result['train_cpu_seconds'] / 60:.1f} CPU-min)", flush=True)
-    (out / "results.json").write_text(json.dumps(summary, indent=2) + "\n")
-    (out / "results.md").write_text(results_markdown(summary))
+    stem = f"results-checkpoint-aug{args.eval_augmentations}" if args.evaluate_checkpoint else "results"
+    (out / f"{stem}.json").write_text(json.dumps(summary, indent=2) + "\n")
+    (out / f"{stem}.md").write_text(results_markdown(summary))
     print(results_markdown(summary))
     return 0
 

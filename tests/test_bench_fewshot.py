@@ -49,6 +49,12 @@ def test_bench_fewshot_runs_both_models_and_writes_results(tmp_path, monkeypatch
     assert bench.main(["--out", str(again), "--data", str(out / "data"), "--models", "etrm",
                        "--eval-augmentations", "1", "--set-etrm", *TINY]) == 0
     assert not (again / "data").exists()
+    # The final checkpoint restores to the same scores (nothing trains).
+    assert bench.main(["--out", str(again), "--data", str(out / "data"), "--models", "etrm",
+                       "--eval-augmentations", "1", "--evaluate-checkpoint", "--set-etrm", *TINY]) == 0
+    trained = json.loads((again / "results.json").read_text())["models"]["etrm"]
+    restored = json.loads((again / "results-checkpoint-aug1.json").read_text())["models"]["etrm"]
+    assert restored["scores"] == trained["scores"] and restored["steps"] == 2
 
 
 def test_build_flags_with_data_are_an_error(tmp_path, monkeypatch, capsys):
