@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 from trmlab.cli import main
+from trmlab.data.generate_csv import CSV_HEADER, read_csv_rows
 from trmlab.data.generate_maze import generate_maze
 from trmlab.data.generate_sudoku import (
     BOX_SHAPES,
@@ -17,7 +18,6 @@ from trmlab.data.generate_sudoku import (
     generate_sudoku,
     symmetry_maps,
 )
-from trmlab.data.puzzle_csv import CSV_HEADER, read_csv_rows
 from trmlab.errors import ConfigError, DataError
 
 

@@ -23,7 +23,7 @@ from collections.abc import Iterator
 
 import numpy as np
 
-from trmlab.data.puzzle_csv import (
+from trmlab.data.generate_csv import (
     Log,
     PuzzleRow,
     check_counts,

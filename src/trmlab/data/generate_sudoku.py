@@ -30,7 +30,7 @@ from functools import cache
 
 import numpy as np
 
-from trmlab.data.puzzle_csv import (
+from trmlab.data.generate_csv import (
     Log,
     PuzzleRow,
     check_counts,
