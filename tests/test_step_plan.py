@@ -1,5 +1,5 @@
-"""The official trainer's step plan (trm-reference §6.5-6.7, §7.5): batches per iteration, the puzzles of every
-batch, the optimizer-step count and the LR schedule length, equal to the official loader's.
+"""The official trainer's step plan (trm-reference §6.5-6.7, §7.5): batches per iteration, the puzzles of
+every batch, the optimizer-step count and the LR schedule length, equal to the official loader's.
 
 The expected values are facts measured by driving the official ``PuzzleDataset`` (SamsungSAILMontreal/
 TinyRecursiveModels ``puzzle_dataset.py``, as its ``pretrain.py`` drives it: one loader object, iterated once
@@ -19,9 +19,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from train_helpers import Resolved, tiny_config, write_tiny_dataset
 from trmlab.data.dataset import ArcDataset, TrainSampler
 from trmlab.data.format import array_path, dataset_json, write_json
 from trmlab.errors import ConfigError
+from trmlab.training.loop import Trainer
+from trmlab.training.plan import make_sampler, plan_steps
 
 # (seed, global batch, epochs, eval_interval, copies of the data path) → the official loader's
 # (estimate int(epochs·total_groups·mean_puzzle_examples/B), batches per iteration, sorted distinct puzzle
@@ -48,8 +51,8 @@ OFFICIAL_SMALL = {
 }
 # Rank-local puzzle_identifiers of the first batch, seed 0, batch 16, 12 epochs, eval_interval 4, 2 ranks.
 OFFICIAL_SMALL_TWO_RANKS = [[155, 155, 155, 155, 155, 32, 32, 32], [32, 17, 17, 17, 17, 17, 17, 84]]
-# On write_skewed_dataset (one 10-example puzzle, one group of nine 1-example puzzles, …) the estimate is below
-# the batches: (seed, B, epochs, eval_interval) → (estimate, batches per iteration, sha256 as above).
+# On write_skewed_dataset (one 10-example puzzle, one group of nine 1-example puzzles, …) the estimate is
+# below the batches: (seed, B, epochs, eval_interval) → (estimate, batches per iteration, sha256 as above).
 OFFICIAL_SKEWED = {
     (0, 4, 12, 4): (30, [12, 10, 10], "87a77ea895c0fa0bc1e691057e6ebf2a1f1bf489c83b396f4452dceaf0f4ddfb"),
     (5, 6, 10, 5): (16, [11, 10], "12b540d01eb3ca0a3f8f9afac4e1119ed1b32585e8f1b3d67315f2a2c1389bba"),
@@ -92,10 +95,6 @@ def _rows_digest(sampler: TrainSampler, counts: list[int]) -> tuple[str, list[li
 
 
 def _plan_of(path: Path, copies: int, seed: int, batch: int, epochs: int, eval_interval: int | None, **extra):
-    from train_helpers import tiny_config
-
-    from trmlab.training.plan import make_sampler, plan_steps
-
     config = tiny_config(path, path / "unused-run", data_paths=[str(path)] * copies, seed=seed,
                          global_batch_size=batch, epochs=epochs, eval_interval=eval_interval,
                          checkpoint_every=None, **extra)
@@ -179,10 +178,6 @@ def _official_lr(step: int, base: float, warmup: int, total: int, min_ratio: flo
 
 
 def test_lr_at_every_step_follows_the_official_schedule_over_the_estimate(tmp_path: Path):
-    from train_helpers import Resolved, tiny_config, write_tiny_dataset
-
-    from trmlab.training.loop import Trainer
-
     data = write_tiny_dataset(tmp_path / "data")  # 6 groups × 2 puzzles × 3 examples: estimate 4·6·3/4 = 18
     config = tiny_config(data, tmp_path / "run", epochs=4, eval_interval=2, lr_min_ratio=0.25,
                          lr_warmup_steps=3, log_every=1, checkpoint_every=None)

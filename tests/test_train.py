@@ -54,7 +54,8 @@ def test_max_steps_stops_mid_iteration(data, tmp_path):
     trainer, result = _run(tiny_config(data, tmp_path / "run", epochs=50, max_steps=7))
     assert trainer.total_steps == 7 and result.step == 7
     assert _adam_steps(trainer) == {7} and trainer.ema.num_updates == 7
-    assert trainer.sampler.state_dict() == {"iteration": 0, "batch_in_iteration": 7, "epochs_per_iteration": 50}
+    assert trainer.sampler.state_dict() == {"iteration": 0, "batch_in_iteration": 7,
+                                            "epochs_per_iteration": 50}
 
 
 def test_plan_uses_per_iteration_counts_and_the_estimate(data, tmp_path):

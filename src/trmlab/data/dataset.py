@@ -4,15 +4,15 @@
 ``all__num_demos.npy``): inputs/labels memory-mapped, index arrays in RAM, later paths' identifiers offset by
 the earlier paths' counts.
 
-:class:`TrainSampler` reproduces the official trainer's step plan: an *iteration* is ``eval_interval``
-epochs; iteration ``k`` (per data path, counted from 1 over the run) draws from ``Generator(Philox(seed + k))``
-the concatenation of ``eval_interval`` group permutations and one augmented puzzle per group (the original is
-one of the choices); ``m = min(n_items, remaining)`` items of each puzzle are packed into global batches
-along the whole iteration (the rest of that puzzle is dropped) and only the iteration's short last batch is
-dropped. The batch boundaries, hence :meth:`TrainSampler.batches_per_iteration`, follow from those draws
-alone. Which items of a puzzle are taken (the official code: numpy's unseeded global RNG) comes from a stream
-seeded by ``SeedSequence([seed, iteration, 1, batch])``, so any batch can be rebuilt without replaying the
-ones before it (resume).
+:class:`TrainSampler` reproduces the official trainer's step plan: an *iteration* is ``eval_interval`` epochs;
+iteration ``k`` (per data path, counted from 1 over the run) draws from ``Generator(Philox(seed + k))`` the
+concatenation of ``eval_interval`` group permutations and one augmented puzzle per group (the original is one
+of the choices); ``m = min(n_items, remaining)`` items of each puzzle are packed into global batches along the
+whole iteration (the rest of that puzzle is dropped) and only the iteration's short last batch is dropped. The
+batch boundaries, hence :meth:`TrainSampler.batches_per_iteration`, follow from those draws alone. Which items
+of a puzzle are taken (the official code: numpy's unseeded global RNG) comes from a stream seeded by
+``SeedSequence([seed, iteration, 1, batch])``, so any batch can be rebuilt without replaying the ones before
+it (resume).
 
 In the encoder layout the items are queries (examples after a puzzle's ``num_demos`` demonstrations); puzzles
 without queries add nothing; each item carries its puzzle's first ``max_demos`` demos.
@@ -482,7 +482,7 @@ class TrainSampler:
                               np.concatenate(ends or [empty]))
 
     def estimated_batches(self, epochs: int) -> int:
-        """The official trainer's step estimate, ``int(epochs × groups × mean items per puzzle / global batch)``.
+        """The official trainer's step estimate ``int(epochs × groups × mean items per puzzle / batch)``.
 
         With every group of official-layout data this is exactly the official ``total_steps`` (the
         ``mean_puzzle_examples`` of the paths' dataset.json, weighted by their puzzle counts); otherwise the

@@ -121,8 +121,9 @@ def describe_plan(summary: dict[str, Any]) -> str:
     """Human-readable lines of :func:`plan_summary`."""
     counts = summary["batches_per_iteration"]
     shown = ", ".join(str(c) for c in counts[:8]) + (f", … ({len(counts)} in all)" if len(counts) > 8 else "")
-    stop = ("the loader's batches" if summary["optimizer_steps"] == summary["batches"] else
-            "the official estimate" if summary["optimizer_steps"] == summary["schedule_steps"] else "max_steps")
+    steps_ = summary["optimizer_steps"]
+    stop = ("the loader's batches" if steps_ == summary["batches"] else
+            "the official estimate" if steps_ == summary["schedule_steps"] else "max_steps")
     lr, emb = summary["lr"], summary["puzzle_emb_lr"]
 
     def steps(values: list[int]) -> str:
