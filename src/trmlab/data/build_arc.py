@@ -37,10 +37,7 @@ from __future__ import annotations
 import hashlib
 import json
 import operator
-import os
-import shutil
 import time
-import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -51,6 +48,7 @@ from trmlab.data import format as fmt
 from trmlab.data.augment import NUM_DIHEDRAL, SEPARATOR, dihedral
 from trmlab.data.legacy_rng import LegacyDraws
 from trmlab.data.sources import ArcTask, load_subsets
+from trmlab.data.writing import NpyStreamWriter, check_output_dir, staged_output
 from trmlab.errors import ConfigError, DataError
 
 RETRIES_FACTOR = 5  # official: up to 5 * num_aug augmentation trials per task
@@ -160,15 +158,6 @@ def _limits(options: BuildOptions) -> list[int | None]:
     if limits is None:
         return [None] * len(options.subsets)
     return list(limits) * len(options.subsets) if len(limits) == 1 else list(limits)
-
-
-def check_output_dir(path: Path, overwrite: bool) -> None:
-    """Refuse a non-empty existing output directory unless ``overwrite``."""
-    if path.exists():
-        if not path.is_dir():
-            raise DataError(f"--output-dir {path}: exists and is not a directory")
-        if any(path.iterdir()) and not overwrite:
-            raise DataError(f"--output-dir {path}: exists and is not empty; pass --overwrite to replace it")
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -376,30 +365,6 @@ def encode_puzzles(group: Group, split: str, puzzles: slice, rows: np.ndarray, c
     return blocks
 
 
-class NpyStreamWriter:
-    """Write a ``.npy`` file row block by row block; bytes equal ``np.save`` of the whole array."""
-
-    def __init__(self, path: Path, dtype: np.dtype, shape: tuple[int, ...]):
-        self.path, self.dtype, self.shape = path, np.dtype(dtype), shape
-        self.rows = 0
-        self.file = open(path, "wb")  # noqa: SIM115 (closed by close(), streamed across calls)
-        header = {"descr": np.lib.format.dtype_to_descr(self.dtype), "fortran_order": False, "shape": shape}
-        np.lib.format.write_array_header_1_0(self.file, header)
-
-    def write(self, block: np.ndarray) -> None:
-        block = np.ascontiguousarray(block, dtype=self.dtype)
-        if block.shape[1:] != self.shape[1:]:
-            raise RuntimeError(f"{self.path}: block shape {block.shape} does not match {self.shape}")
-        self.rows += block.shape[0]
-        if block.size:
-            self.file.write(memoryview(block).cast("B"))  # no intermediate bytes copy
-
-    def close(self) -> None:
-        self.file.close()
-        if self.rows != self.shape[0]:
-            raise RuntimeError(f"{self.path}: wrote {self.rows} rows, header says {self.shape[0]}")
-
-
 def split_counts(groups: list[Group], split: str) -> SplitCounts:
     """Groups, puzzles and examples of one split (known before any array is written)."""
     return SplitCounts(groups=len(groups), puzzles=sum(g.num_puzzles for g in groups),
@@ -504,29 +469,11 @@ def build_arc(options: BuildOptions, log: Callable[[str], None] = print) -> Buil
 
 def _write_dataset(draws: LegacyDraws, output: Path, groups: dict[str, list[Group]],
                    test_tasks: list[ArcTask], options: BuildOptions, num_identifiers: int) -> None:
-    output.parent.mkdir(parents=True, exist_ok=True)
-    partial = output.parent / f".{output.name}.partial-{uuid.uuid4().hex[:8]}"
-    partial.mkdir()
-    try:
+    with staged_output(output) as partial:
         for split in fmt.SPLITS:
             write_split(draws, partial / split, split, groups[split], options, num_identifiers)
         write_identifiers(partial / "identifiers.json", groups, options.puzzle_identifiers_start)
         fmt.write_json(partial / "test_puzzles.json", {task.task_id: task.raw for task in test_tasks})
-        _move_into_place(partial, output)
-    except BaseException:
-        shutil.rmtree(partial, ignore_errors=True)
-        raise
-
-
-def _move_into_place(partial: Path, output: Path) -> None:
-    # Checked again here: another process may have filled the directory meanwhile.
-    if output.exists():
-        old = output.parent / f".{output.name}.old-{uuid.uuid4().hex[:8]}"
-        os.rename(output, old)
-        os.rename(partial, output)
-        shutil.rmtree(old)
-    else:
-        os.rename(partial, output)
 
 
 def _log_summary(summary: BuildSummary, log: Callable[[str], None]) -> None:
