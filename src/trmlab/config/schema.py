@@ -86,6 +86,12 @@ class ArchConfig:
         "demos", "what the context queries attend to: one pooled vector per demo ('demos', the reference "
         "design) or every real token of every demo ('tokens'; standard encoder only)", arch=True,
         choices=("demos", "tokens"))
+    encoder_numerics: str = setting(
+        "trmlab", "encoder numerics: 'trmlab' (packed demos cropped to their content, keys and pooling over "
+        "real tokens, canvas RoPE positions, context gain 1/sqrt(D)) or 'research' (exactly what the ETRM "
+        "research code computes: full 2*seq_len canvas attending to PAD, sequential RoPE positions, separate "
+        "k/v projections, no context gain, 0.9/0.1 state smoothing in etrmtrm); set by loading a research "
+        "checkpoint", arch=True, choices=("trmlab", "research"))
     encoder_layer_scale_init: float = setting(0.0, "CaiT layer-scale init (0 disables)", arch=True, ge=0)
     encoder_norm_style: str = setting("post", "encoder block norm placement", arch=True,
                                       choices=("post", "pre"))

@@ -39,6 +39,7 @@ _USED_BY: dict[str, tuple[str, ...]] = {
     "arch.encoder_type": ("etrm",),
     "arch.encoder_set_memory": ("etrm",),
     "arch.encoder_token_layout": ENCODER_VARIANTS,
+    "arch.encoder_numerics": ENCODER_VARIANTS,
     "arch.recurrent_encoder_type": ("etrmtrm",),
     "arch.encoder_h_cycles": ("etrmtrm",),
     "arch.encoder_l_cycles": ("etrmtrm",),

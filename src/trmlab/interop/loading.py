@@ -153,6 +153,46 @@ def read_official_state(path: str | Path) -> dict[str, torch.Tensor]:
     return strip_official(checked_state_dict(safe_torch_load(path, mmap=True), path), str(path))
 
 
+def read_step_file(path: str | Path, config: Any = None) -> tuple[dict[str, torch.Tensor], Any]:
+    """An official TRM or research ETRM/ETRMTRM ``step_N`` file: ({canonical key: tensor}, ResolvedConfig).
+
+    The research layout is recognised by its keys (``<prefix>encoder.*``) and its config's model class
+    (``recursive_reasoning.etrm@TRMWithEncoder``, ``…etrmtrm@TRMWithRecurrentEncoder``); its keys are mapped
+    with :mod:`trmlab.interop.research_keys` and the model is built with ``arch.encoder_numerics=research``.
+    """
+    from trmlab.interop.research_keys import family_of, is_research_state, strip_research
+    from trmlab.interop.safe_load import safe_torch_load
+
+    raw = checked_state_dict(safe_torch_load(path, mmap=True), path)
+    resolved = official_config(path, config)
+    arch = resolved.config.arch
+    if not is_research_state(list(raw)):
+        if arch.name != "trm":
+            raise CheckpointError(f"{path}: its config names an {arch.name} model but the file has no "
+                                  "encoder keys (<prefix>encoder.*): it is not a research ETRM checkpoint")
+        return strip_official(raw, str(path)), resolved
+    if arch.name == "trm":
+        raise CheckpointError(f"{path} holds a demonstration encoder (keys *encoder.*) but its config names "
+                              "a TRM: give the research run's all_config.yaml (arch.name "
+                              "recursive_reasoning.etrm@TRMWithEncoder or …etrmtrm@TRMWithRecurrentEncoder)")
+    return strip_research(raw, family_of(arch), str(path)), _research_numerics(resolved, path)
+
+
+def _research_numerics(resolved: Any, path: str | Path) -> Any:
+    """``resolved`` with arch.encoder_numerics = research (a research checkpoint computes nothing else)."""
+    arch = resolved.config.arch
+    if arch.encoder_numerics == "research":
+        return resolved
+    if not resolved.provenance.get("arch.encoder_numerics", "schema default").startswith("schema default"):
+        raise CheckpointError(f"{path} is a research-code checkpoint, but arch.encoder_numerics="
+                              f"{arch.encoder_numerics!r} was asked for; its weights only compute the "
+                              "research model (remove the setting)")
+    config = dataclasses.replace(resolved.config,
+                                 arch=dataclasses.replace(arch, encoder_numerics="research"))
+    provenance = {**resolved.provenance, "arch.encoder_numerics": f"research checkpoint {path} (its keys)"}
+    return type(resolved)(config, provenance)
+
+
 def checked_state_dict(state: Any, path: str | Path) -> dict[str, torch.Tensor]:
     """``state`` if it is a {str: Tensor} mapping, else CheckpointError naming ``path``."""
     if not isinstance(state, dict) or not all(isinstance(k, str) and isinstance(v, torch.Tensor)
@@ -273,6 +313,17 @@ def _both_names(key: str) -> str:
     return f"{key} (official {official})" if official else key
 
 
+def _research_names(problems: list[str], arch: Any) -> list[str]:
+    """``problems`` with a line naming the research keys of the trmlab keys they mention."""
+    from trmlab.interop.research_keys import canonical_to_research, family_of
+
+    family = family_of(arch)
+    names = sorted({f"{key} = research {research}" for line in problems
+                    for key in re.findall(r"encoder\.[\w.]+", line)
+                    if (research := canonical_to_research(key, family))})
+    return problems + ([f"research names: {'; '.join(names)}"] if names else [])
+
+
 def instantiate(config: Any, state: dict[str, torch.Tensor], *, seq_len: int, source: str) -> nn.Module:
     """Build the model of ``config`` on the meta device and adopt ``state``'s tensors (no double memory)."""
     from trmlab.models import build_model
@@ -282,6 +333,8 @@ def instantiate(config: Any, state: dict[str, torch.Tensor], *, seq_len: int, so
         model = build_model(config.config, seq_len=seq_len, vocab_size=dims["vocab_size"],
                             num_puzzle_identifiers=max(dims["num_puzzle_identifiers"], 1))
     problems = shape_problems(model, state)
+    if problems and config.config.arch.encoder_numerics == "research" and config.config.arch.name != "trm":
+        problems = _research_names(problems, config.config.arch)
     if problems:
         raise CheckpointError(f"{source} does not match its architecture:\n  - " + "\n  - ".join(problems))
     params = {name for name, _ in model.named_parameters()}
@@ -346,8 +399,7 @@ def load_checkpoint(path: str | Path, *, seq_len: int | None = None, device: Any
                                   "checkpoint. Give an official step_N file or a trmlab step_N/ directory.")
         return load_trmlab_checkpoint(path, seq_len=seq_len, device=device, dtype=dtype, config=config,
                                       use_ema=use_ema)
-    state = read_official_state(path)
-    resolved = official_config(path, config)
+    state, resolved = read_step_file(path, config)
     prefix_len = _prefix_len(resolved)
     length = resolve_seq_len(seq_len, state, resolved.config, prefix_len, str(path))
     model = instantiate(resolved, state, seq_len=length, source=str(path))
