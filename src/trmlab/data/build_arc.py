@@ -475,28 +475,41 @@ def write_identifiers(path: Path, groups: dict[str, list[Group]], start: int) ->
 def build_arc(options: BuildOptions, log: Callable[[str], None] = print) -> BuildSummary:
     """Build an ARC dataset (see the module docstring). Nothing is written when ``options.count_only``.
 
-    The output is staged in a hidden sibling directory created first (a read-only or missing location fails
-    before any work) and renamed into place at the end; a failure or Ctrl-C removes it.
+    The output is staged in a hidden sibling directory created before anything else (a read-only or
+    missing location fails at once) and renamed into place at the end; a failure or Ctrl-C removes it.
     """
     started = time.perf_counter()
     validate_options(options)
+    return _build(options, lambda: load_subsets(options.subsets, prefix=options.input_file_prefix,
+                                                source=options.source, limits=_limits(options)), log, started)
+
+
+def build_arc_from_tasks(options: BuildOptions, subsets: list[list[ArcTask]],
+                         log: Callable[[str], None] = print, started: float | None = None) -> BuildSummary:
+    """:func:`build_arc` on tasks already loaded (one list per ``options.subsets`` entry)."""
+    started = time.perf_counter() if started is None else started
+    validate_options(options)
+    return _build(options, lambda: subsets, log, started)
+
+
+def _build(options: BuildOptions, load: Callable[[], list[list[ArcTask]]], log: Callable[[str], None],
+           started: float) -> BuildSummary:
     output = Path(options.output_dir)
     if options.count_only:
-        summary = _build(options, None, log)
+        summary = _plan_and_write(options, load(), None, log)
     else:
         check_output_dir(output, options.overwrite)
         with fmt.staged_directory(output, f"--output-dir {output}") as partial:
-            summary = _build(options, partial, log)
+            summary = _plan_and_write(options, load(), partial, log)
         summary.output_dir = str(output)
     summary.seconds = time.perf_counter() - started
     _log_summary(summary, log)
     return summary
 
 
-def _build(options: BuildOptions, partial: Path | None, log: Callable[[str], None]) -> BuildSummary:
+def _plan_and_write(options: BuildOptions, subsets: list[list[ArcTask]], partial: Path | None,
+                    log: Callable[[str], None]) -> BuildSummary:
     """Plan the dataset and, unless ``partial`` is None (count only), write it into ``partial``."""
-    subsets = load_subsets(options.subsets, prefix=options.input_file_prefix, source=options.source,
-                           limits=_limits(options))
     draws = LegacyDraws(options.seed)  # np.random.seed(seed) + np.random.*, replayed exactly
     log(f"augmenting ({options.num_aug} per task, seed {options.seed}, layout {options.layout}):")
     groups, test_tasks, skipped = plan_groups(draws, subsets, options, log)
