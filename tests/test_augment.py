@@ -11,8 +11,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from trmlab.data import augment
-from trmlab.data.build_arc import _DedupTable
-from trmlab.data.writing import NpyStreamWriter
+from trmlab.data.build_arc import NpyStreamWriter, _DedupTable
 from trmlab.errors import DataError
 
 FAST = settings(max_examples=60, deadline=None)

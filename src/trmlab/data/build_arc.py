@@ -48,7 +48,6 @@ from trmlab.data import format as fmt
 from trmlab.data.augment import NUM_DIHEDRAL, SEPARATOR, dihedral
 from trmlab.data.legacy_rng import LegacyDraws
 from trmlab.data.sources import ArcTask, load_subsets
-from trmlab.data.writing import NpyStreamWriter, check_output_dir, staged_output
 from trmlab.errors import ConfigError, DataError
 
 RETRIES_FACTOR = 5  # official: up to 5 * num_aug augmentation trials per task
@@ -158,6 +157,15 @@ def _limits(options: BuildOptions) -> list[int | None]:
     if limits is None:
         return [None] * len(options.subsets)
     return list(limits) * len(options.subsets) if len(limits) == 1 else list(limits)
+
+
+def check_output_dir(path: Path, overwrite: bool) -> None:
+    """Refuse a non-empty existing output directory unless ``overwrite``."""
+    if path.exists():
+        if not path.is_dir():
+            raise DataError(f"--output-dir {path}: exists and is not a directory")
+        if any(path.iterdir()) and not overwrite:
+            raise DataError(f"--output-dir {path}: exists and is not empty; pass --overwrite to replace it")
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -365,6 +373,30 @@ def encode_puzzles(group: Group, split: str, puzzles: slice, rows: np.ndarray, c
     return blocks
 
 
+class NpyStreamWriter:
+    """Write a ``.npy`` file row block by row block; bytes equal ``np.save`` of the whole array."""
+
+    def __init__(self, path: Path, dtype: np.dtype, shape: tuple[int, ...]):
+        self.path, self.dtype, self.shape = path, np.dtype(dtype), shape
+        self.rows = 0
+        self.file = open(path, "wb")  # noqa: SIM115 (closed by close(), streamed across calls)
+        header = {"descr": np.lib.format.dtype_to_descr(self.dtype), "fortran_order": False, "shape": shape}
+        np.lib.format.write_array_header_1_0(self.file, header)
+
+    def write(self, block: np.ndarray) -> None:
+        block = np.ascontiguousarray(block, dtype=self.dtype)
+        if block.shape[1:] != self.shape[1:]:
+            raise RuntimeError(f"{self.path}: block shape {block.shape} does not match {self.shape}")
+        self.rows += block.shape[0]
+        if block.size:
+            self.file.write(memoryview(block).cast("B"))  # no intermediate bytes copy
+
+    def close(self) -> None:
+        self.file.close()
+        if self.rows != self.shape[0]:
+            raise RuntimeError(f"{self.path}: wrote {self.rows} rows, header says {self.shape[0]}")
+
+
 def split_counts(groups: list[Group], split: str) -> SplitCounts:
     """Groups, puzzles and examples of one split (known before any array is written)."""
     return SplitCounts(groups=len(groups), puzzles=sum(g.num_puzzles for g in groups),
@@ -441,15 +473,15 @@ def write_identifiers(path: Path, groups: dict[str, list[Group]], start: int) ->
 
 
 def build_arc(options: BuildOptions, log: Callable[[str], None] = print) -> BuildSummary:
-    """Build an ARC dataset (see the module docstring). Nothing is written when ``options.count_only``."""
+    """Build an ARC dataset (see the module docstring). Nothing is written when ``options.count_only``.
+
+    The output is staged in a hidden sibling directory created before anything else (a read-only or
+    missing location fails at once) and renamed into place at the end; a failure or Ctrl-C removes it.
+    """
     started = time.perf_counter()
     validate_options(options)
-    output = Path(options.output_dir)
-    if not options.count_only:
-        check_output_dir(output, options.overwrite)
-    subsets = load_subsets(options.subsets, prefix=options.input_file_prefix, source=options.source,
-                           limits=_limits(options))
-    return build_arc_from_tasks(options, subsets, log, started)
+    return _build(options, lambda: load_subsets(options.subsets, prefix=options.input_file_prefix,
+                                                source=options.source, limits=_limits(options)), log, started)
 
 
 def build_arc_from_tasks(options: BuildOptions, subsets: list[list[ArcTask]],
@@ -457,9 +489,27 @@ def build_arc_from_tasks(options: BuildOptions, subsets: list[list[ArcTask]],
     """:func:`build_arc` on tasks already loaded (one list per ``options.subsets`` entry)."""
     started = time.perf_counter() if started is None else started
     validate_options(options)
+    return _build(options, lambda: subsets, log, started)
+
+
+def _build(options: BuildOptions, load: Callable[[], list[list[ArcTask]]], log: Callable[[str], None],
+           started: float) -> BuildSummary:
     output = Path(options.output_dir)
-    if not options.count_only:
+    if options.count_only:
+        summary = _plan_and_write(options, load(), None, log)
+    else:
         check_output_dir(output, options.overwrite)
+        with fmt.staged_directory(output, f"--output-dir {output}") as partial:
+            summary = _plan_and_write(options, load(), partial, log)
+        summary.output_dir = str(output)
+    summary.seconds = time.perf_counter() - started
+    _log_summary(summary, log)
+    return summary
+
+
+def _plan_and_write(options: BuildOptions, subsets: list[list[ArcTask]], partial: Path | None,
+                    log: Callable[[str], None]) -> BuildSummary:
+    """Plan the dataset and, unless ``partial`` is None (count only), write it into ``partial``."""
     draws = LegacyDraws(options.seed)  # np.random.seed(seed) + np.random.*, replayed exactly
     log(f"augmenting ({options.num_aug} per task, seed {options.seed}, layout {options.layout}):")
     groups, test_tasks, skipped = plan_groups(draws, subsets, options, log)
@@ -468,23 +518,15 @@ def build_arc_from_tasks(options: BuildOptions, subsets: list[list[ArcTask]],
         num_identifiers=num_identifiers, splits={s: split_counts(groups[s], s) for s in fmt.SPLITS},
         tasks_per_subset={name: len(tasks) for name, tasks in zip(options.subsets, subsets)},
         skipped_tasks=skipped, dummy_outputs=sum(t.dummy_outputs for tasks in subsets for t in tasks),
-        seconds=0.0, output_dir=None if options.count_only else str(output))
+        seconds=0.0, output_dir=None)
     if not groups["test"]:
         raise DataError(f"no test examples: test set {options.test_set_name!r} contributed no test pairs")
-    if not options.count_only:
-        _write_dataset(draws, output, groups, test_tasks, options, num_identifiers)
-    summary.seconds = time.perf_counter() - started
-    _log_summary(summary, log)
-    return summary
-
-
-def _write_dataset(draws: LegacyDraws, output: Path, groups: dict[str, list[Group]],
-                   test_tasks: list[ArcTask], options: BuildOptions, num_identifiers: int) -> None:
-    with staged_output(output) as partial:
+    if partial is not None:
         for split in fmt.SPLITS:
             write_split(draws, partial / split, split, groups[split], options, num_identifiers)
         write_identifiers(partial / "identifiers.json", groups, options.puzzle_identifiers_start)
         fmt.write_json(partial / "test_puzzles.json", {task.task_id: task.raw for task in test_tasks})
+    return summary
 
 
 def _log_summary(summary: BuildSummary, log: Callable[[str], None]) -> None:

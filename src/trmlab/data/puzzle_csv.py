@@ -33,8 +33,8 @@ from typing import Protocol
 import numpy as np
 
 from trmlab.data import format as fmt
+from trmlab.data.build_arc import NpyStreamWriter, check_output_dir
 from trmlab.data.legacy_rng import LegacyDraws
-from trmlab.data.writing import NpyStreamWriter, check_output_dir, staged_output
 from trmlab.errors import ConfigError, DataError
 
 HEADER = ["source", "question", "answer", "rating"]
@@ -354,7 +354,7 @@ def build_csv_dataset(options: CsvBuildOptions, make_format: Callable[[int, str]
         chosen = state.choice(counts["train"], size=options.subsample_size, replace=False)
     draws = LegacyDraws.from_random_state(state)
     splits = {}
-    with staged_output(output) as partial:
+    with fmt.staged_directory(output, f"--output-dir {output}") as partial:
         for split in fmt.SPLITS:
             rows = encoded_rows(paths[split], puzzle, min_rating)
             num_puzzles = counts[split]
