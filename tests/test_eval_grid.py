@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from trmlab.data.generate_sudoku import BOX_SHAPES
+from trmlab.data.build_sudoku import SUDOKU_BOXES
 from trmlab.evaluation.grid import (
     accuracies,
     dihedral_symmetries,
@@ -23,7 +23,7 @@ def test_accuracies_follow_the_official_definition():
 
 
 def valid_sudoku(tokens: np.ndarray, side: int) -> bool:
-    box_rows, box_cols = BOX_SHAPES[side]
+    box_rows, box_cols = SUDOKU_BOXES[side]
     g = tokens.reshape(side, side) - 1
     units = [*g, *g.T] + [g[r:r + box_rows, c:c + box_cols].reshape(-1)
                           for r in range(0, side, box_rows) for c in range(0, side, box_cols)]

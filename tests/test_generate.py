@@ -9,15 +9,16 @@ import numpy as np
 import pytest
 
 from trmlab.cli import main
-from trmlab.data.generate_csv import CSV_HEADER, read_csv_rows
+from trmlab.data.build_sudoku import SUDOKU_BOXES
+from trmlab.data.generate_csv import read_csv_rows
 from trmlab.data.generate_maze import generate_maze
 from trmlab.data.generate_sudoku import (
-    BOX_SHAPES,
     canonical_key,
     count_solutions,
     generate_sudoku,
     symmetry_maps,
 )
+from trmlab.data.puzzle_csv import HEADER
 from trmlab.errors import ConfigError, DataError
 
 
@@ -26,7 +27,7 @@ def digits(text: str) -> list[int]:
 
 
 def is_valid_solution(size: int, grid: list[int]) -> bool:
-    box_rows, box_cols = BOX_SHAPES[size]
+    box_rows, box_cols = SUDOKU_BOXES[size]
     g = np.asarray(grid).reshape(size, size)
     units = [g[r] for r in range(size)] + [g[:, c] for c in range(size)] + [
         g[r:r + box_rows, c:c + box_cols].reshape(-1)
@@ -37,7 +38,7 @@ def is_valid_solution(size: int, grid: list[int]) -> bool:
 def naive_solutions(size: int, grid: list[int], limit: int = 2) -> int:
     """Plain backtracking in reading order (independent of the generator's search)."""
     grid = list(grid)
-    box_rows, box_cols = BOX_SHAPES[size]
+    box_rows, box_cols = SUDOKU_BOXES[size]
 
     def ok(i: int, v: int) -> bool:
         r, c = divmod(i, size)
@@ -111,7 +112,7 @@ def test_hard_puzzles_are_minimal_and_difficulty_changes_givens(tmp_path):
 def group_closure(size: int) -> set[tuple[int, ...]]:
     """The validity-preserving cell maps of a small Sudoku, built by closing a few generators (independent of
     the generator's enumeration)."""
-    box_rows, box_cols = BOX_SHAPES[size]
+    box_rows, box_cols = SUDOKU_BOXES[size]
     index = np.arange(size * size).reshape(size, size)
     gens = []
     for start, width, axis in ((0, box_rows, 0), (0, box_cols, 1)):  # swap neighbouring lines in a block
@@ -264,7 +265,7 @@ def test_generate_commands(tmp_path, capsys):
     assert read_csv_rows(tmp_path / "s" / "test.csv")[0].source == "trmlab-sudoku6-medium"
     assert main(["data", "generate-maze", "--output-dir", str(tmp_path / "m"), "--train", "2", "--test", "1",
                  "--seed", "0", "--side", "11", "--min-path", "8"]) == 0
-    assert tuple((tmp_path / "m" / "train.csv").read_text().splitlines()[0].split(",")) == CSV_HEADER
+    assert tuple((tmp_path / "m" / "train.csv").read_text().splitlines()[0].split(",")) == tuple(HEADER)
     assert main(["data", "generate-maze", "--output-dir", str(tmp_path / "x"), "--train", "2", "--test", "1",
                  "--seed", "0", "--side", "9", "--min-path", "500"]) == 2
     assert "lower --min-path" in capsys.readouterr().err

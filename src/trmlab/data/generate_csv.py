@@ -22,9 +22,8 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+from trmlab.data.puzzle_csv import HEADER
 from trmlab.errors import ConfigError, DataError
-
-CSV_HEADER = ("source", "question", "answer", "rating")
 
 
 @dataclass(frozen=True)
@@ -41,7 +40,7 @@ def csv_bytes(rows: list[PuzzleRow]) -> bytes:
     """The rows as a Hub-format CSV file (header first, CRLF line ends)."""
     buffer = io.StringIO(newline="")
     writer = csv.writer(buffer)
-    writer.writerow(CSV_HEADER)
+    writer.writerow(HEADER)
     for row in rows:
         writer.writerow((row.source, row.question, row.answer, row.rating))
     return buffer.getvalue().encode()
@@ -53,8 +52,8 @@ def read_csv_rows(path: str | Path) -> list[PuzzleRow]:
     with open(path, newline="") as f:
         reader = csv.reader(f)
         header = next(reader, None)
-        if header is None or tuple(header) != CSV_HEADER:
-            raise DataError(f"{path}: header must be {','.join(CSV_HEADER)}, got {header}")
+        if header is None or header != HEADER:
+            raise DataError(f"{path}: header must be {','.join(HEADER)}, got {header}")
         rows = []
         for line, fields in enumerate(reader, start=2):
             if len(fields) != 4 or not fields[3].lstrip("-").isdigit():

@@ -23,6 +23,7 @@ from collections.abc import Iterator
 
 import numpy as np
 
+from trmlab.data.build_maze import MAZE_CHARSET
 from trmlab.data.generate_csv import (
     Log,
     PuzzleRow,
@@ -34,7 +35,7 @@ from trmlab.data.generate_csv import (
 )
 from trmlab.errors import ConfigError
 
-WALL, OPEN, START, GOAL, PATH = "#", " ", "S", "G", "o"
+WALL, OPEN, START, GOAL, PATH = MAZE_CHARSET  # "# SGo", the builder's charset (tokens 1..5)
 MAX_ATTEMPTS_PER_MAZE = 200
 
 

@@ -30,6 +30,7 @@ from functools import cache
 
 import numpy as np
 
+from trmlab.data.build_sudoku import SUDOKU_BOXES
 from trmlab.data.generate_csv import (
     Log,
     PuzzleRow,
@@ -41,7 +42,6 @@ from trmlab.data.generate_csv import (
 )
 from trmlab.errors import ConfigError
 
-BOX_SHAPES = {4: (2, 2), 6: (2, 3), 9: (3, 3)}  # size → (box rows, box columns)
 # Givens kept per difficulty, as a fraction of the cells; "hard" removes every removable given (minimal).
 DIFFICULTY_GIVENS = {"easy": 0.5, "medium": 0.4, "hard": 0.0}
 MAX_ATTEMPTS_PER_PUZZLE = 200
@@ -51,10 +51,10 @@ class Geometry:
     """Rows, columns and boxes of a size-N Sudoku as bitmask indices per cell."""
 
     def __init__(self, size: int) -> None:
-        if size not in BOX_SHAPES:
-            raise ConfigError(f"--size must be one of {sorted(BOX_SHAPES)}, got {size}")
+        if size not in SUDOKU_BOXES:
+            raise ConfigError(f"--size must be one of {sorted(SUDOKU_BOXES)}, got {size}")
         self.size = size
-        self.box_rows, self.box_cols = BOX_SHAPES[size]
+        self.box_rows, self.box_cols = SUDOKU_BOXES[size]
         self.cells = size * size
         self.row = [i // size for i in range(self.cells)]
         self.col = [i % size for i in range(self.cells)]
@@ -301,7 +301,7 @@ def register_data_command(data_subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--train", type=int, required=True, help="training puzzles")
     parser.add_argument("--test", type=int, required=True, help="test puzzles")
     parser.add_argument("--seed", type=int, required=True, help="seed of every random draw")
-    parser.add_argument("--size", type=int, default=9, choices=sorted(BOX_SHAPES), help="grid side")
+    parser.add_argument("--size", type=int, default=9, choices=sorted(SUDOKU_BOXES), help="grid side")
     parser.add_argument("--difficulty", default="hard", choices=sorted(DIFFICULTY_GIVENS),
                         help="easy: 50%% of the cells given, medium: 40%%, hard: minimal puzzles (no given "
                         "can be removed)")

@@ -28,11 +28,12 @@ from typing import Any
 import numpy as np
 import torch
 
+from trmlab.data.build_maze import MAZE_CHARSET
+from trmlab.data.build_sudoku import SUDOKU_BOXES
 from trmlab.errors import ConfigError, DataError
 from trmlab.evaluation.outputs import RawPredictions, json_bytes, write_output_dir
 
-SUDOKU_BOXES = {4: (2, 2), 6: (2, 3), 9: (3, 3)}
-MAZE_TOKENS = {"wall": 1, "open": 2, "start": 3, "goal": 4, "path": 5}  # "# SGo" → 1..5
+MAZE_PATH_TOKEN = 1 + MAZE_CHARSET.index("o")  # the builder's tokens: "# SGo" → 1..5
 TASK_NAMES = {"sudoku": "Sudoku", "maze": "Maze", "grid": "Grid"}
 VOTE_SEED = 0  # fixed: the Sudoku copies are the same at every evaluation
 
@@ -49,8 +50,8 @@ def dataset_task(dataset: Any) -> str:
     values = set(np.unique(labels).tolist())
     if side * side == dataset.seq_len and side in SUDOKU_BOXES and values <= set(range(2, side + 2)):
         return "sudoku"
-    maze_tokens = set(MAZE_TOKENS.values())
-    if side * side == dataset.seq_len and values <= maze_tokens and MAZE_TOKENS["path"] in values:
+    maze_tokens = set(range(1, len(MAZE_CHARSET) + 1))
+    if side * side == dataset.seq_len and values <= maze_tokens and MAZE_PATH_TOKEN in values:
         return "maze"
     return "grid"
 

@@ -17,6 +17,7 @@ from typing import Any
 
 import numpy as np
 
+from trmlab.data.build_sudoku import SUDOKU_BOXES
 from trmlab.reports.png import encode_png, grid_image
 
 GRID_TASKS = ("sudoku", "maze", "grid")
@@ -31,12 +32,11 @@ table.sudoku td.given{font-weight:bold;background:#e4e4e4} table.sudoku td.ok{co
 table.sudoku td.bad{color:#fff;background:#c33} table.sudoku td sub{font-size:.6em;color:#fdd}
 table.sudoku td.br{border-right:2px solid #333} table.sudoku td.bb{border-bottom:2px solid #333}
 """
-BOXES = {4: (2, 2), 6: (2, 3), 9: (3, 3)}
 
 
 def _sudoku_table(tokens: np.ndarray, givens: np.ndarray, target: np.ndarray | None, caption: str) -> str:
     side = math.isqrt(tokens.size)
-    box_rows, box_cols = BOXES.get(side, (side, side))
+    box_rows, box_cols = SUDOKU_BOXES.get(side, (side, side))
     cells = []
     for r in range(side):
         row = []
