@@ -81,8 +81,9 @@ def resume_config(run_dir: str, overrides: list[str]) -> Any:
     parsed = parse_overrides(overrides)
     fields = schema_fields()
     # These decide what is computed or how many steps there are: changing them mid-run is not a resume.
+    # (data_paths may change, to follow a moved dataset: the trainer checks its fingerprint.)
     fixed = {k for k, info in fields.items() if info.arch} | {
-        "data_paths", "global_batch_size", "epochs", "max_steps", "seed", "max_train_groups", "run_dir",
+        "global_batch_size", "epochs", "max_steps", "seed", "max_train_groups", "run_dir",
         "lr", "lr_warmup_steps", "lr_min_ratio", "ema", "ema_rate", "init_from", "freeze_decoder_steps"}
     refused = [key for key, _ in parsed if key in fixed]
     if refused:
@@ -116,18 +117,33 @@ def split_options(words: list[str]) -> tuple[list[str], list[str], bool]:
 
 def _run_train(args: argparse.Namespace) -> int:
     from trmlab.training.loop import Trainer
+    from trmlab.training.signals import TrainingInterrupted
 
     words, files, no_progress = split_options(list(args.words))
     resolved, resume = resolve_train_config(words, [*args.files, *files])
-    result = Trainer(resolved, resume=resume, progress=not (args.no_progress or no_progress)).run()
+    try:
+        result = Trainer(resolved, resume=resume, progress=not (args.no_progress or no_progress)).run()
+    except TrainingInterrupted as stopped:
+        return _report_interruption(stopped)
     if int(os.environ.get("RANK", "0")) == 0:  # under torchrun only rank 0 reports
         print(f"trained {result.step:,}/{result.total_steps:,} steps; run directory {result.run_dir}",
               file=sys.stderr)
     return 0
 
 
+def _report_interruption(stopped: Any) -> int:
+    """A run stopped by SIGTERM/SIGUSR1/SIGINT: one line (rank 0) and 128 + the signal number."""
+    if int(os.environ.get("RANK", "0")) == 0:
+        print(stopped, file=sys.stderr, flush=True)
+    return stopped.exit_code
+
+
 def _run_demo(args: argparse.Namespace) -> int:
     from trmlab.training.demo import run_demo
+    from trmlab.training.signals import TrainingInterrupted
 
-    run_demo(list(args.overrides), out=args.out, data=args.data)
+    try:
+        run_demo(list(args.overrides), out=args.out, data=args.data)
+    except TrainingInterrupted as stopped:
+        return _report_interruption(stopped)
     return 0
