@@ -228,7 +228,7 @@ def test_cli_train_then_resume_a_finished_run(data, tmp_path, monkeypatch, capsy
     assert "drop the preset" in capsys.readouterr().err
 
 
-# -- never losing work: checkpoint before evaluation, re-run evaluations, resume from anywhere -----------------
+# -- never losing work: checkpoint before evaluation, re-run evaluations, resume from anywhere ---------------
 
 
 def test_failing_evaluation_keeps_the_checkpoint(data, tmp_path):
@@ -245,7 +245,7 @@ def test_failing_evaluation_keeps_the_checkpoint(data, tmp_path):
 
 
 def test_resume_repeats_an_evaluation_its_kill_interrupted(data, tmp_path):
-    """Killed during the evaluation of step 6 (checkpoint written, no eval record): resume evaluates step 6."""
+    """Killed while evaluating step 6 (checkpoint written, no eval record): resume evaluates step 6 again."""
     calls = []
 
     def evaluate(trainer, step):

@@ -18,8 +18,6 @@ from pathlib import Path
 from types import FrameType
 from typing import Any
 
-import torch
-
 # SIGUSR1 does not exist on Windows.
 STOP_SIGNALS = tuple(s for s in (signal.SIGTERM, getattr(signal, "SIGUSR1", None), signal.SIGINT)
                      if s is not None)
@@ -50,7 +48,7 @@ class StopOnSignal:
         self.ctx = ctx
         self.signum: int | None = None
         self._previous: dict[int, Any] = {}
-        self._pending: tuple[torch.Tensor, Any] | None = None
+        self._pending: tuple[Any, Any] | None = None  # (flag tensor, async work) under torchrun
 
     def install(self) -> StopOnSignal:
         """Catch the stop signals (until :meth:`close`); returns self."""
@@ -95,6 +93,7 @@ class StopOnSignal:
         """
         if not self.ctx.distributed:
             return self.signum
+        import torch
         import torch.distributed as dist
 
         agreed = None
