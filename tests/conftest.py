@@ -35,6 +35,12 @@ def official_trm_tiny() -> Path:
 
 
 @pytest.fixture
+def research_etrm_small() -> Path:
+    """A research-code ETRM checkpoint folder (step_0, all_config.yaml, vectors.npz with its outputs)."""
+    return shared_path("fixtures/etrm-research/small")
+
+
+@pytest.fixture
 def official_arc_build_small() -> Path:
     """The official ARC builder's input and output for a small input (input/, output/, command.txt)."""
     return shared_path("fixtures/official-arc-build/small")

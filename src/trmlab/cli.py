@@ -18,7 +18,7 @@ SUBCOMMAND_MODULES = (
     "trmlab.config.cli",       # config show | diff
     "trmlab.data.cli",         # data build-arc | build-synthetic | inspect
     "trmlab.interop.cli",      # checkpoint inspect | convert
-    "trmlab.training.cli",     # train, demo
+    "trmlab.training.cli",     # train, adapt, demo
     "trmlab.evaluation.cli",   # eval, score
     "trmlab.reports.cli",      # report
 )

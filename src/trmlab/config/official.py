@@ -26,6 +26,14 @@ OFFICIAL_MODEL_CLASSES = {
     "TRMWithRecurrentEncoder": "etrmtrm",
 }
 OFFICIAL_LOSS_HEADS = ("ACTLossHead",)
+# The ETRM research code's model classes: trmlab builds them with arch.encoder_numerics = research.
+RESEARCH_MODEL_CLASSES = ("TRMWithEncoder", "TRMWithRecurrentEncoder")
+# Research class defaults of the encoder keys (etrm-reference §4.1, §5), applied when a dump lacks them.
+_RESEARCH_ARCH_DEFAULTS = {"encoder_type": "standard", "encoder_num_layers": 2,
+                           "encoder_pooling_method": "mean", "encoder_set_layers": 1,
+                           "encoder_layer_scale_init": 0.0, "encoder_norm_style": "post"}
+_RESEARCH_RECURRENT_DEFAULTS = {"recurrent_encoder_type": "recurrent_standard", "encoder_h_cycles": 3,
+                                "encoder_l_cycles": 1, "encoder_l_layers": 2}
 
 # arch.* keys the official model class requires (an all_config.yaml without them is not a complete dump).
 _REQUIRED_ARCH = ("H_cycles", "L_cycles", "H_layers", "L_layers", "hidden_size", "expansion", "num_heads",
@@ -43,7 +51,7 @@ _TOP_LEVEL_SAME = ("data_paths", "data_paths_test", "global_batch_size", "epochs
                    "lr_warmup_steps", "beta1", "beta2", "weight_decay", "puzzle_emb_lr",
                    "puzzle_emb_weight_decay", "ema", "ema_rate", "seed", "eval_interval", "min_eval_interval",
                    "project_name", "run_name", "max_demos", "max_train_groups", "grad_clip_norm",
-                   "freeze_decoder_steps", "encoder_lr_scale")
+                   "freeze_decoder_steps", "encoder_lr_scale", "freeze_weights")
 _ARCH_SAME = ("H_cycles", "L_cycles", "H_layers", "L_layers", "hidden_size", "num_heads", "expansion",
               "pos_encodings", "rms_norm_eps", "rope_theta", "puzzle_emb_ndim", "puzzle_emb_len",
               "halt_max_steps", "halt_exploration_prob", "forward_dtype", "mlp_t", "no_ACT_continue",
@@ -121,18 +129,28 @@ def _map_arch(loader: Any, arch: tuple[yaml.Node, int], path: Path, label: str, 
     if missing:
         raise ConfigError(f"{path} lacks arch.{', arch.'.join(missing)}, which the official model requires: "
                           "this is not a complete all_config.yaml")
+    research_class = None
     for key, (value_node, line) in items.items():
         value = construct(loader, value_node, f"{path}:{line}")
         source = f"{label}:{line}"
         if key == "name":
             entries.append(Entry("arch.name", _model_name(value, f"{path}:{line}"), source))
+            if value.rsplit("@", 1)[-1] in RESEARCH_MODEL_CLASSES:
+                research_class = value
+                entries.append(Entry("arch.encoder_numerics", "research",
+                                     f"{source} (arch.name {value}: the ETRM research code's numerics)"))
         elif key == "loss":
             _map_loss(value, source, entries, unknown)
         elif key in _ARCH_SAME:
             entries.append(Entry(f"arch.{key}", value, source))
         else:
             unknown[f"arch.{key}"] = value
-    for key, value in _OFFICIAL_ARCH_DEFAULTS.items():
+    defaults = dict(_OFFICIAL_ARCH_DEFAULTS)
+    if research_class is not None:
+        defaults |= _RESEARCH_ARCH_DEFAULTS
+        if research_class.endswith("TRMWithRecurrentEncoder"):
+            defaults |= _RESEARCH_RECURRENT_DEFAULTS
+    for key, value in defaults.items():
         if key not in items:
             entries.append(Entry(f"arch.{key}", value, f"official class default (not in {path})"))
 

@@ -484,6 +484,17 @@ def build_arc(options: BuildOptions, log: Callable[[str], None] = print) -> Buil
         check_output_dir(output, options.overwrite)
     subsets = load_subsets(options.subsets, prefix=options.input_file_prefix, source=options.source,
                            limits=_limits(options))
+    return build_arc_from_tasks(options, subsets, log, started)
+
+
+def build_arc_from_tasks(options: BuildOptions, subsets: list[list[ArcTask]],
+                         log: Callable[[str], None] = print, started: float | None = None) -> BuildSummary:
+    """:func:`build_arc` on tasks already loaded (one list per ``options.subsets`` entry)."""
+    started = time.perf_counter() if started is None else started
+    validate_options(options)
+    output = Path(options.output_dir)
+    if not options.count_only:
+        check_output_dir(output, options.overwrite)
     draws = LegacyDraws(options.seed)  # np.random.seed(seed) + np.random.*, replayed exactly
     log(f"augmenting ({options.num_aug} per task, seed {options.seed}, layout {options.layout}):")
     groups, test_tasks, skipped = plan_groups(draws, subsets, options, log)

@@ -177,6 +177,29 @@ def load_prefix_subset(prefix: str, subset: str, limit: int | None = None) -> li
     return [validate_task(task_id, task, subset, str(challenges_path)) for task_id, task in items]
 
 
+def load_challenges_file(path: str | Path, subset: str) -> list[ArcTask]:
+    """Tasks of one Kaggle challenges file (``{task id: {"train": [...], "test": [...]}}``), in file order.
+
+    Only this file is read: a solutions file beside it is ignored (test outputs get the dummy [[0]]).
+    """
+    path = Path(path)
+    challenges = read_json(path)
+    if not isinstance(challenges, dict) or not challenges:
+        raise DataError(f"{path}: expected a non-empty object mapping task id → task (a Kaggle "
+                        f"*_challenges.json file)")
+    return [validate_task(task_id, task, subset, str(path)) for task_id, task in challenges.items()]
+
+
+def read_solutions(path: str | Path, challenges: dict[str, Any]) -> dict[str, Any]:
+    """``challenges`` (task id → task JSON) with the test outputs of the Kaggle solutions file ``path``."""
+    import copy
+
+    path = Path(path)
+    merged = copy.deepcopy(challenges)
+    _merge_solutions(merged, read_json(path), path)
+    return merged
+
+
 def _merge_solutions(challenges: dict[str, Any], solutions: Any, path: Path) -> None:
     # Official rule: test[i]["output"] = solutions[id][i]; a mismatch means the files do not belong together.
     if not isinstance(solutions, dict):

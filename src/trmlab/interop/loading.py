@@ -99,11 +99,19 @@ def check_puzzle_table(table: torch.Tensor, num_identifiers: int, mode: str = "e
 
     Same row count: returned unchanged. Otherwise ``mode`` (config ``puzzle_emb_reinit``) decides: "error"
     raises CheckpointError (the official code silently substitutes the mean row, which destroys accuracy);
-    "mean" / "zeros" return a new [num_identifiers, ndim] table with a warning.
+    "mean" / "zeros" return a new [num_identifiers, ndim] table with a warning; "extend" (the dataset appends
+    new identifiers after the checkpoint's, as ``trmlab adapt`` builds it) keeps every row and appends the
+    new ones, each set to the mean of the checkpoint's rows.
     """
     rows = int(table.shape[0])
     if rows == num_identifiers:
         return table
+    if mode == "extend":
+        if num_identifiers < rows:
+            raise CheckpointError(f"{source}: puzzle_emb_reinit=extend appends rows, but the dataset has "
+                                  f"{num_identifiers} puzzle identifiers, fewer than the table's {rows} rows")
+        fresh = table.mean(0, keepdim=True).expand(num_identifiers - rows, -1)
+        return torch.cat([table, fresh.to(table.dtype)], dim=0)
     if mode == "error":
         raise CheckpointError(
             f"{source}: the puzzle-embedding table has {rows} rows but the dataset has {num_identifiers} "
@@ -111,7 +119,7 @@ def check_puzzle_table(table: torch.Tensor, num_identifiers: int, mode: str = "e
             "checkpoint was trained on (rebuilt with the same builder and inputs), or set "
             "puzzle_emb_reinit=mean|zeros to re-initialise the table (what it learned is lost).")
     if mode not in ("mean", "zeros"):
-        raise ConfigError(f"puzzle_emb_reinit={mode!r}: expected error, mean or zeros")
+        raise ConfigError(f"puzzle_emb_reinit={mode!r}: expected error, mean, zeros or extend")
     warnings.warn(f"{source}: puzzle table re-initialised ({mode}) from {rows} to {num_identifiers} rows "
                   "(puzzle_emb_reinit); the learned per-puzzle embeddings are discarded", stacklevel=2)
     if mode == "zeros":
@@ -151,6 +159,46 @@ def read_official_state(path: str | Path) -> dict[str, torch.Tensor]:
     from trmlab.interop.safe_load import safe_torch_load
 
     return strip_official(checked_state_dict(safe_torch_load(path, mmap=True), path), str(path))
+
+
+def read_step_file(path: str | Path, config: Any = None) -> tuple[dict[str, torch.Tensor], Any]:
+    """An official TRM or research ETRM/ETRMTRM ``step_N`` file: ({canonical key: tensor}, ResolvedConfig).
+
+    The research layout is recognised by its keys (``<prefix>encoder.*``) and its config's model class
+    (``recursive_reasoning.etrm@TRMWithEncoder``, ``…etrmtrm@TRMWithRecurrentEncoder``); its keys are mapped
+    with :mod:`trmlab.interop.research_keys` and the model is built with ``arch.encoder_numerics=research``.
+    """
+    from trmlab.interop.research_keys import family_of, is_research_state, strip_research
+    from trmlab.interop.safe_load import safe_torch_load
+
+    raw = checked_state_dict(safe_torch_load(path, mmap=True), path)
+    resolved = official_config(path, config)
+    arch = resolved.config.arch
+    if not is_research_state(list(raw)):
+        if arch.name != "trm":
+            raise CheckpointError(f"{path}: its config names an {arch.name} model but the file has no "
+                                  "encoder keys (<prefix>encoder.*): it is not a research ETRM checkpoint")
+        return strip_official(raw, str(path)), resolved
+    if arch.name == "trm":
+        raise CheckpointError(f"{path} holds a demonstration encoder (keys *encoder.*) but its config names "
+                              "a TRM: give the research run's all_config.yaml (arch.name "
+                              "recursive_reasoning.etrm@TRMWithEncoder or …etrmtrm@TRMWithRecurrentEncoder)")
+    return strip_research(raw, family_of(arch), str(path)), _research_numerics(resolved, path)
+
+
+def _research_numerics(resolved: Any, path: str | Path) -> Any:
+    """``resolved`` with arch.encoder_numerics = research (a research checkpoint computes nothing else)."""
+    arch = resolved.config.arch
+    if arch.encoder_numerics == "research":
+        return resolved
+    if not resolved.provenance.get("arch.encoder_numerics", "schema default").startswith("schema default"):
+        raise CheckpointError(f"{path} is a research-code checkpoint, but arch.encoder_numerics="
+                              f"{arch.encoder_numerics!r} was asked for; its weights only compute the "
+                              "research model (remove the setting)")
+    config = dataclasses.replace(resolved.config,
+                                 arch=dataclasses.replace(arch, encoder_numerics="research"))
+    provenance = {**resolved.provenance, "arch.encoder_numerics": f"research checkpoint {path} (its keys)"}
+    return type(resolved)(config, provenance)
 
 
 def checked_state_dict(state: Any, path: str | Path) -> dict[str, torch.Tensor]:
@@ -273,6 +321,17 @@ def _both_names(key: str) -> str:
     return f"{key} (official {official})" if official else key
 
 
+def _research_names(problems: list[str], arch: Any) -> list[str]:
+    """``problems`` with a line naming the research keys of the trmlab keys they mention."""
+    from trmlab.interop.research_keys import canonical_to_research, family_of
+
+    family = family_of(arch)
+    names = sorted({f"{key} = research {research}" for line in problems
+                    for key in re.findall(r"encoder\.[\w.]+", line)
+                    if (research := canonical_to_research(key, family))})
+    return problems + ([f"research names: {'; '.join(names)}"] if names else [])
+
+
 def instantiate(config: Any, state: dict[str, torch.Tensor], *, seq_len: int, source: str) -> nn.Module:
     """Build the model of ``config`` on the meta device and adopt ``state``'s tensors (no double memory)."""
     from trmlab.models import build_model
@@ -282,6 +341,8 @@ def instantiate(config: Any, state: dict[str, torch.Tensor], *, seq_len: int, so
         model = build_model(config.config, seq_len=seq_len, vocab_size=dims["vocab_size"],
                             num_puzzle_identifiers=max(dims["num_puzzle_identifiers"], 1))
     problems = shape_problems(model, state)
+    if problems and config.config.arch.encoder_numerics == "research" and config.config.arch.name != "trm":
+        problems = _research_names(problems, config.config.arch)
     if problems:
         raise CheckpointError(f"{source} does not match its architecture:\n  - " + "\n  - ".join(problems))
     params = {name for name, _ in model.named_parameters()}
@@ -346,8 +407,7 @@ def load_checkpoint(path: str | Path, *, seq_len: int | None = None, device: Any
                                   "checkpoint. Give an official step_N file or a trmlab step_N/ directory.")
         return load_trmlab_checkpoint(path, seq_len=seq_len, device=device, dtype=dtype, config=config,
                                       use_ema=use_ema)
-    state = read_official_state(path)
-    resolved = official_config(path, config)
+    state, resolved = read_step_file(path, config)
     prefix_len = _prefix_len(resolved)
     length = resolve_seq_len(seq_len, state, resolved.config, prefix_len, str(path))
     model = instantiate(resolved, state, seq_len=length, source=str(path))

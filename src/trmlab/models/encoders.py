@@ -48,6 +48,10 @@ LOGVAR_INIT = -4.0   # initial log σ²: small posterior noise, so early samplin
 # at step 100, loss 0.43 vs 0.29 at step 600). At RMS 1 each query keeps its own identity and attention
 # pattern.
 QUERY_INIT_STD = 1.0
+RESEARCH_QUERY_INIT_STD = 0.02
+RESEARCH_ROPE_THETA = 10000.0  # the research grid encoder's RoPE base, fixed whatever arch.rope_theta says
+# Encoder types whose research numerics trmlab reproduces (arch.encoder_numerics = research).
+RESEARCH_ENCODER_TYPES = ("standard",)
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -78,10 +82,12 @@ class Attention(nn.Module):
     """Multi-head attention with a key mask; self-attention (fused qkv, optional RoPE) or cross-attention.
 
     ``key_mask`` [N, Lk] bool (True = attend) must allow at least one key per row; callers guarantee it so
-    that no softmax is taken over an empty set (the research code's NaN path).
+    that no softmax is taken over an empty set (the research code's NaN path); ``None`` attends to every key.
+    ``separate_kv`` (cross-attention): separate ``k_proj`` / ``v_proj`` weights, the research code's layout.
     """
 
-    def __init__(self, hidden: int, num_heads: int, *, cross: bool, qk_norm: bool, eps: float):
+    def __init__(self, hidden: int, num_heads: int, *, cross: bool, qk_norm: bool, eps: float,
+                 separate_kv: bool = False):
         super().__init__()
         if hidden % num_heads:
             raise ConfigError(f"arch.hidden_size {hidden} is not divisible by arch.num_heads {num_heads}")
@@ -89,7 +95,11 @@ class Attention(nn.Module):
         self.qk_norm, self.eps = qk_norm, eps
         if cross:
             self.q_proj = CastLinear(hidden, hidden)
-            self.kv_proj = CastLinear(hidden, 2 * hidden)
+            if separate_kv:
+                self.k_proj = CastLinear(hidden, hidden)
+                self.v_proj = CastLinear(hidden, hidden)
+            else:
+                self.kv_proj = CastLinear(hidden, 2 * hidden)
         else:
             self.qkv_proj = CastLinear(hidden, 3 * hidden)
         self.o_proj = CastLinear(hidden, hidden)
@@ -98,18 +108,22 @@ class Attention(nn.Module):
         n, length, _ = x.shape
         return x.view(n, length, self.num_heads, self.head_dim).transpose(1, 2)  # [N, H, L, hd]
 
-    def forward(self, x: Tensor, key_mask: Tensor, *, memory: Tensor | None = None,
+    def forward(self, x: Tensor, key_mask: Tensor | None, *, memory: Tensor | None = None,
                 rope: tuple[Tensor, Tensor] | None = None) -> Tensor:
         if self.cross:
             q = self._heads(self.q_proj(x))
-            k, v = (self._heads(t) for t in self.kv_proj(memory).chunk(2, dim=-1))
+            if hasattr(self, "kv_proj"):
+                k, v = (self._heads(t) for t in self.kv_proj(memory).chunk(2, dim=-1))
+            else:
+                k, v = self._heads(self.k_proj(memory)), self._heads(self.v_proj(memory))
         else:
             q, k, v = (self._heads(t) for t in self.qkv_proj(x).chunk(3, dim=-1))
         if self.qk_norm:
             q, k = rms_norm(q, self.eps), rms_norm(k, self.eps)
         if rope is not None:
             q, k = apply_rope(q, *rope), apply_rope(k, *rope)
-        out = F.scaled_dot_product_attention(q, k, v, attn_mask=key_mask[:, None, None, :])
+        mask = None if key_mask is None else key_mask[:, None, None, :]
+        out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
         n, _, length, _ = out.shape
         return self.o_proj(out.transpose(1, 2).reshape(n, length, self.num_heads * self.head_dim))
 
@@ -118,11 +132,12 @@ class Block(nn.Module):
     """Attention + SwiGLU, post-norm (TRM's) or pre-norm, with optional CaiT layer scale."""
 
     def __init__(self, hidden: int, num_heads: int, expansion: float, *, cross: bool, norm_style: str,
-                 qk_norm: bool, layer_scale_init: float, eps: float):
+                 qk_norm: bool, layer_scale_init: float, eps: float, separate_kv: bool = False):
         super().__init__()
         if norm_style not in ("post", "pre"):
             raise ConfigError(f"arch.encoder_norm_style must be 'post' or 'pre', got {norm_style!r}")
-        self.attn = Attention(hidden, num_heads, cross=cross, qk_norm=qk_norm, eps=eps)
+        self.attn = Attention(hidden, num_heads, cross=cross, qk_norm=qk_norm, eps=eps,
+                              separate_kv=separate_kv)
         self.mlp = SwiGLU(hidden, expansion)
         self.pre_norm, self.eps = norm_style == "pre", eps
         if layer_scale_init > 0:
@@ -135,7 +150,7 @@ class Block(nn.Module):
     def _scaled(x: Tensor, scale: Tensor | None) -> Tensor:
         return x if scale is None else x * scale.to(x.dtype)
 
-    def forward(self, h: Tensor, key_mask: Tensor, *, memory: Tensor | None = None,
+    def forward(self, h: Tensor, key_mask: Tensor | None, *, memory: Tensor | None = None,
                 rope: tuple[Tensor, Tensor] | None = None) -> Tensor:
         if self.pre_norm:
             h = h + self._scaled(self.attn(rms_norm(h, self.eps), key_mask, memory=memory, rope=rope),
@@ -225,6 +240,18 @@ def full_canvas_demos(demo_inputs: Tensor, demo_labels: Tensor, demo_mask: Tenso
     return PackedDemos(inputs, outputs, positions, real, grid // slots, grid % slots)
 
 
+def research_canvas_demos(demo_inputs: Tensor, demo_labels: Tensor, demo_mask: Tensor) -> PackedDemos:
+    """The real demos at full canvas in the research code's layout: 2·S tokens at RoPE positions 0..2·S−1
+    (the output grid offset by S), ``rank`` = the demo's own slot. Padded slots are not encoded (the research
+    code encodes and then zeroes them: the same result for every real demo)."""
+    _check_demo_batch(demo_inputs, demo_labels, demo_mask)
+    sample, slot = demo_mask.nonzero(as_tuple=True)
+    inputs, outputs = demo_inputs[sample, slot], demo_labels[sample, slot]
+    real = torch.cat((inputs != PAD_ID, outputs != PAD_ID), dim=1)
+    positions = torch.arange(real.shape[1], device=demo_inputs.device).expand(len(sample), -1)
+    return PackedDemos(inputs, outputs, positions, real, sample, slot)
+
+
 # ----------------------------------------------------------------------------------------------------------
 # Stage 1: grid encoder (one vector per demo).
 
@@ -238,12 +265,18 @@ class GridEncoder(nn.Module):
     attending only to the demo's real tokens, pooling over real tokens (``mean``, ``attention``: a learned
     query, ``weighted``: a learned per-token score, ``cls``: a learned CLS token without rotation), then a D→D
     projection.
+
+    ``research=True`` computes what the research code's DemoGridEncoder computes (fed by
+    :func:`research_canvas_demos`): every token attends to every token of the full canvas, PAD included; no
+    final norm after pre-norm blocks; a [1, D] pooling query with separate k/v projections; a bias-free
+    weighted-pooling score.
     """
 
     def __init__(self, *, hidden: int, num_heads: int, expansion: float, num_layers: int, vocab_size: int,
                  pooling: str, norm_style: str, qk_norm: bool, layer_scale_init: float, eps: float,
-                 rope_theta: float, token_layout: str = "separate"):
+                 rope_theta: float, token_layout: str = "separate", research: bool = False):
         super().__init__()
+        self.research = research
         if token_layout not in ("separate", "paired"):
             raise ConfigError(f"arch.encoder_token_layout must be 'separate' or 'paired', "
                               f"got {token_layout!r}")
@@ -262,10 +295,12 @@ class GridEncoder(nn.Module):
         if pooling == "cls":
             self.cls_token = nn.Parameter(trunc_normal_(torch.empty(hidden), 0.02))
         elif pooling == "attention":
-            self.pool_query = nn.Parameter(trunc_normal_(torch.empty(hidden), 0.02))
-            self.pool_attn = Attention(hidden, num_heads, cross=True, qk_norm=qk_norm, eps=eps)
+            query_shape = (1, hidden) if research else (hidden,)
+            self.pool_query = nn.Parameter(trunc_normal_(torch.empty(query_shape), 0.02))
+            self.pool_attn = Attention(hidden, num_heads, cross=True, qk_norm=qk_norm, eps=eps,
+                                       separate_kv=research)
         elif pooling == "weighted":
-            self.pool_score = CastLinear(hidden, 1, bias=True)
+            self.pool_score = CastLinear(hidden, 1, bias=not research)
         if pooling != "none":  # "none": only token_states is used (encoder_set_memory = tokens)
             self.pool_proj = CastLinear(hidden, hidden)
 
@@ -303,9 +338,10 @@ class GridEncoder(nn.Module):
         # A demo without real tokens still needs one attendable key (its output is zeroed below).
         keys = torch.cat((real[:, :1] | ~has_real[:, None], real[:, 1:]), dim=1)
         h = tokens
+        attend = None if self.research else keys  # the research code masks nothing: PAD is attended
         for layer in self.layers:
-            h = layer(h, keys, rope=(cos, sin))
-        if self.pre_norm:
+            h = layer(h, attend, rope=(cos, sin))
+        if self.pre_norm and not self.research:
             h = rms_norm(h, self.eps)
         return h, real, keys, has_real
 
@@ -334,14 +370,18 @@ def encode_demo_grids(grid: GridEncoder, demo_inputs: Tensor, demo_labels: Tenso
 
     Packed: only the real demos are encoded, then placed in the first slots of their row (K' = ``slots``, or
     the batch's largest demo count). Naive (``packing=False``): every slot at full canvas, K' = max_demos.
+    A research grid encoder: the real demos at full canvas, each left in its own slot (K' = max_demos).
     """
     batch = demo_mask.shape[0]
-    if not packing:
+    if grid.research:
+        demos = research_canvas_demos(demo_inputs, demo_labels, demo_mask)
+        slots = demo_mask.shape[1]
+    elif not packing:
         vectors = grid(full_canvas_demos(demo_inputs, demo_labels, demo_mask), dtype)
         return vectors.view(*demo_mask.shape, grid.hidden), demo_mask
-    demos = pack_demos(demo_inputs, demo_labels, demo_mask)
-    if slots is None:
-        slots = demo_slots(demo_mask)
+    else:
+        demos = pack_demos(demo_inputs, demo_labels, demo_mask)
+        slots = slots if slots is not None else demo_slots(demo_mask)
     index = demos.sample * slots + demos.rank
     vectors = grid(demos, dtype)
     placed = vectors.new_zeros(batch * slots, grid.hidden).index_copy(0, index, vectors)
@@ -373,16 +413,21 @@ def encode_demo_tokens(grid: GridEncoder, demo_inputs: Tensor, demo_labels: Tens
 
 
 class SetEncoder(nn.Module):
-    """P learned queries cross-attending to the demo vectors (masked), ``num_layers`` deep, final RMSNorm."""
+    """P learned queries cross-attending to the demo vectors (masked), ``num_layers`` deep, final RMSNorm.
+
+    ``research=True``: the research code's DemoSetEncoder (separate k/v projections, queries drawn with std
+    0.02)."""
 
     def __init__(self, *, hidden: int, num_heads: int, expansion: float, num_layers: int, prefix_len: int,
-                 norm_style: str, qk_norm: bool, layer_scale_init: float, eps: float):
+                 norm_style: str, qk_norm: bool, layer_scale_init: float, eps: float, research: bool = False):
         super().__init__()
         self.eps = eps
-        self.queries = nn.Parameter(trunc_normal_(torch.empty(prefix_len, hidden), QUERY_INIT_STD))
+        query_std = RESEARCH_QUERY_INIT_STD if research else QUERY_INIT_STD
+        self.queries = nn.Parameter(trunc_normal_(torch.empty(prefix_len, hidden), query_std))
         self.layers = nn.ModuleList(
             Block(hidden, num_heads, expansion, cross=True, norm_style=norm_style, qk_norm=qk_norm,
-                  layer_scale_init=layer_scale_init, eps=eps) for _ in range(num_layers))
+                  layer_scale_init=layer_scale_init, eps=eps, separate_kv=research)
+            for _ in range(num_layers))
 
     def forward(self, vectors: Tensor, mask: Tensor) -> Tensor:
         """[B, K, D] demo vectors + [B, K] mask → [B, P, D] (rows without demos: finite; caller zeroes)."""
@@ -456,6 +501,22 @@ class EncoderSettings:
     latent_dim: int = 32
     set_memory: str = "demos"
     token_layout: str = "separate"
+    numerics: str = "trmlab"
+
+    @property
+    def research(self) -> bool:
+        """True when the encoder must compute exactly what the ETRM research code computes."""
+        return self.numerics == "research"
+
+    def grid_encoder(self, pooling: str | None = None) -> GridEncoder:
+        """The grid encoder these settings describe (``pooling`` overrides :attr:`pooling`)."""
+        return GridEncoder(hidden=self.hidden, num_heads=self.num_heads, expansion=self.expansion,
+                           num_layers=self.num_layers, vocab_size=self.vocab_size,
+                           pooling=pooling or self.pooling, norm_style=self.norm_style,
+                           token_layout=self.token_layout, qk_norm=self.qk_norm,
+                           layer_scale_init=self.layer_scale_init, eps=self.eps,
+                           rope_theta=RESEARCH_ROPE_THETA if self.research else self.rope_theta,
+                           research=self.research)
 
     @classmethod
     def from_arch(cls, arch, *, prefix_len: int, vocab_size: int) -> EncoderSettings:
@@ -467,7 +528,21 @@ class EncoderSettings:
                    set_layers=arch.encoder_set_layers, layer_scale_init=arch.encoder_layer_scale_init,
                    norm_style=arch.encoder_norm_style, qk_norm=arch.encoder_qk_norm,
                    latent_dim=arch.encoder_latent_dim, set_memory=arch.encoder_set_memory,
-                   token_layout=arch.encoder_token_layout)
+                   token_layout=arch.encoder_token_layout, numerics=arch.encoder_numerics)
+
+
+def check_research_settings(s: EncoderSettings, encoder_type: str) -> None:
+    """ConfigError unless the research numerics of this encoder configuration are reproduced."""
+    if encoder_type not in RESEARCH_ENCODER_TYPES:
+        raise ConfigError(f"arch.encoder_numerics=research with arch.encoder_type={encoder_type!r}: trmlab "
+                          f"reproduces the research numerics of {', '.join(RESEARCH_ENCODER_TYPES)} only")
+    trmlab_only = {"arch.encoder_token_layout": (s.token_layout, "separate"),
+                   "arch.encoder_set_memory": (s.set_memory, "demos"),
+                   "arch.encoder_qk_norm": (s.qk_norm, False)}
+    for key, (value, research_value) in trmlab_only.items():
+        if value != research_value:
+            raise ConfigError(f"{key}={value!r} does not exist in the research code "
+                              f"(arch.encoder_numerics=research needs {research_value!r})")
 
 
 class ContextHead(nn.Module):
@@ -510,24 +585,24 @@ class DemoEncoder(nn.Module):
         if s.prefix_len < 1:
             raise ConfigError("arch.puzzle_emb_len resolves to 0 prefix positions; an encoder model needs "
                               "at least one (set arch.puzzle_emb_len, e.g. 16)")
+        if s.research:
+            check_research_settings(s, encoder_type)
         self.encoder_type, self.packing, self.settings = encoder_type, packing, s
         pooling = "cls" if lpn_family else "none" if s.set_memory == "tokens" else s.pooling
-        self.grid = GridEncoder(hidden=s.hidden, num_heads=s.num_heads, expansion=s.expansion,
-                                num_layers=s.num_layers, vocab_size=s.vocab_size,
-                                pooling=pooling, norm_style=s.norm_style, token_layout=s.token_layout,
-                                qk_norm=s.qk_norm, layer_scale_init=s.layer_scale_init, eps=s.eps,
-                                rope_theta=s.rope_theta)
+        self.grid = s.grid_encoder(pooling)
         if encoder_type in ("standard", "hybrid_standard", "hybrid_variational"):
             self.set_encoder = SetEncoder(hidden=s.hidden, num_heads=s.num_heads, expansion=s.expansion,
                                           num_layers=s.set_layers, prefix_len=s.prefix_len,
                                           norm_style=s.norm_style, qk_norm=s.qk_norm,
-                                          layer_scale_init=s.layer_scale_init, eps=s.eps)
+                                          layer_scale_init=s.layer_scale_init, eps=s.eps,
+                                          research=s.research)
         if encoder_type == "lpn_standard":
             self.expand = CastLinear(s.hidden, s.prefix_len * s.hidden)
         if encoder_type.endswith("variational"):
             self.latent = GaussianLatent(s.hidden, s.latent_dim)
             self.expand = CastLinear(s.latent_dim, s.prefix_len * s.hidden)
-        self.head = ContextHead(s.hidden, s.eps)
+        # The research context is the set encoder's RMS-normalised output as is (no gain).
+        self.head = nn.Identity() if s.research else ContextHead(s.hidden, s.eps)
 
     @property
     def variational(self) -> bool:

@@ -31,10 +31,11 @@ from trmlab.errors import ConfigError
 from trmlab.models.act import ACTModel
 from trmlab.models.core import ReasoningCore, prefix_length
 from trmlab.models.encoders import (
+    RESEARCH_ROPE_THETA,
     Block,
     ContextHead,
     EncoderSettings,
-    GridEncoder,
+    check_research_settings,
     encode_demo_grids,
     masked_mean,
     rope_tables,
@@ -42,31 +43,40 @@ from trmlab.models.encoders import (
 from trmlab.models.etrm import EncoderModelMixin, demo_batch, subset_rows
 from trmlab.models.layers import trunc_normal_
 
-
-def _grid_encoder(s: EncoderSettings) -> GridEncoder:
-    return GridEncoder(hidden=s.hidden, num_heads=s.num_heads, expansion=s.expansion, num_layers=s.num_layers,
-                       vocab_size=s.vocab_size, pooling=s.pooling, norm_style=s.norm_style, qk_norm=s.qk_norm,
-                       layer_scale_init=s.layer_scale_init, eps=s.eps, rope_theta=s.rope_theta,
-                       token_layout=s.token_layout)
+# The research recurrent encoders keep 0.9 of the previous state and take 0.1 of the update each ACT step.
+RESEARCH_STATE_KEEP = 0.9
 
 
 def _blocks(s: EncoderSettings, count: int, *, cross: bool) -> nn.ModuleList:
+    if s.research:  # the research recurrent blocks: post-norm, no layer scale, whatever the encoder_* say
+        return nn.ModuleList(Block(s.hidden, s.num_heads, s.expansion, cross=cross, norm_style="post",
+                                   qk_norm=False, layer_scale_init=0.0, eps=s.eps, separate_kv=True)
+                             for _ in range(count))
     return nn.ModuleList(Block(s.hidden, s.num_heads, s.expansion, cross=cross, norm_style=s.norm_style,
                                qk_norm=s.qk_norm, layer_scale_init=s.layer_scale_init, eps=s.eps)
                          for _ in range(count))
 
 
+def _smoothed(old: Tensor, new: Tensor) -> Tensor:
+    """The research state update: 0.9 · old (no gradient) + 0.1 · new (gradient kept, unlike the research
+    code, which detached the result and so never trained its encoder: etrm-reference §5)."""
+    return RESEARCH_STATE_KEEP * old.detach() + (1 - RESEARCH_STATE_KEEP) * new
+
+
 class RecurrentStandardEncoder(nn.Module):
-    """z_e ← blocks(z_e ⟶ cross-attention to the demo vectors, SwiGLU); context = head(z_e)."""
+    """z_e ← blocks(z_e ⟶ cross-attention to the demo vectors, SwiGLU); context = head(z_e).
+
+    Research numerics: one block (the research code ignores encoder_set_layers here), the 0.9/0.1 smoothing
+    of the state, context = the smoothed state itself."""
 
     state_keys = ("z_e",)
 
     def __init__(self, s: EncoderSettings, *, packing: bool = True):
         super().__init__()
-        self.packing = packing
-        self.grid = _grid_encoder(s)
-        self.layers = _blocks(s, s.set_layers, cross=True)
-        self.head = ContextHead(s.hidden, s.eps)
+        self.packing, self.research = packing, s.research
+        self.grid = s.grid_encoder()
+        self.layers = _blocks(s, 1 if s.research else s.set_layers, cross=True)
+        self.head = nn.Identity() if s.research else ContextHead(s.hidden, s.eps)
         self.register_buffer("z_init", trunc_normal_(torch.empty(s.prefix_len, s.hidden), 1.0))
 
     def initial_state(self) -> dict[str, Tensor]:
@@ -76,14 +86,19 @@ class RecurrentStandardEncoder(nn.Module):
                ) -> tuple[Tensor, dict[str, Tensor]]:
         """One recurrent step: (context [B, P, D], new state with gradient)."""
         keys = torch.cat((mask[:, :1] | ~mask.any(1, keepdim=True), mask[:, 1:]), dim=1)
-        z = state["z_e"].to(vectors.dtype)
+        z = old = state["z_e"].to(vectors.dtype)
         for layer in self.layers:
             z = layer(z, keys, memory=vectors)
+        if self.research:
+            z = _smoothed(old, z)
         return self.head(z), {"z_e": z}
 
 
 class TRMStyleEncoder(nn.Module):
-    """Its own H/L recursion over P positions, driven by the mean demo vector; context = head(z_e_H)."""
+    """Its own H/L recursion over P positions, driven by the mean demo vector; context = head(z_e_H).
+
+    Research numerics: post-norm blocks, RoPE base 10000, the 0.9/0.1 smoothing of both states, context = the
+    smoothed z_e_H itself."""
 
     state_keys = ("z_e_H", "z_e_L")
 
@@ -91,10 +106,12 @@ class TRMStyleEncoder(nn.Module):
                  packing: bool = True):
         super().__init__()
         self.packing, self.h_cycles, self.l_cycles = packing, h_cycles, l_cycles
-        self.grid = _grid_encoder(s)
+        self.research = s.research
+        self.grid = s.grid_encoder()
         self.layers = _blocks(s, l_layers, cross=False)
-        self.head = ContextHead(s.hidden, s.eps)
-        self.head_dim, self.rope_theta, self.prefix_len = s.hidden // s.num_heads, s.rope_theta, s.prefix_len
+        self.head = nn.Identity() if s.research else ContextHead(s.hidden, s.eps)
+        self.head_dim, self.prefix_len = s.hidden // s.num_heads, s.prefix_len
+        self.rope_theta = RESEARCH_ROPE_THETA if s.research else s.rope_theta
         # Per-position init states, so the P context positions can differ from the first step on.
         self.register_buffer("h_init", trunc_normal_(torch.empty(s.prefix_len, s.hidden), 1.0))
         self.register_buffer("l_init", trunc_normal_(torch.empty(s.prefix_len, s.hidden), 1.0))
@@ -122,12 +139,14 @@ class TRMStyleEncoder(nn.Module):
         demo_input = masked_mean(vectors, mask)[:, None, :].expand(-1, self.prefix_len, -1)
         positions = torch.arange(self.prefix_len, device=vectors.device)
         rope = rope_tables(positions, self.head_dim, self.rope_theta)
-        z_H, z_L = state["z_e_H"].to(dtype), state["z_e_L"].to(dtype)
-        z_H, z_L = z_H.expand_as(demo_input), z_L.expand_as(demo_input)
+        old_H, old_L = state["z_e_H"].to(dtype), state["z_e_L"].to(dtype)
+        z_H, z_L = old_H.expand_as(demo_input), old_L.expand_as(demo_input)
         with torch.no_grad():
             for _ in range(self.h_cycles - 1):
                 z_H, z_L = self._cycle(z_H, z_L, demo_input, rope)
         z_H, z_L = self._cycle(z_H, z_L, demo_input, rope)
+        if self.research:
+            z_H, z_L = _smoothed(old_H, z_H), _smoothed(old_L, z_L)
         return self.head(z_H), {"z_e_H": z_H, "z_e_L": z_L}
 
 
@@ -146,6 +165,8 @@ class ETRMTRM(EncoderModelMixin, ACTModel):
         core = ReasoningCore(arch, seq_len=seq_len, vocab_size=vocab_size, prefix_len=prefix_len)
         super().__init__(arch, core)
         s = EncoderSettings.from_arch(arch, prefix_len=prefix_len, vocab_size=vocab_size)
+        if s.research:
+            check_research_settings(s, "standard")  # the grid encoder is the standard one
         if arch.recurrent_encoder_type == "recurrent_standard":
             self.encoder: nn.Module = RecurrentStandardEncoder(s, packing=packing)
         elif arch.recurrent_encoder_type == "trm_style":

@@ -1,0 +1,144 @@
+"""ETRM research-code checkpoints (bdsaglam/etrm): loading, numerics, key map.
+
+The shared fixture ``fixtures/etrm-research/small`` holds a research ``step_0``, its all_config.yaml and the
+research code's outputs (encoder context, every step of an evaluation rollout, one training step's losses and
+gradient norms), produced by the research code itself.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+import trmlab
+from trmlab.errors import CheckpointError
+from trmlab.interop.research_keys import KEY_TABLES, canonical_to_research, research_to_canonical
+
+BATCH_KEYS = ("inputs", "labels", "puzzle_identifiers", "demo_inputs", "demo_labels", "demo_mask")
+TOLERANCE = 1e-4
+
+
+@pytest.fixture
+def research_small(research_etrm_small: Path) -> Path:
+    return research_etrm_small
+
+
+def _vectors(folder: Path) -> dict[str, np.ndarray]:
+    with np.load(folder / "vectors.npz") as data:
+        return {key: data[key] for key in data.files}
+
+
+def _batch(vectors: dict[str, np.ndarray]) -> dict[str, torch.Tensor]:
+    return {key: torch.from_numpy(vectors[key]) for key in BATCH_KEYS}
+
+
+def _load(folder: Path, name: str = "step_0") -> torch.nn.Module:
+    seq_len = _vectors(folder)["inputs"].shape[1]
+    return trmlab.load_checkpoint(folder / name, seq_len=seq_len, dtype=torch.float32)
+
+
+def _max_diff(a: torch.Tensor, b: np.ndarray) -> float:
+    return float((a.detach().float() - torch.from_numpy(b).float()).abs().max())
+
+
+def check_rollout(model: torch.nn.Module, vectors: dict[str, np.ndarray]) -> None:
+    """Every step of an evaluation rollout (and the context, when recorded) within TOLERANCE."""
+    batch = _batch(vectors)
+    steps = sorted(int(k.removeprefix("eval_logits_s")) for k in vectors if k.startswith("eval_logits_s"))
+    outputs = model.rollout(batch["inputs"], batch["puzzle_identifiers"], steps=len(steps),
+                            demo_inputs=batch["demo_inputs"], demo_labels=batch["demo_labels"],
+                            demo_mask=batch["demo_mask"])
+    for step, out in zip(steps, outputs, strict=True):
+        assert _max_diff(out["logits"], vectors[f"eval_logits_s{step}"]) < TOLERANCE, step
+        assert _max_diff(out["q_halt_logits"], vectors[f"eval_q_halt_s{step}"]) < TOLERANCE, step
+        assert _max_diff(out["q_continue_logits"], vectors[f"eval_q_continue_s{step}"]) < TOLERANCE, step
+        if f"context_s{step}" in vectors:
+            assert _max_diff(out["context"], vectors[f"context_s{step}"]) < TOLERANCE, step
+    if "context" in vectors:
+        assert _max_diff(outputs[0]["context"], vectors["context"]) < TOLERANCE
+
+
+def training_step(model: torch.nn.Module, vectors: dict[str, np.ndarray]) -> dict[str, float]:
+    """One training step from a fresh carry: the losses and {research parameter name: gradient norm}."""
+    batch = _batch(vectors)
+    model.train()
+    _, outputs = model(model.initial_carry(batch), batch)
+    loss, metrics = model.compute_loss(outputs)
+    loss.backward()
+    family = _family(model)
+    norms = {f"grad_norm_model.{canonical_to_research(name, family)}":
+             (0.0 if p.grad is None else float(p.grad.norm())) for name, p in model.named_parameters()}
+    return {"train_loss": float(loss.detach()), "train_lm_loss": float(metrics["lm_loss"]),
+            "train_q_halt_loss": float(metrics["q_halt_loss"]), **norms}
+
+
+def _family(model: torch.nn.Module) -> str:
+    from trmlab.interop.research_keys import family_of
+
+    return family_of(model.config.config.arch)
+
+
+def test_the_research_fixture_loads_as_a_research_etrm(research_small):
+    model = _load(research_small)
+    arch = model.config.config.arch
+    assert type(model).__name__ == "ETRM"
+    assert (arch.encoder_numerics, arch.encoder_type, arch.encoder_num_layers, arch.L_cycles,
+            arch.puzzle_emb_len) == ("research", "standard", 2, 3, 8)
+    assert "TRMWithEncoder" in model.config.provenance["arch.encoder_numerics"]
+    assert not model.training
+
+
+def test_rollout_reproduces_the_research_context_and_every_step(research_small):
+    check_rollout(_load(research_small), _vectors(research_small))
+
+
+def test_trmlab_numerics_would_not_reproduce_it(research_small):
+    """The fixture tells the research numerics apart from trmlab's own (the parity test can fail)."""
+    from trmlab.models.encoders import GridEncoder
+
+    model = _load(research_small)
+    grid: GridEncoder = model.encoder.grid
+    grid.research = False  # trmlab's key masking and final norm, same weights
+    with pytest.raises(AssertionError):
+        check_rollout(model, _vectors(research_small))
+
+
+def test_one_training_step_matches_losses_and_every_gradient_norm(research_small):
+    vectors = _vectors(research_small)
+    measured = training_step(_load(research_small), vectors)
+    expected = {k: float(v) for k, v in vectors.items() if k.startswith(("train_", "grad_norm_"))}
+    assert set(measured) == set(expected)  # every parameter the research code trains, nothing else
+    for key, value in expected.items():
+        assert measured[key] == pytest.approx(value, rel=1e-4, abs=1e-6), key
+
+
+def test_key_tables_are_bijections_in_both_directions():
+    for family, pairs in KEY_TABLES.items():
+        research = [r for r, _ in pairs]
+        ours = [c for _, c in pairs]
+        assert len(set(research)) == len(research) and len(set(ours)) == len(ours), family
+        for r, c in pairs:
+            r_key, c_key = r.replace("{i}", "3"), c.replace("{i}", "3")
+            assert research_to_canonical(r_key, family) == c_key
+            assert canonical_to_research(c_key, family) == r_key
+
+
+def test_an_unmappable_key_is_refused_by_name(research_small, tmp_path):
+    state = torch.load(research_small / "step_0", weights_only=True)
+    state["_orig_mod.model.encoder.contrastive_head.weight"] = torch.zeros(2, 2)
+    (tmp_path / "all_config.yaml").write_bytes((research_small / "all_config.yaml").read_bytes())
+    torch.save(state, tmp_path / "step_0")
+    with pytest.raises(CheckpointError, match=r"encoder\.contrastive_head\.weight"):
+        trmlab.load_checkpoint(tmp_path / "step_0", seq_len=36)
+
+
+def test_a_research_file_under_a_trm_config_is_refused(research_small, tmp_path):
+    config = (research_small / "all_config.yaml").read_text().replace(
+        "etrm@TRMWithEncoder", "trm@TinyRecursiveReasoningModel_ACTV1")
+    (tmp_path / "all_config.yaml").write_text(config)
+    (tmp_path / "step_0").write_bytes((research_small / "step_0").read_bytes())
+    with pytest.raises(CheckpointError, match="names a TRM"):
+        trmlab.load_checkpoint(tmp_path / "step_0", seq_len=36)
