@@ -89,7 +89,7 @@ def _inspect_research(path: Path, raw: dict[str, torch.Tensor], resolved: Any, s
                       seq_len: int | None, notes: list[str], conflicts: list[str]) -> Inspection:
     """A research ETRM/ETRMTRM ``step_N``: keys through the research map, notes on what differs on purpose."""
     from trmlab.config.diff import is_research_config, research_drift
-    from trmlab.interop.loading import _research_numerics
+    from trmlab.interop.loading import research_config
     from trmlab.interop.research_keys import canonical_to_research, family_of, research_prefix, strip_research
 
     keys = list(raw)
@@ -98,9 +98,7 @@ def _inspect_research(path: Path, raw: dict[str, torch.Tensor], resolved: Any, s
         raise CheckpointError(f"{path} is a research ETRM checkpoint without all_config.yaml beside it: "
                               "name its architecture (--preset etrm-arc1 --set ...), since the encoder type "
                               "decides how its keys map")
-    if resolved.config.arch.name == "trm":
-        raise CheckpointError(f"{path} holds a demonstration encoder but its config names a TRM")
-    resolved = _research_numerics(resolved, path)
+    resolved = research_config(resolved, path)
     family = family_of(resolved.config.arch)
     state = strip_research(raw, family, str(path))
     stored = {key: prefix + (canonical_to_research(key, family) or "?") for key in state}

@@ -165,17 +165,34 @@ def read_step_file(path: str | Path, config: Any = None) -> tuple[dict[str, torc
 
     raw = checked_state_dict(safe_torch_load(path, mmap=True), path)
     resolved = official_config(path, config)
-    arch = resolved.config.arch
     if not is_research_state(list(raw)):
-        if arch.name != "trm":
-            raise CheckpointError(f"{path}: its config names an {arch.name} model but the file has no "
-                                  "encoder keys (<prefix>encoder.*): it is not a research ETRM checkpoint")
         return strip_official(raw, str(path)), resolved
-    if arch.name == "trm":
+    resolved = research_config(resolved, path)
+    return strip_research(raw, family_of(resolved.config.arch), str(path)), resolved
+
+
+def research_config(resolved: Any, path: str | Path) -> Any:
+    """The config of a research ``step_N`` (``resolved``: as :func:`official_config` gives it): checked to
+    name the checkpoint's own encoder model, with arch.encoder_numerics = research."""
+    own = resolved
+    sibling = Path(path).parent / "all_config.yaml"
+    if sibling.is_file():
+        from trmlab.config.official import read_official_all_config
+
+        own, _ = read_official_all_config(sibling)
+    name, wanted = own.config.arch.name, resolved.config.arch.name
+    if name == "trm":
         raise CheckpointError(f"{path} holds a demonstration encoder (keys *encoder.*) but its config names "
                               "a TRM: give the research run's all_config.yaml (arch.name "
                               "recursive_reasoning.etrm@TRMWithEncoder or …etrmtrm@TRMWithRecurrentEncoder)")
-    return strip_research(raw, family_of(arch), str(path)), _research_numerics(resolved, path)
+    if wanted != name and resolved.provenance.get("arch.name", "schema default").startswith("schema default"):
+        arch = dataclasses.replace(resolved.config.arch, name=name)
+        config = dataclasses.replace(resolved.config, arch=arch)
+        resolved = type(resolved)(config, {**resolved.provenance, "arch.name": f"research checkpoint {path}"})
+    elif wanted != name:
+        raise CheckpointError(f"{path} is a research {name} checkpoint; it cannot be used as arch.name="
+                              f"{wanted} (set arch.name={name})")
+    return _research_numerics(resolved, path)
 
 
 def _research_numerics(resolved: Any, path: str | Path) -> Any:
