@@ -98,7 +98,7 @@ def _inspect_research(path: Path, raw: dict[str, torch.Tensor], resolved: Any, s
         raise CheckpointError(f"{path} is a research ETRM checkpoint without all_config.yaml beside it: "
                               "name its architecture (--preset etrm-arc1 --set ...), since the encoder type "
                               "decides how its keys map")
-    resolved = research_config(resolved, path)
+    resolved = research_config(path, None if source.startswith("all_config") else resolved)
     family = family_of(resolved.config.arch)
     state = strip_research(raw, family, str(path))
     stored = {key: prefix + (canonical_to_research(key, family) or "?") for key in state}

@@ -46,12 +46,11 @@ def reconcile_init_config(resolved: Any, path: str | Path) -> tuple[Any, str]:
     from trmlab.interop.research_keys import is_research_state
     from trmlab.interop.safe_load import safe_torch_load
 
-    reconciled = official_config(path, resolved)
     if is_research_state(list(checked_state_dict(safe_torch_load(path, mmap=True), path))):
         # A research ETRM/ETRMTRM: its own variant and numerics (the L_cycles guard: reconcile_architecture).
-        reconciled = research_config(reconciled, path)
+        reconciled = research_config(path, resolved)
         return reconciled, reconciled.config.arch.name
-    return reconciled, "trm"  # otherwise official checkpoints are TRMs
+    return official_config(path, resolved), "trm"  # otherwise official checkpoints are TRMs
 
 
 def _checkpoint_state(path: Path, arch: Any) -> tuple[dict[str, torch.Tensor], str | None, str]:
