@@ -92,9 +92,9 @@ def test_diff_against_official_all_config(capsys: Capture, official_trm_tiny: Pa
     assert "arch.H_cycles" not in rows and "arch.halt_max_steps" not in rows  # both 2 and 4
     # Official keys trmlab does not know are reported below the table, not dropped.
     assert f"Keys in {official} that trmlab does not use" in out
-    for key in ("checkpoint_every_eval", "checkpoint_path", "evaluators", "freeze_weights",
-                "load_checkpoint"):
+    for key in ("checkpoint_every_eval", "checkpoint_path", "evaluators", "load_checkpoint"):
         assert f"- `{key}`" in out
+    assert "- `freeze_weights`" not in out  # the same key in trmlab (train only the puzzle table)
     # The checkpoint folder (and the checkpoint file beside all_config.yaml) work as sources too.
     code, folder_out, _ = _run(capsys, "config", "diff", official, str(official_trm_tiny))
     assert code == 0 and "All sources agree" in folder_out
@@ -133,8 +133,8 @@ def test_official_mapping_reads_every_value(official_trm_tiny: Path) -> None:
         (16, "stablemax_cross_entropy", 0.0)
     assert (config.global_batch_size, config.lr, config.ema, config.data_paths) == \
         (4, 1e-4, True, ["data/arc1concept-aug-1000"])
-    assert set(unknown) == {"checkpoint_every_eval", "checkpoint_path", "evaluators", "freeze_weights",
-                            "load_checkpoint"}
+    assert set(unknown) == {"checkpoint_every_eval", "checkpoint_path", "evaluators", "load_checkpoint"}
+    assert config.freeze_weights is False
     assert unknown["evaluators"] == [{"name": "arc@ARC"}]
     path = official_trm_tiny / "all_config.yaml"
     assert resolved.provenance["arch.hidden_size"].startswith(f"official {path}:")

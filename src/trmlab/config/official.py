@@ -51,7 +51,7 @@ _TOP_LEVEL_SAME = ("data_paths", "data_paths_test", "global_batch_size", "epochs
                    "lr_warmup_steps", "beta1", "beta2", "weight_decay", "puzzle_emb_lr",
                    "puzzle_emb_weight_decay", "ema", "ema_rate", "seed", "eval_interval", "min_eval_interval",
                    "project_name", "run_name", "max_demos", "max_train_groups", "grad_clip_norm",
-                   "freeze_decoder_steps", "encoder_lr_scale")
+                   "freeze_decoder_steps", "encoder_lr_scale", "freeze_weights")
 _ARCH_SAME = ("H_cycles", "L_cycles", "H_layers", "L_layers", "hidden_size", "num_heads", "expansion",
               "pos_encodings", "rms_norm_eps", "rope_theta", "puzzle_emb_ndim", "puzzle_emb_len",
               "halt_max_steps", "halt_exploration_prob", "forward_dtype", "mlp_t", "no_ACT_continue",

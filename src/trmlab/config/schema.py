@@ -144,6 +144,8 @@ class Config:
     epochs: int = setting(100000, "passes over the task groups (one augmented puzzle per group per epoch)",
                           ge=1)
     max_steps: int | None = setting(None, "cap on optimizer steps (null = epochs decide)", ge=1)
+    max_minutes: float | None = setting(None, "wall-clock budget of this process's training: past it the run "
+                                        "writes a checkpoint and stops (resume continues; null = none)", gt=0)
     lr: float = setting(1e-4, "AdamATan2 learning rate", gt=0)
     lr_min_ratio: float = setting(1.0, "cosine floor as a fraction of lr (1.0 = constant after warmup)", ge=0,
                                   le=1)
@@ -162,8 +164,12 @@ class Config:
     init_from: str | None = setting(None, "start from this trmlab or official checkpoint (transfer)")
     allow_arch_mismatch: bool = setting(False, "load a checkpoint although the architecture differs from its "
                                         "own config (recorded in provenance)")
-    puzzle_emb_reinit: str = setting("error", "when a checkpoint's puzzle table does not match the dataset: "
-                                     "error, mean or zeros", choices=("error", "mean", "zeros"))
+    puzzle_emb_reinit: str = setting(
+        "error", "when a checkpoint's puzzle table does not match the dataset: error, mean or zeros (whole "
+        "table replaced), or extend (the dataset has more identifiers: the checkpoint's rows kept, the new "
+        "ones set to their mean; trmlab adapt)", choices=("error", "mean", "zeros", "extend"))
+    freeze_weights: bool = setting(False, "train only the puzzle-embedding table, every other weight held "
+                                   "still (official name; trmlab adapt mode=embeddings)")
     freeze_decoder_steps: int = setting(0, "keep the decoder frozen for the first N steps (encoder trains)",
                                         ge=0)
     encoder_lr_scale: float = setting(1.0, "encoder learning rate = lr × this, in its own parameter group",

@@ -25,6 +25,7 @@ _USED_BY: dict[str, tuple[str, ...]] = {
     "puzzle_emb_lr": ("trm",),
     "puzzle_emb_weight_decay": ("trm",),
     "puzzle_emb_reinit": ("trm",),
+    "freeze_weights": ("trm",),
     "arch.encoder_num_layers": ENCODER_VARIANTS,
     "arch.encoder_pooling_method": ENCODER_VARIANTS,
     "arch.encoder_set_layers": ENCODER_VARIANTS,
@@ -186,6 +187,9 @@ def _schedule_problems(config: Config, where: _Where) -> list[str]:
     if config.init_from is not None and config.resume is not None:
         problems.append(f"{where('init_from')} and {where('resume')} are both set: resume continues a run, "
                         "init_from starts a new one from weights; set only one")
+    if config.freeze_weights and config.ema:
+        problems.append(f"{where('freeze_weights')} holds every averaged weight still: set ema=false (the "
+                        "puzzle table is never averaged)")
     return problems
 
 

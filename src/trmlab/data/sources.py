@@ -22,7 +22,7 @@ from typing import Any
 
 import numpy as np
 
-from trmlab.errors import DataError
+from trmlab.errors import DataError, not_utf8
 
 PAIR_KINDS = ("train", "test")
 MAX_GRID = 30
@@ -76,6 +76,8 @@ def read_json(path: Path) -> Any:
         raise DataError(f"{path}: key {str(error)!r} appears twice; fix the file") from None
     except json.JSONDecodeError as error:
         raise DataError(f"{path}: not valid JSON ({error})") from None
+    except UnicodeDecodeError as error:
+        raise DataError(not_utf8(path, error)) from None
     except OSError as error:
         raise DataError(f"{path}: cannot read ({error.strerror})") from None
 
@@ -171,6 +173,29 @@ def load_prefix_subset(prefix: str, subset: str, limit: int | None = None) -> li
         _merge_solutions(challenges, read_json(solutions_path), solutions_path)
     items = _limit(list(challenges.items()), limit)
     return [validate_task(task_id, task, subset, str(challenges_path)) for task_id, task in items]
+
+
+def load_challenges_file(path: str | Path, subset: str) -> list[ArcTask]:
+    """Tasks of one Kaggle challenges file (``{task id: {"train": [...], "test": [...]}}``), in file order.
+
+    Only this file is read: a solutions file beside it is ignored (test outputs get the dummy [[0]]).
+    """
+    path = Path(path)
+    challenges = read_json(path)
+    if not isinstance(challenges, dict) or not challenges:
+        raise DataError(f"{path}: expected a non-empty object mapping task id → task (a Kaggle "
+                        f"*_challenges.json file)")
+    return [validate_task(task_id, task, subset, str(path)) for task_id, task in challenges.items()]
+
+
+def read_solutions(path: str | Path, challenges: dict[str, Any]) -> dict[str, Any]:
+    """``challenges`` (task id → task JSON) with the test outputs of the Kaggle solutions file ``path``."""
+    import copy
+
+    path = Path(path)
+    merged = copy.deepcopy(challenges)
+    _merge_solutions(merged, read_json(path), path)
+    return merged
 
 
 def _merge_solutions(challenges: dict[str, Any], solutions: Any, path: Path) -> None:

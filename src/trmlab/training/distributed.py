@@ -92,6 +92,13 @@ def broadcast_module(module: torch.nn.Module, ctx: DistContext) -> None:
             dist.broadcast(tensor.data, src=0)
 
 
+def broadcast_from_main(tensor: torch.Tensor, ctx: DistContext) -> torch.Tensor:
+    """Overwrite ``tensor`` with rank 0's value on every rank (a decision all ranks must share)."""
+    if ctx.distributed:
+        dist.broadcast(tensor, src=0)
+    return tensor
+
+
 def all_reduce_grads(params: list[torch.Tensor], ctx: DistContext) -> None:
     """Sum every gradient over ranks (one all-reduce per parameter, as the official trainer)."""
     if not ctx.distributed:

@@ -38,6 +38,7 @@ from trmlab.training.distributed import (
     all_reduce_grads,
     all_reduce_sum,
     barrier,
+    broadcast_from_main,
     broadcast_module,
     setup_distributed,
     teardown,
@@ -69,6 +70,7 @@ class TrainResult:
     checkpoints: list[Path] = field(default_factory=list)
     last_metrics: dict[str, float] = field(default_factory=dict)
     evaluations: list[dict[str, Any]] = field(default_factory=list)
+    stopped_early: str | None = None  # why the run stopped before total_steps (e.g. "max_minutes")
 
 
 def param_groups(model: torch.nn.Module, config: Any) -> list[ParamGroup]:
@@ -144,6 +146,7 @@ class Trainer:
         self.config = resolved.config
         self.progress = progress
         self.evaluate_fn = evaluate
+        self.started = time.monotonic()  # max_minutes counts from here
         self.ctx: DistContext = setup_distributed(self.config.device)
         self.resume_dir = Path(resume) if resume else None
         self._build()
@@ -177,6 +180,9 @@ class Trainer:
             from trmlab.training.transfer import load_init_weights
 
             self.init_report = load_init_weights(self, config.init_from)
+        if config.freeze_weights:
+            # Only the puzzle table learns (sign-SGD on the rows in each batch); AdamATan2 gets no parameter.
+            self.model.requires_grad_(False)
         broadcast_module(self.model, ctx)
         # Exploration differs per rank (seed + rank) and lives in its own generator, saved with the RNG state.
         self.exploration = torch.Generator(device=ctx.device)
@@ -305,13 +311,28 @@ class Trainer:
                                         exact=f"{record.get('train/exact_accuracy', float('nan')):.3f}")
                     if self.step in self.eval_steps:
                         result.evaluations.append(self._evaluate())
-                    if self._checkpoint_due():
+                    over_budget = self._over_budget()
+                    if self._checkpoint_due() or over_budget:
                         result.checkpoints.append(self.save_checkpoint())
                     result.step = self.step
+                    if over_budget:
+                        result.stopped_early = "max_minutes"
+                        self._say(f"max_minutes={self.config.max_minutes:g} reached at step {self.step:,} of "
+                                  f"{self.total_steps:,}: checkpoint written, stopping (resume continues)")
+                        return
                     if self.step >= self.total_steps:
                         break
         finally:
             bar.close()
+
+    def _over_budget(self) -> bool:
+        """True once max_minutes have passed and steps remain; rank 0's clock decides for every rank."""
+        if self.config.max_minutes is None or self.step >= self.total_steps:
+            return False
+        over = torch.tensor([float(time.monotonic() - self.started > 60.0 * self.config.max_minutes)],
+                            device=self.ctx.device)
+        broadcast_from_main(over, self.ctx)
+        return bool(over.item())
 
     def _checkpoint_due(self) -> bool:
         every = self.config.checkpoint_every

@@ -133,7 +133,7 @@ def _checked_table(table: torch.Tensor, trainer: Any, path: Path, fingerprint: s
         if config.puzzle_emb_reinit == "mean":
             return table.mean(0).expand(shape).clone()
         return torch.zeros(shape)
-    if fingerprint is None:
+    if fingerprint is None and config.puzzle_emb_reinit != "extend":  # extend: the old rows are not looked up
         warnings.warn(f"init_from={path}: an official checkpoint records no dataset fingerprint; its puzzle "
                       f"table is only checked by row count, so build the dataset exactly as the official "
                       f"builder did", stacklevel=2)
