@@ -181,11 +181,13 @@ def _run_inputs(model: torch.nn.Module, inputs: np.ndarray, identifiers: np.ndar
 
 def evaluate_grid(model: torch.nn.Module, dataset: Any, settings: Any, *, votes: int = 0,
                   out_dir: str | Path | None = None, info: dict[str, Any] | None = None,
-                  progress: bool = False, rank: int = 0, world: int = 1) -> GridEvalResult | None:
+                  progress: bool = False, rank: int = 0, world: int = 1,
+                  replace: bool = False) -> GridEvalResult | None:
     """Exact / token accuracy of ``model`` on the test split of a grid ``dataset`` (an ArcDataset).
 
     ``settings`` is an EvalSettings (``max_tasks`` = the first K test puzzles); ``votes`` ≥ 2 adds the
-    symmetry vote over that many copies. Returns the result on rank 0, None on other ranks.
+    symmetry vote over that many copies. Returns the result on rank 0, None on other ranks. ``replace`` swaps
+    out an existing ``out_dir`` (training re-running an evaluation after a resume) instead of refusing it.
     """
     if dataset.layout != "official":
         raise ConfigError(f"{dataset.paths[0]}: grid evaluation needs the official layout (one example per "
@@ -229,7 +231,7 @@ def evaluate_grid(model: torch.nn.Module, dataset: Any, settings: Any, *, votes:
     if out_dir is not None:
         files["metrics.json"] = json_bytes(result.metrics_json(), indent=1)
         files["raw_predictions.npz"] = raw.to_bytes()
-        result.out_dir = write_output_dir(out_dir, files)
+        result.out_dir = write_output_dir(out_dir, files, replace=replace)
     return result
 
 
