@@ -196,7 +196,7 @@ def test_trm_layout_holds_out_identifiers(built: Path):
     assert list(puzzles)[: len(validation)] == validation  # first: eval.max_tasks scores validation alone
     assert train.layout == "official" and train.seq_len == 100
     sampler = TrainSampler(train, 8, seed=0)
-    assert sampler.batches_per_epoch(0) == len(list(sampler.iter_epoch(0)))
+    assert sampler.batches_per_iteration(0) == len(list(sampler.iter_iteration(0)))
 
 
 def test_encoder_layout_demos_first_and_evaluation_tasks_only_in_test(built: Path):
