@@ -125,8 +125,9 @@ def test_mlp_t_model_matches_the_official_code():
     model = load_checkpoint(folder / "step_0", seq_len=16, device="cpu")
     assert model.config.config.arch.mlp_t and model.config.config.arch.pos_encodings == "none"
     model.eval()
-    steps = model.rollout(torch.from_numpy(vectors["inputs"]), torch.from_numpy(vectors["puzzle_identifiers"]))
+    inputs, ids = (torch.from_numpy(vectors[k]) for k in ("inputs", "puzzle_identifiers"))
+    steps = model.rollout(inputs, ids)
     assert len(steps) == 3
     for s, step in enumerate(steps):
-        assert (step["logits"] - torch.from_numpy(vectors[f"eval_logits_{s}"])).abs().max() < 1e-5
-        assert (step["q_halt_logits"] - torch.from_numpy(vectors[f"eval_q_halt_logits_{s}"])).abs().max() < 1e-5
+        for key in ("logits", "q_halt_logits"):
+            assert (step[key] - torch.from_numpy(vectors[f"eval_{key}_{s}"])).abs().max() < 1e-5
