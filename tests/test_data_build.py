@@ -17,7 +17,7 @@ from trmlab.data import augment
 from trmlab.data.build_arc import BuildOptions, Group, build_arc, draw_offsets, encode_puzzles
 from trmlab.data.legacy_rng import LegacyDraws
 from trmlab.data.sources import ArcTask
-from trmlab.errors import ConfigError, DataError
+from trmlab.errors import ConfigError, DataError, OutputError
 
 SMALL_ARGS = ["--subsets", "training", "evaluation", "concept", "--test-set-name", "evaluation",
               "--num-aug", "12", "--seed", "42"]
@@ -366,7 +366,7 @@ def test_failure_while_writing_leaves_nothing(tmp_path, monkeypatch):
 
     prefix = _write_prefix(tmp_path / "in", _two_subsets())
     monkeypatch.setattr(build_module, "write_identifiers", explode)
-    with pytest.raises(OSError, match="disk full"):
+    with pytest.raises(OutputError, match="cannot write: disk full"):
         _build_two(tmp_path, prefix)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["in"]
 

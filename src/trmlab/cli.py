@@ -9,8 +9,11 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import io
+import os
 import sys
 
+from trmlab import __version__
 from trmlab.errors import TrmlabError
 
 # Order = the pipeline: config → data → models/checkpoints → training → evaluation → reports.
@@ -31,6 +34,7 @@ def build_parser() -> argparse.ArgumentParser:
         epilog="Run `trmlab <command> --help` for each command. `python -m trmlab` works the same "
         "(use it under torchrun).",
     )
+    parser.add_argument("--version", action="version", version=f"trmlab {__version__}")
     subparsers = parser.add_subparsers(dest="command", metavar="<command>")
     for module_name in SUBCOMMAND_MODULES:
         importlib.import_module(module_name).register(subparsers)
@@ -38,16 +42,50 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Run one ``trmlab`` command; every failure ends as one line on stderr and a non-zero exit code.
+
+    Exit codes: 2 bad input (a :class:`TrmlabError`), 1 another operating-system error (named with its
+    path), 130 interrupted (Ctrl-C outside the training loop, which handles its own signals), 141 stdout
+    closed by its reader (``trmlab ... | head``: quiet, like any Unix tool killed by SIGPIPE).
+    """
+    try:
+        try:
+            return _dispatch(argv)
+        finally:
+            sys.stdout.flush()  # a closed pipe shows up here when the output fitted in the buffer
+    except TrmlabError as error:
+        return _fail(str(error), 2)
+    except KeyboardInterrupt:
+        return _fail("interrupted", 130)
+    except BrokenPipeError:
+        _discard_stdout()
+        return 141
+    except OSError as error:
+        where = f"{error.filename}: " if error.filename else ""
+        return _fail(f"{where}{error.strerror or error}", 1)
+
+
+def _dispatch(argv: list[str] | None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     if not getattr(args, "func", None):
         parser.print_help()
         return 2
+    return int(args.func(args) or 0)
+
+
+def _fail(message: str, code: int) -> int:
+    print(f"trmlab: error: {message}", file=sys.stderr)
+    return code
+
+
+def _discard_stdout() -> None:
+    # Python flushes stdout again at exit; pointing it at /dev/null keeps that flush from failing loudly.
     try:
-        return int(args.func(args) or 0)
-    except TrmlabError as error:
-        print(f"trmlab: error: {error}", file=sys.stderr)
-        return 2
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+    except (OSError, ValueError, io.UnsupportedOperation):
+        pass  # stdout is not a real file (a test's capture): nothing will flush it at exit
 
 
 if __name__ == "__main__":

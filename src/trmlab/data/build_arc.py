@@ -37,10 +37,7 @@ from __future__ import annotations
 import hashlib
 import json
 import operator
-import os
-import shutil
 import time
-import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -476,15 +473,15 @@ def write_identifiers(path: Path, groups: dict[str, list[Group]], start: int) ->
 
 
 def build_arc(options: BuildOptions, log: Callable[[str], None] = print) -> BuildSummary:
-    """Build an ARC dataset (see the module docstring). Nothing is written when ``options.count_only``."""
+    """Build an ARC dataset (see the module docstring). Nothing is written when ``options.count_only``.
+
+    The output is staged in a hidden sibling directory created before anything else (a read-only or
+    missing location fails at once) and renamed into place at the end; a failure or Ctrl-C removes it.
+    """
     started = time.perf_counter()
     validate_options(options)
-    output = Path(options.output_dir)
-    if not options.count_only:
-        check_output_dir(output, options.overwrite)
-    subsets = load_subsets(options.subsets, prefix=options.input_file_prefix, source=options.source,
-                           limits=_limits(options))
-    return build_arc_from_tasks(options, subsets, log, started)
+    return _build(options, lambda: load_subsets(options.subsets, prefix=options.input_file_prefix,
+                                                source=options.source, limits=_limits(options)), log, started)
 
 
 def build_arc_from_tasks(options: BuildOptions, subsets: list[list[ArcTask]],
@@ -492,9 +489,27 @@ def build_arc_from_tasks(options: BuildOptions, subsets: list[list[ArcTask]],
     """:func:`build_arc` on tasks already loaded (one list per ``options.subsets`` entry)."""
     started = time.perf_counter() if started is None else started
     validate_options(options)
+    return _build(options, lambda: subsets, log, started)
+
+
+def _build(options: BuildOptions, load: Callable[[], list[list[ArcTask]]], log: Callable[[str], None],
+           started: float) -> BuildSummary:
     output = Path(options.output_dir)
-    if not options.count_only:
+    if options.count_only:
+        summary = _plan_and_write(options, load(), None, log)
+    else:
         check_output_dir(output, options.overwrite)
+        with fmt.staged_directory(output, f"--output-dir {output}") as partial:
+            summary = _plan_and_write(options, load(), partial, log)
+        summary.output_dir = str(output)
+    summary.seconds = time.perf_counter() - started
+    _log_summary(summary, log)
+    return summary
+
+
+def _plan_and_write(options: BuildOptions, subsets: list[list[ArcTask]], partial: Path | None,
+                    log: Callable[[str], None]) -> BuildSummary:
+    """Plan the dataset and, unless ``partial`` is None (count only), write it into ``partial``."""
     draws = LegacyDraws(options.seed)  # np.random.seed(seed) + np.random.*, replayed exactly
     log(f"augmenting ({options.num_aug} per task, seed {options.seed}, layout {options.layout}):")
     groups, test_tasks, skipped = plan_groups(draws, subsets, options, log)
@@ -503,41 +518,15 @@ def build_arc_from_tasks(options: BuildOptions, subsets: list[list[ArcTask]],
         num_identifiers=num_identifiers, splits={s: split_counts(groups[s], s) for s in fmt.SPLITS},
         tasks_per_subset={name: len(tasks) for name, tasks in zip(options.subsets, subsets)},
         skipped_tasks=skipped, dummy_outputs=sum(t.dummy_outputs for tasks in subsets for t in tasks),
-        seconds=0.0, output_dir=None if options.count_only else str(output))
+        seconds=0.0, output_dir=None)
     if not groups["test"]:
         raise DataError(f"no test examples: test set {options.test_set_name!r} contributed no test pairs")
-    if not options.count_only:
-        _write_dataset(draws, output, groups, test_tasks, options, num_identifiers)
-    summary.seconds = time.perf_counter() - started
-    _log_summary(summary, log)
-    return summary
-
-
-def _write_dataset(draws: LegacyDraws, output: Path, groups: dict[str, list[Group]],
-                   test_tasks: list[ArcTask], options: BuildOptions, num_identifiers: int) -> None:
-    output.parent.mkdir(parents=True, exist_ok=True)
-    partial = output.parent / f".{output.name}.partial-{uuid.uuid4().hex[:8]}"
-    partial.mkdir()
-    try:
+    if partial is not None:
         for split in fmt.SPLITS:
             write_split(draws, partial / split, split, groups[split], options, num_identifiers)
         write_identifiers(partial / "identifiers.json", groups, options.puzzle_identifiers_start)
         fmt.write_json(partial / "test_puzzles.json", {task.task_id: task.raw for task in test_tasks})
-        _move_into_place(partial, output)
-    except BaseException:
-        shutil.rmtree(partial, ignore_errors=True)
-        raise
-
-
-def _move_into_place(partial: Path, output: Path) -> None:
-    # Checked again here: another process may have filled the directory meanwhile.
-    if output.exists():
-        old = output.parent / f".{output.name}.old-{uuid.uuid4().hex[:8]}"
-        os.rename(output, old)
-        os.rename(partial, output)
-        shutil.rmtree(old)
-    else:
-        os.rename(partial, output)
+    return summary
 
 
 def _log_summary(summary: BuildSummary, log: Callable[[str], None]) -> None:

@@ -23,7 +23,6 @@ without queries add nothing; each item carries its puzzle's first ``max_demos`` 
 from __future__ import annotations
 
 import hashlib
-import json
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -32,7 +31,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from trmlab.data.format import IGNORE_LABEL, SPLITS, array_path, read_dataset_json
+from trmlab.data.format import IGNORE_LABEL, SPLITS, array_path, read_dataset_json, read_json
 from trmlab.errors import ConfigError, DataError
 
 ENCODER_LAYOUT = "encoder"
@@ -247,7 +246,7 @@ class ArcDataset:
             if not path.is_file():
                 raise DataError(f"{path}: missing; it maps puzzle identifiers to task names "
                                 f"(rebuild the dataset)")
-            part_names = json.loads(path.read_text())
+            part_names = read_json(path)
             expected = int(part.meta["num_puzzle_identifiers"])
             if not isinstance(part_names, list) or len(part_names) != expected:
                 raise DataError(f"{path}: expected a list of {expected} names (num_puzzle_identifiers in "

@@ -22,7 +22,7 @@ from typing import Any
 
 import numpy as np
 
-from trmlab.errors import DataError
+from trmlab.errors import DataError, not_utf8
 
 PAIR_KINDS = ("train", "test")
 MAX_GRID = 30
@@ -76,6 +76,8 @@ def read_json(path: Path) -> Any:
         raise DataError(f"{path}: key {str(error)!r} appears twice; fix the file") from None
     except json.JSONDecodeError as error:
         raise DataError(f"{path}: not valid JSON ({error})") from None
+    except UnicodeDecodeError as error:
+        raise DataError(not_utf8(path, error)) from None
     except OSError as error:
         raise DataError(f"{path}: cannot read ({error.strerror})") from None
 

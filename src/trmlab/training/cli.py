@@ -109,6 +109,10 @@ def resume_config(run_dir: str, overrides: list[str]) -> Any:
     from trmlab.errors import ConfigError
 
     path = Path(run_dir) / "config.yaml"
+    if not Path(run_dir).is_dir():
+        state = "is not a directory" if Path(run_dir).exists() else "does not exist"
+        raise ConfigError(f"resume={run_dir}: the directory {state}; give the run directory of an earlier "
+                          f"`trmlab train` (it holds config.yaml and checkpoints/)")
     if not path.is_file():
         raise ConfigError(f"resume={run_dir}: {path} is missing; that is not a trmlab run directory")
     stored = load_resolved(path)
@@ -154,11 +158,26 @@ def _run_train(args: argparse.Namespace) -> int:
 
     words, files, no_progress = split_options(list(args.words))
     resolved, resume = resolve_train_config(words, [*args.files, *files])
-    result = Trainer(resolved, resume=resume, progress=not (args.no_progress or no_progress)).run()
+    trainer = Trainer(resolved, resume=resume, progress=not (args.no_progress or no_progress))
+    try:
+        result = trainer.run()
+    except OSError as error:  # a full or read-only disk mid-run: incomplete checkpoints remove themselves
+        raise _run_write_failure(trainer.run_dir, error) from error
     if int(os.environ.get("RANK", "0")) == 0:  # under torchrun only rank 0 reports
         print(f"trained {result.step:,}/{result.total_steps:,} steps; run directory {result.run_dir}",
               file=sys.stderr)
     return 0
+
+
+def _run_write_failure(run_dir: Any, error: OSError) -> Exception:
+    from trmlab.errors import write_failure
+
+    failure = write_failure(f"run_dir {run_dir.path}", error)
+    steps = run_dir.checkpoint_steps()
+    next_step = (f"resume from step_{steps[0]} with: trmlab train resume={run_dir.path}" if steps
+                 else "no checkpoint was written yet; start the run again")
+    failure.args = (f"{failure}; {next_step}",)
+    return failure
 
 
 def parse_adapt_words(checkpoint: str, tasks: str, words: list[str]) -> Any:

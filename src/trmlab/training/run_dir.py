@@ -21,7 +21,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from trmlab.errors import ConfigError
+from trmlab.errors import ConfigError, write_failure
 
 _ADJECTIVES = ("amber", "brisk", "calm", "dapper", "eager", "fuzzy", "gentle", "hardy", "icy", "jolly",
                "keen", "lucid", "mellow", "nimble", "odd", "plucky", "quiet", "rapid", "sunny", "tidy",
@@ -74,8 +74,9 @@ class RunDir:
 
     def create(self, resolved: Any) -> None:
         """Create a new run directory with the resolved config (refusing to reuse one that holds a run)."""
-        from trmlab.config import save_resolved
-
+        if self.path.exists() and not self.path.is_dir():
+            raise ConfigError(f"run_dir {self.path}: exists and is a file, not a directory; choose another "
+                              f"run_dir")
         if self.config_path.exists():
             if self.checkpoint_steps():
                 raise ConfigError(f"run_dir {self.path} already holds a run; continue it with "
@@ -84,8 +85,19 @@ class RunDir:
             print(f"trmlab train: {self.path} holds a run without any checkpoint; starting it over",
                   file=sys.stderr)
             self.metrics_path.unlink(missing_ok=True)
-        self.checkpoints_path.mkdir(parents=True, exist_ok=True)
-        save_resolved(resolved, self.config_path)
+        self._populate(resolved)
+
+    def _populate(self, resolved: Any) -> None:
+        from trmlab.config import save_resolved
+
+        created = [p for p in (self.path, *self.path.parents) if not p.exists()]
+        try:
+            self.checkpoints_path.mkdir(parents=True, exist_ok=True)
+            save_resolved(resolved, self.config_path)
+        except OSError as error:
+            if created:  # only what this call created: never a directory the user already had
+                shutil.rmtree(created[-1], ignore_errors=True)
+            raise write_failure(f"run_dir {self.path}", error) from error
 
     def append_metrics(self, record: dict[str, Any]) -> None:
         """Append one line to metrics.jsonl and flush it (a kill loses at most the line being written)."""
