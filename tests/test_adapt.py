@@ -261,8 +261,8 @@ def test_two_gloo_processes_adapt_like_one(trmlab_checkpoint, tmp_path):
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    mp.spawn(_adapt_worker, args=(2, port, _settings(trmlab_checkpoint, challenges, tmp_path / "two", **common)),
-             nprocs=2, join=True)
+    two_settings = _settings(trmlab_checkpoint, challenges, tmp_path / "two", **common)
+    mp.spawn(_adapt_worker, args=(2, port, two_settings), nprocs=2, join=True)
     one = _tensors(tmp_path / "one" / "run" / "checkpoints" / "step_3", "model.safetensors")
     two = _tensors(tmp_path / "two" / "run" / "checkpoints" / "step_3", "model.safetensors")
     for key in one:
