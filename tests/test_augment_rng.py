@@ -66,3 +66,16 @@ def test_randint_bounds():
         LegacyDraws(0).randint(0)
     with pytest.raises(ValueError):
         LegacyDraws(0).randint(2**32 + 1)
+
+
+@pytest.mark.parametrize("seed", [0, 7, 2**32 - 1])
+def test_sequence_and_continuation_equal_random_state(seed, blocks):
+    """sequence() = permutation(n) / rand() calls in order, continuing a RandomState that drew in C."""
+    ref = np.random.RandomState(seed)
+    state = np.random.RandomState(seed)
+    assert (state.choice(50, size=7, replace=False) == ref.choice(50, size=7, replace=False)).all()
+    ours = LegacyDraws.from_random_state(state)
+    program = (9, 0, 3, 3, 3, 3, 3, 3, 3, 3, 1, 2, 6)
+    for _ in range(200):
+        expected = [ref.rand() if n == 0 else ref.permutation(n).tolist() for n in program]
+        assert ours.sequence(program) == expected

@@ -134,7 +134,7 @@ def test_leave_one_out_and_contrastive_loss_train_and_are_logged(synthetic_6x6, 
     assert losses and all(value > 0 for value in losses)
 
     model = trainer.model.train()
-    batch = next(trainer.sampler.iter_epoch(0))
+    batch = next(trainer.sampler.iter_iteration(0))
     carry = model.initial_carry(batch)
     _, outputs = model(carry, batch)
     assert outputs["context_groups"].tolist() == batch["puzzle_identifiers"].tolist()

@@ -142,7 +142,7 @@ def test_trm_layout_holds_out_identifiers(built: Path):
     assert set(puzzles) == {t["name"] for t in tasks} and set(list(puzzles)[: len(held)]) == held
     assert train.layout == "official" and train.seq_len == 100
     sampler = TrainSampler(train, 8, seed=0)
-    assert sampler.batches_per_epoch(0) == len(list(sampler.iter_epoch(0)))
+    assert sampler.batches_per_iteration(0) == len(list(sampler.iter_iteration(0)))
 
 
 def test_encoder_layout_demos_first_and_held_out_only_in_test(built: Path):

@@ -11,7 +11,8 @@ import torch
 
 from train_helpers import Resolved, tiny_config, write_tiny_dataset
 from trmlab.errors import ConfigError
-from trmlab.training.loop import Trainer, normalise_metrics, total_optimizer_steps
+from trmlab.training.loop import Trainer, normalise_metrics
+from trmlab.training.plan import plan_steps
 
 
 def _no_eval(trainer, step):
@@ -40,7 +41,7 @@ def _adam_steps(trainer):
 
 def test_exact_step_count_and_ema_never_without_update(data, tmp_path):
     trainer, result = _run(tiny_config(data, tmp_path / "run", epochs=3, checkpoint_every=None))
-    expected = trainer.sampler.total_batches(3)
+    expected = trainer.sampler.batches_per_iteration(0)  # eval_interval null: one iteration of 3 epochs
     assert trainer.total_steps == expected == result.step == 9
     assert _adam_steps(trainer) == {expected}
     assert trainer.ema.num_updates == expected
@@ -49,20 +50,33 @@ def test_exact_step_count_and_ema_never_without_update(data, tmp_path):
     assert logged[-1]["step"] == expected
 
 
-def test_max_steps_stops_mid_epoch(data, tmp_path):
+def test_max_steps_stops_mid_iteration(data, tmp_path):
     trainer, result = _run(tiny_config(data, tmp_path / "run", epochs=50, max_steps=7))
     assert trainer.total_steps == 7 and result.step == 7
     assert _adam_steps(trainer) == {7} and trainer.ema.num_updates == 7
-    assert trainer.sampler.state_dict() == {"epoch": 2, "batch_in_epoch": 1}
+    assert trainer.sampler.state_dict() == {"iteration": 0, "batch_in_iteration": 7,
+                                            "epochs_per_iteration": 50}
 
 
-def test_total_steps_uses_per_epoch_counts():
+def test_plan_uses_per_iteration_counts_and_the_estimate(data, tmp_path):
     class Sampler:
-        def batches_per_epoch(self, epoch):
-            return [3, 2, 4][epoch]
+        epochs_per_iteration = 2
 
-    assert total_optimizer_steps(Sampler(), 3, None) == (9, [3, 5, 9])
-    assert total_optimizer_steps(Sampler(), 3, 4) == (4, [3, 5])
+        def batches_per_iteration(self, iteration):
+            return [3, 2, 4][iteration]
+
+        def estimated_batches(self, epochs):
+            return 8
+
+    config = tiny_config(data, tmp_path / "run", epochs=6, eval_interval=2, checkpoint_every=None)
+    plan = plan_steps(Sampler(), config)
+    assert (plan.optimizer_steps, plan.schedule_steps, plan.batches) == (8, 8, 9)  # min(batches, estimate)
+    assert plan.batches_per_iteration == [3, 2, 4] and plan.iteration_ends == [3, 5, 8]
+    assert plan.eval_steps == [3, 5, 8]
+    config.max_steps = 4
+    plan = plan_steps(Sampler(), config)
+    assert (plan.optimizer_steps, plan.schedule_steps, plan.batches_per_iteration) == (4, 8, [3, 2])
+    assert plan.eval_steps == [3, 4]
 
 
 def test_eval_on_ema_weights_at_epoch_intervals(data, tmp_path):

@@ -14,6 +14,7 @@ import importlib
 # One entry per ``trmlab data`` subcommand, in help order.
 DATA_COMMAND_MODULES = (
     "trmlab.data.cli",            # build-arc (register_data_command below)
+    "trmlab.data.puzzle_cli",     # build-sudoku, build-maze
     "trmlab.data.synthetic",      # build-synthetic
     "trmlab.data.inspect_cli",    # inspect
 )

@@ -25,6 +25,7 @@ def _mask(bound: int) -> int:
     return (1 << bound.bit_length()) - 1
 
 
+_MASKS = tuple(_mask(bound) for bound in range(256))  # rejection masks of small bounds
 # (bound, mask) of the 8 swaps of a permutation of 9 items, i = 8 .. 1.
 _PERM9_STEPS = tuple((i, _mask(i)) for i in range(8, 0, -1))
 
@@ -33,7 +34,17 @@ class LegacyDraws:
     """Exact replacement for a ``np.random.RandomState(seed)`` used only through the methods below."""
 
     def __init__(self, seed: int):
-        legacy = np.random.RandomState(seed).get_state()  # legacy seeding (not SeedSequence)
+        self._continue_from(np.random.RandomState(seed))  # legacy seeding (not SeedSequence)
+
+    @classmethod
+    def from_random_state(cls, state: np.random.RandomState) -> LegacyDraws:
+        """Continue the stream of ``state`` where it stands (e.g. after a ``state.choice`` done in C)."""
+        draws = cls.__new__(cls)
+        draws._continue_from(state)
+        return draws
+
+    def _continue_from(self, state: np.random.RandomState) -> None:
+        legacy = state.get_state()
         self.bit_generator = np.random.MT19937()
         self.bit_generator.state = {"bit_generator": "MT19937", "state": {"key": legacy[1], "pos": legacy[2]}}
         self.raw: list[int] = []
@@ -95,6 +106,41 @@ class LegacyDraws:
             perm[i + 1], perm[j + 1] = perm[j + 1], perm[i + 1]
         self.pos = pos
         return t, perm
+
+    def sequence(self, program: tuple[int, ...]) -> list:
+        """Replay fixed legacy calls: ``1 <= n <= 256`` → ``permutation(n)`` (a list), ``0`` → ``rand()``.
+
+        ``rand()`` is the legacy double from two words, ``((w1 >> 5) * 2**26 + (w2 >> 6)) / 2**53``.
+        """
+        while True:
+            self._reserve()
+            start = self.pos
+            try:
+                return self._sequence_unchecked(program)
+            except IndexError:  # see augmentation()
+                self.pos = start
+                self._reserve(len(self.raw) - start + _BLOCK)
+
+    def _sequence_unchecked(self, program: tuple[int, ...]) -> list:
+        raw, pos = self.raw, self.pos
+        results: list = []
+        for n in program:
+            if n == 0:
+                results.append(((raw[pos] >> 5) * 67108864.0 + (raw[pos + 1] >> 6)) / 9007199254740992.0)
+                pos += 2
+                continue
+            perm = list(range(n))
+            for i in range(n - 1, 0, -1):
+                mask = _MASKS[i]
+                j = raw[pos] & mask
+                pos += 1
+                while j > i:
+                    j = raw[pos] & mask
+                    pos += 1
+                perm[i], perm[j] = perm[j], perm[i]
+            results.append(perm)
+        self.pos = pos
+        return results
 
     def offsets(self, n_examples: int, transforms: list[int], ranges: dict[bool, tuple[list[int], list[int]]],
                 swaps: tuple[bool, ...], translate: bool) -> tuple[list[int], list[int]]:

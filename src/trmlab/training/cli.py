@@ -120,9 +120,9 @@ def resume_config(run_dir: str, overrides: list[str]) -> Any:
     fields = schema_fields()
     # These decide what is computed or how many steps there are: changing them mid-run is not a resume.
     fixed = {k for k, info in fields.items() if info.arch} | {
-        "data_paths", "global_batch_size", "epochs", "max_steps", "seed", "max_train_groups", "run_dir",
-        "lr", "lr_warmup_steps", "lr_min_ratio", "ema", "ema_rate", "init_from", "freeze_decoder_steps",
-        "freeze_weights"}
+        "data_paths", "global_batch_size", "epochs", "eval_interval", "max_steps", "seed", "max_train_groups",
+        "run_dir", "lr", "lr_warmup_steps", "lr_min_ratio", "ema", "ema_rate", "init_from",
+        "freeze_decoder_steps", "freeze_weights"}
     refused = [key for key, _ in parsed if key in fixed]
     if refused:
         raise ConfigError(f"resume={run_dir}: cannot change {', '.join(refused)} when resuming (they "

@@ -3,9 +3,9 @@
 One optimizer step per ACT step; the carry persists across batches, epochs and evaluations; the loss sum
 is divided by the *global* batch size; gradients are summed over ranks, optionally clipped (global norm,
 after the reduction), then AdamATan2 and the puzzle-table sign-SGD step with the scheduled lr, then the EMA.
-The number of optimizer steps is exact and known before the first batch (the sampler's exact batches per
-epoch × epochs, capped by ``max_steps``); the loop stops exactly there, so the EMA never moves without
-an update.
+The step plan is the official trainer's and known before the first batch (``trmlab.training.plan``):
+``min(batches, official estimate)`` optimizer steps, optionally capped by ``max_steps``, with the estimate as
+the LR schedule's length; the loop stops exactly there, so the EMA never moves without an update.
 
 Model hooks (all optional, documented in design.md "Training"):
 
@@ -97,17 +97,6 @@ def param_groups(model: torch.nn.Module, config: Any) -> list[ParamGroup]:
     return groups
 
 
-def total_optimizer_steps(sampler: Any, epochs: int, max_steps: int | None) -> tuple[int, list[int]]:
-    """(exact optimizer steps of the run, cumulative step count at the end of each epoch)."""
-    ends, total = [], 0
-    for epoch in range(epochs):
-        total += sampler.batches_per_epoch(epoch)
-        ends.append(total)
-        if max_steps is not None and total >= max_steps:
-            break
-    return (min(total, max_steps) if max_steps is not None else total), ends
-
-
 def normalise_metrics(sums: dict[str, float], steps: int, global_batch_size: int) -> dict[str, float]:
     """Turn metric sums over ``steps`` optimizer steps into the logged means (documented in docs/training.md).
 
@@ -154,18 +143,16 @@ class Trainer:
     # -- construction ----------------------------------------------------------------------------------------
 
     def _build(self) -> None:
-        from trmlab.data.dataset import ArcDataset, TrainSampler
+        from trmlab.data.dataset import ArcDataset
         from trmlab.models import build_model
+        from trmlab.training.plan import make_sampler, plan_steps
 
         config, ctx = self.config, self.ctx
         if not config.data_paths:
             raise ConfigError("data_paths is empty: name the training dataset directories (data_paths=[DIR])")
         _seed_everything(config.seed)
         self.dataset = ArcDataset(list(config.data_paths), "train")
-        self.sampler = TrainSampler(self.dataset, config.global_batch_size, config.seed, rank=ctx.rank,
-                                    world_size=ctx.world_size, max_demos=config.max_demos,
-                                    max_groups=config.max_train_groups,
-                                    leave_one_out=config.demo_sampling == "leave_one_out")
+        self.sampler = make_sampler(config, self.dataset, ctx.rank, ctx.world_size)
         self.init_variant: str | None = None
         if config.init_from and not self.resume_dir:
             from trmlab.training.transfer import reconcile_init_config
@@ -208,9 +195,9 @@ class Trainer:
             from trmlab.training.evaluate import check_eval_data
 
             check_eval_data(config)  # fail now, not after days of training
-        self.total_steps, self.epoch_ends = total_optimizer_steps(self.sampler, config.epochs,
-                                                                  config.max_steps)
-        self.eval_steps = self._eval_steps()
+        self.plan = plan_steps(self.sampler, config)
+        self.total_steps, self.schedule_steps = self.plan.optimizer_steps, self.plan.schedule_steps
+        self.eval_steps = set(self.plan.eval_steps)
         self.step = 0
         self.carry: Any = None
         self._saved_carry: dict[str, Any] | None = None
@@ -230,17 +217,6 @@ class Trainer:
         if unknown:
             raise ConfigError(f"model.decoder_parameter_names() lists non-trainable parameters {unknown[:3]}")
         return names
-
-    def _eval_steps(self) -> set[int]:
-        """Steps after which to evaluate: the end of every eval_interval-th epoch, and the last step."""
-        interval, steps = self.config.eval_interval, set()
-        if interval is not None:
-            for epoch, end in enumerate(self.epoch_ends, start=1):
-                if epoch % interval == 0 and epoch // interval >= self.config.min_eval_interval \
-                        and end <= self.total_steps:
-                    steps.add(end)
-        steps.add(self.total_steps)
-        return steps
 
     def _run_dir_path(self) -> Path:
         if self.resume_dir is not None:
@@ -282,9 +258,11 @@ class Trainer:
                  f"  device {self.ctx.device} × {self.ctx.world_size} process(es), forward dtype "
                  f"{getattr(self.model, 'forward_dtype', 'n/a')}, "
                  f"global batch {self.config.global_batch_size}",
-                 f"  optimizer steps: {self.total_steps:,} exactly ({len(self.epoch_ends)} epoch(s), "
-                 f"{self.sampler.batches_per_epoch(0)} batches in epoch 0"
-                 + (f", capped by max_steps={self.config.max_steps}" if self.config.max_steps else "") + ")",
+                 f"  optimizer steps: {self.total_steps:,} exactly ({len(self.plan.batches_per_iteration)} "
+                 f"iteration(s) of {self.plan.epochs_per_iteration} epoch(s), "
+                 f"{self.plan.batches_per_iteration[0]:,} batches in the first; LR schedule "
+                 f"{self.schedule_steps:,} steps"
+                 + (f"; capped by max_steps={self.config.max_steps}" if self.config.max_steps else "") + ")",
                  f"  run directory: {self.run_dir.path}"]
         if self.step:
             lines.append(f"  resumed at step {self.step:,}")
@@ -299,13 +277,13 @@ class Trainer:
         window = _MetricWindow()
         try:
             while self.step < self.total_steps:
-                epoch = self.sampler.state_dict()["epoch"]
-                for batch in self.sampler.iter_epoch(epoch):
+                iteration = self.sampler.state_dict()["iteration"]
+                for batch in self.sampler.iter_iteration(iteration):
                     metrics = self._train_step(batch)
                     window.add(metrics)
                     bar.update(1)
                     if self.step % self.config.log_every == 0 or self.step == self.total_steps:
-                        record = self._log(window, epoch)
+                        record = self._log(window, iteration)
                         result.last_metrics = record
                         bar.set_postfix(loss=f"{record.get('train/lm_loss', float('nan')):.4f}",
                                         exact=f"{record.get('train/exact_accuracy', float('nan')):.3f}")
@@ -372,12 +350,12 @@ class Trainer:
 
         for opt_group, group in zip(self.adam.param_groups, self.groups):
             opt_group["lr"] = lr_at(self.step, config.lr * group.lr_scale, config.lr_warmup_steps,
-                                    self.total_steps, config.lr_min_ratio)
+                                    self.schedule_steps, config.lr_min_ratio)
         self.adam.step()
         self.adam.zero_grad(set_to_none=True)
         if self.sparse is not None:
-            self.sparse.lr = lr_at(self.step, config.puzzle_emb_lr, config.lr_warmup_steps, self.total_steps,
-                                   config.lr_min_ratio)
+            self.sparse.lr = lr_at(self.step, config.puzzle_emb_lr, config.lr_warmup_steps,
+                                   self.schedule_steps, config.lr_min_ratio)
             self.sparse.step()
             self.sparse.zero_grad()
         if self.ema is not None:
@@ -392,7 +370,7 @@ class Trainer:
 
     # -- metrics -------------------------------------------------------------------------------------------
 
-    def _log(self, window: _MetricWindow, epoch: int) -> dict[str, Any]:
+    def _log(self, window: _MetricWindow, iteration: int) -> dict[str, Any]:
         """Reduce the window over ranks and write one metrics.jsonl line (rank 0)."""
         sums, steps = window.take()
         names = sorted(sums)
@@ -400,7 +378,9 @@ class Trainer:
         stacked = torch.stack([sums[n].to(self.ctx.device) for n in names if n not in per_rank])
         all_reduce_sum(stacked, self.ctx)
         reduced = dict(zip([n for n in names if n not in per_rank], stacked.tolist()))
-        record: dict[str, Any] = {"step": self.step, "epoch": epoch, "split": "train",
+        # "epoch": the iteration's first epoch, as the official trainer prints it.
+        record: dict[str, Any] = {"step": self.step, "epoch": iteration * self.plan.epochs_per_iteration,
+                                  "split": "train",
                                   "lr": self.adam.param_groups[0]["lr"]}
         record.update(normalise_metrics(reduced, steps, self.config.global_batch_size))
         for name in per_rank & set(sums):
@@ -438,7 +418,8 @@ class Trainer:
                 metrics = evaluate(self, self.step)
             finally:
                 self.model.train()
-        record = {"step": self.step, "epoch": self.sampler.state_dict()["epoch"], "split": "eval", **metrics}
+        epoch = self._iteration_of(self.step) * self.plan.epochs_per_iteration
+        record = {"step": self.step, "epoch": epoch, "split": "eval", **metrics}
         if self.ctx.is_main:
             self.run_dir.append_metrics(record)
             for logger in self.loggers:
@@ -447,6 +428,11 @@ class Trainer:
             if shown:
                 self._say(f"eval at step {self.step}: {shown}")
         return record
+
+    def _iteration_of(self, step: int) -> int:
+        """0-based iteration whose batches include ``step``."""
+        return next((i for i, end in enumerate(self.plan.iteration_ends) if step <= end),
+                    len(self.plan.iteration_ends) - 1)
 
     # -- checkpoints -----------------------------------------------------------------------------------------
 
@@ -506,5 +492,4 @@ def train(resolved: Any, *, resume: str | Path | None = None, progress: bool = T
     return Trainer(resolved, resume=resume, progress=progress).run()
 
 
-__all__ = ["ParamGroup", "TrainResult", "Trainer", "normalise_metrics", "param_groups",
-           "total_optimizer_steps", "train"]
+__all__ = ["ParamGroup", "TrainResult", "Trainer", "normalise_metrics", "param_groups", "train"]

@@ -216,8 +216,8 @@ def load_latest_checkpoint(trainer: Any) -> Path:
                               f"holds its own ACT carry)")
     if state["total_steps"] != trainer.total_steps:
         raise CheckpointError(f"{path}: the run had {state['total_steps']} optimizer steps but the config "
-                              f"now gives {trainer.total_steps}; epochs, max_steps, data and batch size must "
-                              f"not change on resume")
+                              f"now gives {trainer.total_steps}; epochs, eval_interval, max_steps, data and "
+                              f"batch size must not change on resume")
     weights = bundle.tensors("model.safetensors")
     if bundle.has("puzzle_embedding.safetensors"):
         weights[TABLE_PREFIX + "weights"] = bundle.tensors("puzzle_embedding.safetensors")["weights"]
