@@ -268,3 +268,12 @@ def test_two_gloo_processes_adapt_like_one(trmlab_checkpoint, tmp_path):
     for key in one:
         torch.testing.assert_close(two[key], one[key], rtol=1e-4, atol=1e-5, msg=key)
     assert list(json.loads((tmp_path / "two" / "submission.json").read_text())) == list(TASKS)
+
+
+def test_a_batch_larger_than_an_epoch_still_runs_the_steps_asked(trmlab_checkpoint, tmp_path):
+    challenges, _ = write_tasks(tmp_path / "tasks", max_side=2)  # 3 tasks × 3 demonstrations per epoch
+    result = adapt(_settings(trmlab_checkpoint, challenges, tmp_path / "out", steps=7, num_aug=1, canvas=3,
+                             overrides=["device=cpu", "global_batch_size=16"]), progress=False)
+    assert (result.step, result.total_steps) == (7, 7)
+    config = (tmp_path / "out" / "run" / "config.yaml").read_text()
+    assert "global_batch_size: 16" in config  # the recipe's batch, not shrunk to an epoch
