@@ -19,7 +19,7 @@ import torch
 from trmlab.errors import CheckpointError, ConfigError, DataError
 from trmlab.evaluation.arc import DEFAULT_PASS_KS, ArcResult, ArcScorer
 from trmlab.evaluation.outputs import RawPredictions, write_output_dir
-from trmlab.evaluation.scoring import info_for, result_files
+from trmlab.evaluation.scoring import info_for, research_evaluator_figures, result_files
 from trmlab.evaluation.testset import ArcTestSet, load_test_set
 from trmlab.models.diagnostics import DiagnosticsAccumulator
 
@@ -176,14 +176,15 @@ def _gather_rows(local: dict[str, np.ndarray], rank: int, world: int) -> dict[st
 
 def evaluate(model: torch.nn.Module, data: Any, *, config: Any = None, settings: EvalSettings | None = None,
              out_dir: str | Path | None = None, info: dict[str, Any] | None = None,
-             progress: bool = False) -> EvalResult | None:
+             progress: bool = False, research_figures: bool = False) -> EvalResult | None:
     """Evaluate ``model`` (whatever weights it holds now) on the ARC test split of ``data``.
 
     ``data`` is a dataset directory or a :class:`trmlab.data.dataset.ArcDataset` (test split, one path).
     Pass ``config`` (a Config: eval.* and global_batch_size are used) or explicit ``settings``. Every call
     starts a fresh vote store. With ``out_dir`` the eval directory is written atomically (rank 0). Returns the
     result on rank 0 and None on other ranks. The model's train/eval mode is left as it was. ``progress``
-    shows a progress bar over batches on rank 0.
+    shows a progress bar over batches on rank 0. ``research_figures`` also records (metrics.json
+    ``research_evaluator``) what the ETRM research evaluator's denominator would have made of the scores.
     """
     if settings is None:
         if config is None:
@@ -213,6 +214,8 @@ def evaluate(model: torch.nn.Module, data: Any, *, config: Any = None, settings:
     scorer.add(raw.inputs, raw.puzzle_identifiers, raw.preds, raw.q_halt_logits)
     result = scorer.finish()
     result.counts["rows"] = len(raw)
+    if research_figures:
+        result.extra["research_evaluator"] = research_evaluator_figures(result, len(test_set.task_ids))
     encoder_metrics = diagnostics.result()
     if encoder_metrics:
         result.extra["diagnostics"] = encoder_metrics
