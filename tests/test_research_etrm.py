@@ -151,7 +151,9 @@ def test_other_encoder_configurations_reproduce_the_research_rollout(case):
     check_rollout(_load(GENERATED / case), _vectors(GENERATED / case))
 
 
-@pytest.mark.parametrize("case", [c for c in CASES if c.startswith("etrm-")])
+# Variational encoders sample in training (the research code draws noise for every slot, padded ones
+# included; trmlab for real demos only) and trmlab sums the KL per sample (§9.14): evaluation parity only.
+@pytest.mark.parametrize("case", [c for c in CASES if c.startswith("etrm-") and "variational" not in c])
 def test_other_etrm_configurations_match_the_research_training_step(case):
     vectors = _vectors(GENERATED / case)
     measured = training_step(_load(GENERATED / case), vectors)

@@ -176,15 +176,17 @@ def _gather_rows(local: dict[str, np.ndarray], rank: int, world: int) -> dict[st
 
 def evaluate(model: torch.nn.Module, data: Any, *, config: Any = None, settings: EvalSettings | None = None,
              out_dir: str | Path | None = None, info: dict[str, Any] | None = None,
-             progress: bool = False, research_figures: bool = False) -> EvalResult | None:
+             progress: bool = False, research_figures: bool = False,
+             replace: bool = False) -> EvalResult | None:
     """Evaluate ``model`` (whatever weights it holds now) on the ARC test split of ``data``.
 
     ``data`` is a dataset directory or a :class:`trmlab.data.dataset.ArcDataset` (test split, one path).
     Pass ``config`` (a Config: eval.* and global_batch_size are used) or explicit ``settings``. Every call
-    starts a fresh vote store. With ``out_dir`` the eval directory is written atomically (rank 0). Returns the
-    result on rank 0 and None on other ranks. The model's train/eval mode is left as it was. ``progress``
-    shows a progress bar over batches on rank 0. ``research_figures`` also records (metrics.json
-    ``research_evaluator``) what the ETRM research evaluator's denominator would have made of the scores.
+    starts a fresh vote store. With ``out_dir`` the eval directory is written atomically (rank 0; ``replace``
+    swaps out an existing one instead of refusing it). Returns the result on rank 0 and None on other ranks.
+    The model's train/eval mode is left as it was. ``progress`` shows a progress bar over batches on rank 0.
+    ``research_figures`` also records (metrics.json ``research_evaluator``) what the ETRM research
+    evaluator's denominator would have made of the scores.
     """
     if settings is None:
         if config is None:
@@ -223,7 +225,7 @@ def evaluate(model: torch.nn.Module, data: Any, *, config: Any = None, settings:
     if out_dir is not None:
         extra = info_for(test_set, max_tasks=settings.max_tasks, num_augmentations=settings.num_augmentations,
                          **(info or {}))
-        written = write_output_dir(out_dir, result_files(result, raw, extra))
+        written = write_output_dir(out_dir, result_files(result, raw, extra), replace=replace)
     return EvalResult(result, raw, written, seconds, encoder_metrics)
 
 
