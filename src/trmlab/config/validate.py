@@ -153,8 +153,9 @@ def _variant_problems(config: Config, where: _Where) -> list[str]:
             problems.append(f"{where('arch.puzzle_emb_ndim')}: {arch.name} has no puzzle-id table (the "
                             "encoder replaces it); set arch.puzzle_emb_ndim=0")
         if arch.encoder_type in ("lpn", "lpn_var") and arch.encoder_numerics != "research":
-            problems.append(f"{where('arch.encoder_type')}: {arch.encoder_type} exists only to load research "
-                            "checkpoints (arch.encoder_numerics=research); use lpn_standard or lpn_variational")
+            problems.append(f"{where('arch.encoder_type')}: {arch.encoder_type} exists only to load "
+                            "research checkpoints (arch.encoder_numerics=research); use lpn_standard or "
+                            "lpn_variational")
         if arch.name == "etrm" and arch.encoder_set_memory == "tokens" and arch.encoder_type != "standard":
             problems.append(f"{where('arch.encoder_set_memory')}: 'tokens' needs arch.encoder_type=standard "
                             f"(got {arch.encoder_type!r}, which pools each demo to one vector by design)")
