@@ -122,6 +122,11 @@ class EvalConfig:
     global_batch_size: int | None = setting(None, "eval batch size (null = the training global_batch_size)",
                                             ge=1)
     pass_ks: list[int] = setting([1, 2, 5, 10, 100, 1000], "K values of the reported pass@K")
+    symmetry_votes: int = setting(0, "Sudoku / Maze: also vote over this many symmetric copies of each test "
+                                  "input (digit relabelling and band/stack shuffles; maze: ≤ 8 dihedral "
+                                  "transforms), reported as <Task>/vote@K beside the official metric "
+                                  "(0 = off)",
+                                  ge=0)
 
 
 @dataclass
