@@ -32,7 +32,10 @@ def setting(default: Any, help: str, *, arch: bool = False, choices: tuple | Non
 
 
 MODEL_NAMES = ("trm", "etrm", "etrmtrm")
-ENCODER_TYPES = ("standard", "lpn_standard", "lpn_variational", "hybrid_standard", "hybrid_variational")
+# lpn / lpn_var: the research code's paper-faithful LPN encoders, for its checkpoints (encoder_numerics
+# research only).
+ENCODER_TYPES = ("standard", "lpn_standard", "lpn_variational", "hybrid_standard", "hybrid_variational",
+                 "lpn", "lpn_var")
 RECURRENT_ENCODER_TYPES = ("recurrent_standard", "trm_style")
 
 
