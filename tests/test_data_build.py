@@ -254,6 +254,7 @@ BAD_TASKS = {
     "too large": ({"train": [_pair([[0] * 31] * 2, [[1]])], "test": []}, "grid is 2x31, larger than"),
     "empty grid": ({"train": [_pair([[]], [[1]])], "test": []}, "grid rows are empty"),
     "no pairs": ({"train": [], "test": []}, "the task has no pairs"),
+    "empty test": ({"train": [_pair([[1]], [[2]])], "test": []}, "'test' is empty (a task needs at least"),
     "unknown key": ({"train": [_pair([[1]], [[1]])], "test": [], "name": "x"}, "unknown key 'name'"),
 }
 

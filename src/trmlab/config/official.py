@@ -148,6 +148,8 @@ def _map_arch(loader: Any, arch: tuple[yaml.Node, int], path: Path, label: str, 
             _map_loss(value, source, entries, unknown)
         elif key in _ARCH_SAME:
             entries.append(Entry(f"arch.{key}", value, source))
+        elif key == "encoder_qk_norm" and research_class is not None:
+            unknown[f"arch.{key} (accepted but never read by the research encoders)"] = value
         else:
             unknown[f"arch.{key}"] = value
     defaults = dict(_OFFICIAL_ARCH_DEFAULTS)

@@ -136,18 +136,20 @@ class SudokuShuffles:
         self.program = ((n,) + ((0,) if self.transposes else ()) + (n // h,) + (h,) * (n // h) + (n // w,)
                         + (w,) * (n // w))
 
-    def draw(self) -> tuple[list[int], bool, list[int], list[int]]:
-        """One copy: digit permutation of 0..n-1, transpose flag, row permutation, column permutation."""
-        results = self.draws.sequence(self.program)
+    def draw(self, count: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """``count`` copies' draws: digit permutations of 0..n-1 [count, n], transpose flags [count], row and
+        column permutations [count, n]."""
+        n, h, w = self.puzzle.side, self.puzzle.box_rows, self.puzzle.box_cols
+        results = self.draws.sequences(self.program, count)
         digits = results.pop(0)
-        transpose = results.pop(0) < 0.5 if self.transposes else False
-        h, w = self.puzzle.box_rows, self.puzzle.box_cols
-        bands = results.pop(0)
-        rows = [band * h + r for band, perm in zip(bands, results[:len(bands)]) for r in perm]
-        results = results[len(bands):]
-        stacks = results.pop(0)
-        cols = [stack * w + c for stack, perm in zip(stacks, results) for c in perm]
-        return digits, transpose, rows, cols
+        transposed = results.pop(0) < 0.5 if self.transposes else np.zeros(count, dtype=bool)
+        bands, stacks = results[0], results[1 + n // h]
+        # Row r of band k (k-th drawn) is bands[k] * h + (k-th in-band permutation)[r]; columns alike.
+        rows = np.concatenate([bands[:, k:k + 1] * h + perm for k, perm in enumerate(results[1:1 + n // h])],
+                              axis=1)
+        cols = np.concatenate([stacks[:, k:k + 1] * w + perm for k, perm in enumerate(results[2 + n // h:])],
+                              axis=1)
+        return digits, transposed, rows, cols
 
     def __call__(self, inputs: np.ndarray, labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         n = self.puzzle.side
@@ -156,10 +158,9 @@ class SudokuShuffles:
         row_perms = digit_perms.copy()
         col_perms = digit_perms.copy()
         transposed = np.zeros(copies, dtype=bool)
-        for row in range(copies):
-            if row % self.per_puzzle:  # copy 0 of each puzzle is the original (no draws)
-                digits, transposed[row], row_perms[row], col_perms[row] = self.draw()
-                digit_perms[row] = digits
+        augmented = np.arange(copies) % self.per_puzzle != 0  # copy 0 of each puzzle is the original
+        drawn = self.draw(int(augmented.sum()))  # in stream order: puzzle by puzzle, copy by copy
+        digit_perms[augmented], transposed[augmented], row_perms[augmented], col_perms[augmented] = drawn
         token_maps = np.empty((copies, n + 2), dtype=np.int64)
         token_maps[:, :2] = [0, BLANK_TOKEN]
         token_maps[:, 2:] = digit_perms + 2  # digit d (token d + 1) → digits[d - 1] + 1

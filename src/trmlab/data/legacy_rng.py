@@ -107,40 +107,49 @@ class LegacyDraws:
         self.pos = pos
         return t, perm
 
-    def sequence(self, program: tuple[int, ...]) -> list:
-        """Replay fixed legacy calls: ``1 <= n <= 256`` → ``permutation(n)`` (a list), ``0`` → ``rand()``.
+    def sequences(self, program: tuple[int, ...], count: int) -> list[np.ndarray]:
+        """``count`` repetitions of a fixed series of legacy calls, in stream order, vectorised.
 
-        ``rand()`` is the legacy double from two words, ``((w1 >> 5) * 2**26 + (w2 >> 6)) / 2**53``.
+        ``program`` entries: ``1 <= n <= 256`` → ``permutation(n)``, ``0`` → ``rand()``. Returns one array per
+        entry: int64 [count, n] permutations, or float64 [count] for ``rand()`` (the legacy double from two
+        words, ``((w1 >> 5) * 2**26 + (w2 >> 6)) / 2**53``).
+
+        Only the rejection loop runs in Python (it decides which word each draw takes); the accepted values
+        are collected per repetition and the Fisher-Yates swaps are applied to all repetitions at once.
         """
-        while True:
-            self._reserve()
-            start = self.pos
-            try:
-                return self._sequence_unchecked(program)
-            except IndexError:  # see augmentation()
-                self.pos = start
-                self._reserve(len(self.raw) - start + _BLOCK)
+        slots = _program_slots(program)
+        plan = _slot_plan(slots)
+        values: list[int] = []
+        for _ in range(count):
+            while True:
+                self._reserve()
+                start = self.pos
+                try:
+                    self._collect_unchecked(plan, values)
+                    break
+                except IndexError:  # see augmentation(); drop this repetition's partial values and replay
+                    del values[len(values) - len(values) % len(slots):]
+                    self.pos = start
+                    self._reserve(len(self.raw) - start + _BLOCK)
+        words = np.array(values, dtype=np.int64).reshape(count, len(slots))
+        return _apply_program(program, slots, words)
 
-    def _sequence_unchecked(self, program: tuple[int, ...]) -> list:
+    def _collect_unchecked(self, plan: tuple[tuple[int, int, int], ...], values: list[int]) -> None:
         raw, pos = self.raw, self.pos
-        results: list = []
-        for n in program:
-            if n == 0:
-                results.append(((raw[pos] >> 5) * 67108864.0 + (raw[pos + 1] >> 6)) / 9007199254740992.0)
-                pos += 2
-                continue
-            perm = list(range(n))
-            for i in range(n - 1, 0, -1):
-                mask = _MASKS[i]
-                j = raw[pos] & mask
+        for gap, mask, bound in plan:
+            if gap:  # draws that never reject take the next words as they are (masked later)
+                values += raw[pos:pos + gap]
+                pos += gap
+                if len(raw) < pos:
+                    raise IndexError
+            if mask:
+                value = raw[pos] & mask
                 pos += 1
-                while j > i:
-                    j = raw[pos] & mask
+                while value > bound:
+                    value = raw[pos] & mask
                     pos += 1
-                perm[i], perm[j] = perm[j], perm[i]
-            results.append(perm)
+                values.append(value)
         self.pos = pos
-        return results
 
     def offsets(self, n_examples: int, transforms: list[int], ranges: dict[bool, tuple[list[int], list[int]]],
                 swaps: tuple[bool, ...], translate: bool) -> tuple[list[int], list[int]]:
@@ -197,3 +206,57 @@ class LegacyDraws:
                             pos += 1
                         out[base + k] = value
         self.pos = pos
+
+
+def _program_slots(program: tuple[int, ...]) -> tuple[tuple[int, int], ...]:
+    """(mask, bound) of every word-consuming draw of one repetition; ``rand()`` takes two full words."""
+    slots: list[tuple[int, int]] = []
+    for n in program:
+        if not 0 <= n <= 256:
+            raise ValueError(f"program entry {n}: supported are permutations of 1..256 items and 0 (rand)")
+        if n == 0:
+            slots += [(0xFFFFFFFF, 0xFFFFFFFF)] * 2
+        slots += [(_MASKS[i], i) for i in range(n - 1, 0, -1)]
+    return tuple(slots)
+
+
+def _slot_plan(slots: tuple[tuple[int, int], ...]) -> tuple[tuple[int, int, int], ...]:
+    """Group the slots as (words taken as they are, then one draw that may reject: mask, bound).
+
+    A draw whose bound is ``mask`` itself never rejects; a trailing group has mask 0 (nothing after the gap).
+    """
+    plan, gap = [], 0
+    for mask, bound in slots:
+        if mask == bound:
+            gap += 1
+        else:
+            plan.append((gap, mask, bound))
+            gap = 0
+    if gap:
+        plan.append((gap, 0, 0))
+    return tuple(plan)
+
+
+def _apply_program(program: tuple[int, ...], slots: tuple[tuple[int, int], ...], words: np.ndarray
+                   ) -> list[np.ndarray]:
+    """Turn the accepted words [count, slots] into the program's permutations and rand() values."""
+    masks = np.array([mask for mask, _ in slots], dtype=np.int64)
+    draws = words & masks  # never-rejecting draws were stored unmasked
+    rows = np.arange(len(words))
+    results: list[np.ndarray] = []
+    column = 0
+    for n in program:
+        if n == 0:
+            high, low = words[:, column] >> 5, words[:, column + 1] >> 6
+            results.append((high * 67108864.0 + low) / 9007199254740992.0)
+            column += 2
+            continue
+        perm = np.tile(np.arange(n, dtype=np.int64), (len(words), 1))
+        for i in range(n - 1, 0, -1):  # Fisher-Yates as numpy's legacy shuffle: swap i with j <= i
+            j = draws[:, column]
+            column += 1
+            at_j = perm[rows, j]
+            perm[rows, j] = perm[:, i]
+            perm[:, i] = at_j
+        results.append(perm)
+    return results

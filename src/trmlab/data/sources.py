@@ -151,6 +151,10 @@ def validate_task(task_id: str, task: Any, subset: str, file: str) -> ArcTask:
                 raise DataError(f"{pair_where}: unknown key {extra[0]!r} (a pair has 'input' and 'output')")
             pairs[kind].append((grid_to_array(pair["input"], f"{pair_where} input"),
                                 grid_to_array(pair["output"], f"{pair_where} output")))
+    if not task["test"]:
+        # Evaluation scores a task by its test pairs (a per-task mean would divide by zero).
+        raise DataError(f"{where}: 'test' is empty (a task needs at least one test pair); add its test "
+                        f"pair(s) or remove the task")
     max_side = max(max(g.shape) for kind_pairs in pairs.values() for pair in kind_pairs for g in pair)
     return ArcTask(task_id, subset, file, pairs, task, dummies, max_side)
 

@@ -140,7 +140,7 @@ def _evaluate_checkpoint(args: argparse.Namespace, settings: dict[str, Any], tes
     from trmlab import load_checkpoint
     from trmlab.evaluation.outputs import default_out_dir
     from trmlab.evaluation.runner import evaluate
-    from trmlab.evaluation.scoring import describe
+    from trmlab.evaluation.scoring import describe, describe_research_figures
     from trmlab.training.distributed import barrier
 
     device = ctx.device
@@ -162,9 +162,13 @@ def _evaluate_checkpoint(args: argparse.Namespace, settings: dict[str, Any], tes
     started = time.perf_counter()
     info = {"checkpoint": str(checkpoint.resolve()), "device": str(device),
             "global_batch_size": eval_settings.global_batch_size}
-    result = evaluate(model, test_set.path, settings=eval_settings, out_dir=out, info=info, progress=True)
+    research = config is not None and config.arch.name != "trm" and config.arch.encoder_numerics == "research"
+    result = evaluate(model, test_set.path, settings=eval_settings, out_dir=out, info=info, progress=True,
+                      research_figures=research)
     if result is not None:  # rank 0
         print(describe(result.result))
+        if research:  # a research checkpoint: its authors' evaluator divided by every task (§9.3)
+            print(describe_research_figures(result.result.extra["research_evaluator"]))
         print(f"{len(result.raw)} samples in {result.model_seconds:.1f}s of model time "
               f"({result.samples_per_second:.1f} samples/s); total {time.perf_counter() - started:.1f}s")
         print(f"wrote {out}/metrics.json, submission.json, predictions.json, raw_predictions.npz")

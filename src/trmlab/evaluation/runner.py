@@ -19,7 +19,7 @@ import torch
 from trmlab.errors import CheckpointError, ConfigError, DataError
 from trmlab.evaluation.arc import DEFAULT_PASS_KS, ArcResult, ArcScorer
 from trmlab.evaluation.outputs import RawPredictions, write_output_dir
-from trmlab.evaluation.scoring import info_for, result_files
+from trmlab.evaluation.scoring import info_for, research_evaluator_figures, result_files
 from trmlab.evaluation.testset import ArcTestSet, load_test_set
 from trmlab.models.diagnostics import DiagnosticsAccumulator
 
@@ -177,14 +177,17 @@ def _gather_rows(local: dict[str, np.ndarray], rank: int, world: int) -> dict[st
 
 def evaluate(model: torch.nn.Module, data: Any, *, config: Any = None, settings: EvalSettings | None = None,
              out_dir: str | Path | None = None, info: dict[str, Any] | None = None,
-             progress: bool = False) -> EvalResult | None:
+             progress: bool = False, research_figures: bool = False,
+             replace: bool = False) -> EvalResult | None:
     """Evaluate ``model`` (whatever weights it holds now) on the ARC test split of ``data``.
 
     ``data`` is a dataset directory or a :class:`trmlab.data.dataset.ArcDataset` (test split, one path).
     Pass ``config`` (a Config: eval.* and global_batch_size are used) or explicit ``settings``. Every call
-    starts a fresh vote store. With ``out_dir`` the eval directory is written atomically (rank 0). Returns the
-    result on rank 0 and None on other ranks. The model's train/eval mode is left as it was. ``progress``
-    shows a progress bar over batches on rank 0.
+    starts a fresh vote store. With ``out_dir`` the eval directory is written atomically (rank 0; ``replace``
+    swaps out an existing one instead of refusing it). Returns the result on rank 0 and None on other ranks.
+    The model's train/eval mode is left as it was. ``progress`` shows a progress bar over batches on rank 0.
+    ``research_figures`` also records (metrics.json ``research_evaluator``) what the ETRM research
+    evaluator's denominator would have made of the scores.
     """
     if settings is None:
         if config is None:
@@ -214,6 +217,8 @@ def evaluate(model: torch.nn.Module, data: Any, *, config: Any = None, settings:
     scorer.add(raw.inputs, raw.puzzle_identifiers, raw.preds, raw.q_halt_logits)
     result = scorer.finish()
     result.counts["rows"] = len(raw)
+    if research_figures:
+        result.extra["research_evaluator"] = research_evaluator_figures(result, len(test_set.task_ids))
     encoder_metrics = diagnostics.result()
     if encoder_metrics:
         result.extra["diagnostics"] = encoder_metrics
@@ -221,7 +226,7 @@ def evaluate(model: torch.nn.Module, data: Any, *, config: Any = None, settings:
     if out_dir is not None:
         extra = info_for(test_set, max_tasks=settings.max_tasks, num_augmentations=settings.num_augmentations,
                          **(info or {}))
-        written = write_output_dir(out_dir, result_files(result, raw, extra))
+        written = write_output_dir(out_dir, result_files(result, raw, extra), replace=replace)
     return EvalResult(result, raw, written, seconds, encoder_metrics)
 
 

@@ -172,18 +172,46 @@ def read_step_file(path: str | Path, config: Any = None) -> tuple[dict[str, torc
     from trmlab.interop.safe_load import safe_torch_load
 
     raw = checked_state_dict(safe_torch_load(path, mmap=True), path)
-    resolved = official_config(path, config)
-    arch = resolved.config.arch
     if not is_research_state(list(raw)):
-        if arch.name != "trm":
-            raise CheckpointError(f"{path}: its config names an {arch.name} model but the file has no "
-                                  "encoder keys (<prefix>encoder.*): it is not a research ETRM checkpoint")
-        return strip_official(raw, str(path)), resolved
-    if arch.name == "trm":
-        raise CheckpointError(f"{path} holds a demonstration encoder (keys *encoder.*) but its config names "
-                              "a TRM: give the research run's all_config.yaml (arch.name "
-                              "recursive_reasoning.etrm@TRMWithEncoder or …etrmtrm@TRMWithRecurrentEncoder)")
-    return strip_research(raw, family_of(arch), str(path)), _research_numerics(resolved, path)
+        return strip_official(raw, str(path)), official_config(path, config)
+    resolved = research_config(path, config)
+    return strip_research(raw, family_of(resolved.config.arch), str(path)), resolved
+
+
+def research_config(path: str | Path, config: Any = None) -> Any:
+    """The ResolvedConfig of a research ``step_N`` (:func:`official_config` with ``config``): it must name
+    the checkpoint's own encoder model (a user config that leaves arch.name unset takes it), and it gets
+    arch.encoder_numerics = research."""
+    sibling = Path(path).parent / "all_config.yaml"
+    if config is not None and sibling.is_file():
+        from trmlab.config.official import read_official_all_config
+
+        own = read_official_all_config(sibling)[0].config.arch.name
+        user = config if hasattr(config, "provenance") else _as_resolved(config)
+        if (user.config.arch.name != own and own != "trm"
+                and user.provenance.get("arch.name", "schema default").startswith("schema default")):
+            arch = dataclasses.replace(user.config.arch, name=own)
+            provenance = {**user.provenance, "arch.name": f"research checkpoint {path}"}
+            config = type(user)(dataclasses.replace(user.config, arch=arch), provenance)
+    resolved = official_config(path, config)
+    name = resolved.config.arch.name
+    if sibling.is_file():
+        from trmlab.config.official import read_official_all_config
+
+        own = read_official_all_config(sibling)[0].config.arch.name
+        if own == "trm":
+            raise CheckpointError(f"{path} holds a demonstration encoder (keys *encoder.*) but its "
+                                  "all_config.yaml names a TRM: give the research run's all_config.yaml "
+                                  "(arch.name recursive_reasoning.etrm@TRMWithEncoder or "
+                                  "…etrmtrm@TRMWithRecurrentEncoder)")
+        if name != own:
+            raise CheckpointError(f"{path} is a research {own} checkpoint; it cannot be used as arch.name="
+                                  f"{name} (set arch.name={own})")
+    elif name == "trm":
+        raise CheckpointError(f"{path} holds a demonstration encoder (keys *encoder.*), but the config "
+                              "names a TRM: name the research model (arch.name=etrm or etrmtrm, and its "
+                              "encoder keys)")
+    return _research_numerics(resolved, path)
 
 
 def _research_numerics(resolved: Any, path: str | Path) -> Any:

@@ -51,7 +51,8 @@ QUERY_INIT_STD = 1.0
 RESEARCH_QUERY_INIT_STD = 0.02
 RESEARCH_ROPE_THETA = 10000.0  # the research grid encoder's RoPE base, fixed whatever arch.rope_theta says
 # Encoder types whose research numerics trmlab reproduces (arch.encoder_numerics = research).
-RESEARCH_ENCODER_TYPES = ("standard",)
+RESEARCH_ENCODER_TYPES = ("standard", "lpn_standard", "lpn_variational", "hybrid_standard",
+                          "hybrid_variational")
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -293,7 +294,8 @@ class GridEncoder(nn.Module):
                   layer_scale_init=layer_scale_init, eps=eps) for _ in range(num_layers))
         self.pre_norm = norm_style == "pre"
         if pooling == "cls":
-            self.cls_token = nn.Parameter(trunc_normal_(torch.empty(hidden), 0.02))
+            cls_shape = (1, 1, hidden) if research else (hidden,)
+            self.cls_token = nn.Parameter(trunc_normal_(torch.empty(cls_shape), 0.02))
         elif pooling == "attention":
             query_shape = (1, hidden) if research else (hidden,)
             self.pool_query = nn.Parameter(trunc_normal_(torch.empty(query_shape), 0.02))
@@ -301,14 +303,18 @@ class GridEncoder(nn.Module):
                                        separate_kv=research)
         elif pooling == "weighted":
             self.pool_score = CastLinear(hidden, 1, bias=not research)
-        if pooling != "none":  # "none": only token_states is used (encoder_set_memory = tokens)
+        # "none": only token_states is used (encoder_set_memory = tokens); the research LPN grid encoder
+        # returns the normalised CLS state as is.
+        if pooling != "none" and not (research and pooling == "cls"):
             self.pool_proj = CastLinear(hidden, hidden)
 
     def forward(self, demos: PackedDemos, dtype: torch.dtype) -> Tensor:
         """Demo vectors [N, D] (all-zero for a demo without any real token)."""
         h, _, keys, has_real = self.token_states(demos, dtype)
         pooled = self._pool(h, keys)
-        return torch.where(has_real[:, None], self.pool_proj(pooled), torch.zeros_like(pooled))
+        if hasattr(self, "pool_proj"):
+            pooled = self.pool_proj(pooled)
+        return torch.where(has_real[:, None], pooled, torch.zeros_like(pooled))
 
     def token_states(self, demos: PackedDemos, dtype: torch.dtype
                      ) -> tuple[Tensor, Tensor, Tensor, Tensor]:
@@ -509,10 +515,13 @@ class EncoderSettings:
         return self.numerics == "research"
 
     def grid_encoder(self, pooling: str | None = None) -> GridEncoder:
-        """The grid encoder these settings describe (``pooling`` overrides :attr:`pooling`)."""
+        """The grid encoder these settings describe (``pooling`` overrides :attr:`pooling`). The research LPN
+        grid encoder (CLS pooling) is pre-norm whatever encoder_norm_style says."""
+        pooling = pooling or self.pooling
+        norm_style = "pre" if self.research and pooling == "cls" else self.norm_style
         return GridEncoder(hidden=self.hidden, num_heads=self.num_heads, expansion=self.expansion,
                            num_layers=self.num_layers, vocab_size=self.vocab_size,
-                           pooling=pooling or self.pooling, norm_style=self.norm_style,
+                           pooling=pooling, norm_style=norm_style,
                            token_layout=self.token_layout, qk_norm=self.qk_norm,
                            layer_scale_init=self.layer_scale_init, eps=self.eps,
                            rope_theta=RESEARCH_ROPE_THETA if self.research else self.rope_theta,
@@ -573,7 +582,7 @@ class DemoEncoder(nn.Module):
             raise ConfigError(f"arch.encoder_type {encoder_type!r} is not one of {', '.join(self.TYPES)}")
         s = settings
         lpn_family = encoder_type.startswith(("lpn", "hybrid"))
-        if lpn_family and s.pooling != "mean":
+        if lpn_family and s.pooling != "mean" and not s.research:  # the research code ignores it there
             raise ConfigError(f"arch.encoder_pooling_method={s.pooling!r} does not apply to encoder_type "
                               f"{encoder_type!r}, which pools each demo with a CLS token; leave it at 'mean' "
                               f"or use encoder_type=standard")
@@ -599,8 +608,9 @@ class DemoEncoder(nn.Module):
         if encoder_type == "lpn_standard":
             self.expand = CastLinear(s.hidden, s.prefix_len * s.hidden)
         if encoder_type.endswith("variational"):
-            self.latent = GaussianLatent(s.hidden, s.latent_dim)
-            self.expand = CastLinear(s.latent_dim, s.prefix_len * s.hidden)
+            latent_dim = s.hidden if s.research else s.latent_dim  # the research latents are D wide
+            self.latent = GaussianLatent(s.hidden, latent_dim)
+            self.expand = CastLinear(latent_dim, s.prefix_len * s.hidden)
         # The research context is the set encoder's RMS-normalised output as is (no gain).
         self.head = nn.Identity() if s.research else ContextHead(s.hidden, s.eps)
 

@@ -124,8 +124,9 @@ def resume_config(run_dir: str, overrides: list[str]) -> Any:
     parsed = parse_overrides(overrides)
     fields = schema_fields()
     # These decide what is computed or how many steps there are: changing them mid-run is not a resume.
+    # (data_paths may change, to follow a moved dataset: the trainer checks its fingerprint.)
     fixed = {k for k, info in fields.items() if info.arch} | {
-        "data_paths", "global_batch_size", "epochs", "eval_interval", "max_steps", "seed", "max_train_groups",
+        "global_batch_size", "epochs", "eval_interval", "max_steps", "seed", "max_train_groups",
         "run_dir", "lr", "lr_warmup_steps", "lr_min_ratio", "ema", "ema_rate", "init_from",
         "freeze_decoder_steps", "freeze_weights"}
     refused = [key for key, _ in parsed if key in fixed]
@@ -172,6 +173,7 @@ def _plan_flags(args: argparse.Namespace) -> tuple[list[str], bool, bool]:
 
 def _run_train(args: argparse.Namespace) -> int:
     from trmlab.training.loop import Trainer
+    from trmlab.training.signals import TrainingInterrupted
 
     words, dry_run, as_json = _plan_flags(args)
     words, files, no_progress = split_options(words)
@@ -185,6 +187,8 @@ def _run_train(args: argparse.Namespace) -> int:
     trainer = Trainer(resolved, resume=resume, progress=not (args.no_progress or no_progress))
     try:
         result = trainer.run()
+    except TrainingInterrupted as stopped:
+        return _report_interruption(stopped)
     except OSError as error:  # a full or read-only disk mid-run: incomplete checkpoints remove themselves
         raise _run_write_failure(trainer.run_dir, error) from error
     if int(os.environ.get("RANK", "0")) == 0:  # under torchrun only rank 0 reports
@@ -232,9 +236,15 @@ def parse_adapt_words(checkpoint: str, tasks: str, words: list[str]) -> Any:
 
 def _run_adapt(args: argparse.Namespace) -> int:
     from trmlab.training.adapt import adapt
+    from trmlab.training.signals import TrainingInterrupted
 
     settings = parse_adapt_words(args.checkpoint, args.tasks, list(args.words))
-    result = adapt(settings, progress=not args.no_progress)
+    try:
+        result = adapt(settings, progress=not args.no_progress)
+    except TrainingInterrupted as stopped:
+        print(f"interrupted at step {stopped.step}; checkpoint step_{stopped.step} written; resume with the "
+              f"same trmlab adapt command", file=sys.stderr, flush=True)
+        return stopped.exit_code
     if result is not None:
         stop = f", stopped early ({result.stopped_early})" if result.stopped_early else ""
         print(f"adapted {result.step:,}/{result.total_steps:,} steps{stop}; {result.out / 'submission.json'}",
@@ -242,8 +252,19 @@ def _run_adapt(args: argparse.Namespace) -> int:
     return 0
 
 
+def _report_interruption(stopped: Any) -> int:
+    """A run stopped by SIGTERM/SIGUSR1/SIGINT: one line (rank 0) and 128 + the signal number."""
+    if int(os.environ.get("RANK", "0")) == 0:
+        print(stopped, file=sys.stderr, flush=True)
+    return stopped.exit_code
+
+
 def _run_demo(args: argparse.Namespace) -> int:
     from trmlab.training.demo import run_demo
+    from trmlab.training.signals import TrainingInterrupted
 
-    run_demo(list(args.overrides), out=args.out, data=args.data)
+    try:
+        run_demo(list(args.overrides), out=args.out, data=args.data)
+    except TrainingInterrupted as stopped:
+        return _report_interruption(stopped)
     return 0

@@ -28,13 +28,14 @@ def evaluate_during_training(trainer: Any, step: int) -> dict[str, float]:
     """Run the ARC evaluator on the model as it is now (EMA weights, eval mode) and write ``eval/step_<N>``.
 
     Every rank calls it (the evaluator shards rows under torchrun); returns the metrics on every rank (empty
-    on ranks other than 0).
+    on ranks other than 0). An ``eval/step_<N>`` left by a killed run that resumed before step N is replaced.
     """
     from trmlab.evaluation.runner import evaluate
 
     out_dir = trainer.run_dir.eval_path(step) if trainer.ctx.is_main else None
+    weights = "ema" if trainer.ema is not None else "raw"
     result = evaluate(trainer.model, eval_data_path(trainer.config), config=trainer.config, out_dir=out_dir,
-                      info={"step": step, "weights": "ema" if trainer.ema is not None else "raw"})
+                      replace=True, info={"step": step, "weights": weights})
     if result is None:
         return {}
     metrics = {k: float(v) for k, v in result.metrics.items()}

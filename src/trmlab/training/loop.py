@@ -45,8 +45,9 @@ from trmlab.training.distributed import (
 )
 from trmlab.training.ema import EMA
 from trmlab.training.optim import AdamATan2, SparseSignSGD
-from trmlab.training.run_dir import RunDir
+from trmlab.training.run_dir import RunDir, with_absolute_data_paths
 from trmlab.training.schedule import lr_at
+from trmlab.training.signals import StopOnSignal, TrainingInterrupted
 
 
 @dataclass
@@ -131,8 +132,8 @@ class Trainer:
 
     def __init__(self, resolved: Any, *, resume: str | Path | None = None, progress: bool = True,
                  evaluate: Callable[[Trainer, int], dict[str, Any]] | None = None) -> None:
-        self.resolved = resolved
-        self.config = resolved.config
+        self.resolved = with_absolute_data_paths(resolved)  # resume works from any directory
+        self.config = self.resolved.config
         self.progress = progress
         self.evaluate_fn = evaluate
         self.started = time.monotonic()  # max_minutes counts from here
@@ -143,7 +144,6 @@ class Trainer:
     # -- construction ----------------------------------------------------------------------------------------
 
     def _build(self) -> None:
-        from trmlab.data.dataset import ArcDataset
         from trmlab.models import build_model
         from trmlab.training.plan import make_sampler, plan_steps
 
@@ -151,7 +151,7 @@ class Trainer:
         if not config.data_paths:
             raise ConfigError("data_paths is empty: name the training dataset directories (data_paths=[DIR])")
         _seed_everything(config.seed)
-        self.dataset = ArcDataset(list(config.data_paths), "train")
+        self.dataset = self._open_dataset()
         self.sampler = make_sampler(config, self.dataset, ctx.rank, ctx.world_size)
         self.init_variant: str | None = None
         if config.init_from and not self.resume_dir:
@@ -203,6 +203,18 @@ class Trainer:
         self._saved_carry: dict[str, Any] | None = None
         self.run_dir = RunDir(self._run_dir_path())
         self.loggers: list[Any] = []
+
+    def _open_dataset(self) -> Any:
+        from trmlab.data.dataset import ArcDataset
+        from trmlab.errors import DataError
+
+        try:
+            return ArcDataset(list(self.config.data_paths), "train")
+        except DataError as error:
+            if self.resume_dir is None:
+                raise
+            raise DataError(f"{error} (if the dataset moved, resume with data_paths=[NEW_DIR]: its "
+                            f"fingerprint must match the checkpoint's)") from None
 
     def _decoder_names(self) -> list[str]:
         if self.config.freeze_decoder_steps <= 0:
@@ -275,7 +287,10 @@ class Trainer:
         bar = tqdm(total=self.total_steps, initial=self.step, disable=not show, dynamic_ncols=True,
                    unit="step", file=sys.stderr)
         window = _MetricWindow()
+        stop = StopOnSignal(self.ctx).install()
         try:
+            if self._evaluation_lost():
+                result.evaluations.append(self._evaluate())
             while self.step < self.total_steps:
                 iteration = self.sampler.state_dict()["iteration"]
                 for batch in self.sampler.iter_iteration(iteration):
@@ -287,21 +302,47 @@ class Trainer:
                         result.last_metrics = record
                         bar.set_postfix(loss=f"{record.get('train/lm_loss', float('nan')):.4f}",
                                         exact=f"{record.get('train/exact_accuracy', float('nan')):.3f}")
-                    if self.step in self.eval_steps:
-                        result.evaluations.append(self._evaluate())
-                    over_budget = self._over_budget()
-                    if self._checkpoint_due() or over_budget:
-                        result.checkpoints.append(self.save_checkpoint())
+                    self._checkpoint_then_evaluate(result)
                     result.step = self.step
-                    if over_budget:
+                    if self._over_budget():
+                        if not self._checkpoint_due():
+                            result.checkpoints.append(self.save_checkpoint())
                         result.stopped_early = "max_minutes"
                         self._say(f"max_minutes={self.config.max_minutes:g} reached at step {self.step:,} of "
                                   f"{self.total_steps:,}: checkpoint written, stopping (resume continues)")
                         return
                     if self.step >= self.total_steps:
                         break
+                    self._stop_if_signalled(stop, result)
         finally:
+            stop.close()
             bar.close()
+
+    def _checkpoint_then_evaluate(self, result: TrainResult) -> None:
+        # Checkpoint first: a crash or kill during the (long) evaluation loses no training.
+        if self._checkpoint_due():
+            result.checkpoints.append(self.save_checkpoint())
+        if self.step in self.eval_steps:
+            result.evaluations.append(self._evaluate())
+
+    def _stop_if_signalled(self, stop: StopOnSignal, result: TrainResult) -> None:
+        """After a stop signal (agreed by all ranks): checkpoint this step, then raise TrainingInterrupted."""
+        signum = stop.should_stop()
+        if signum is None:
+            return
+        if not self._checkpoint_due():
+            result.checkpoints.append(self.save_checkpoint())
+        raise TrainingInterrupted(self.step, signum, self.run_dir.path.resolve())
+
+    def _evaluation_lost(self) -> bool:
+        """On resume: the run was killed during the evaluation of the step it resumes from (checkpoint
+        written, evaluation record not), so evaluate that step again. Decided by rank 0 for every rank."""
+        if self.resume_dir is None or self.step not in self.eval_steps:
+            return False
+        lost = torch.zeros(1, device=self.ctx.device)
+        if self.ctx.is_main:
+            lost += not self.run_dir.has_eval_record(self.step)
+        return bool(all_reduce_sum(lost, self.ctx).item())
 
     def _over_budget(self) -> bool:
         """True once max_minutes have passed and steps remain; rank 0's clock decides for every rank."""

@@ -12,6 +12,7 @@ N counts optimizer updates. Writes are atomic (temporary file or directory, then
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import random
@@ -35,6 +36,28 @@ def generate_run_name() -> str:
     """A readable unique-enough name: ``<adjective>-<noun>-<YYYYmmdd-HHMMSS>`` (own RNG: seeds untouched)."""
     rng = random.Random()
     return f"{rng.choice(_ADJECTIVES)}-{rng.choice(_NOUNS)}-{time.strftime('%Y%m%d-%H%M%S')}"
+
+
+DATA_PATH_KEYS = ("data_paths", "data_paths_test")
+
+
+def with_absolute_data_paths(resolved: Any) -> Any:
+    """``resolved`` with relative ``data_paths``/``data_paths_test`` made absolute (against the current
+    directory), so the run resumes from any directory; the provenance keeps the spelling as given.
+
+    ``resolved``: a ResolvedConfig (or any dataclass with ``config`` and ``provenance``); not modified.
+    """
+    changes, provenance = {}, dict(resolved.provenance)
+    for key in DATA_PATH_KEYS:
+        given = list(getattr(resolved.config, key))
+        absolute = [str(Path(path).expanduser().resolve()) for path in given]
+        if absolute != given:
+            changes[key] = absolute
+            provenance[key] = f"{provenance.get(key, 'unknown')}; given as [{', '.join(given)}]"
+    if not changes:
+        return resolved
+    return dataclasses.replace(resolved, config=dataclasses.replace(resolved.config, **changes),
+                               provenance=provenance)
 
 
 def atomic_write_text(path: Path, text: str) -> None:
@@ -118,6 +141,19 @@ class RunDir:
             if int(record.get("step", 0)) <= step:
                 kept.append(line)
         atomic_write_text(self.metrics_path, "".join(f"{line}\n" for line in kept))
+
+    def has_eval_record(self, step: int) -> bool:
+        """Whether metrics.jsonl holds the evaluation of ``step``."""
+        if not self.metrics_path.exists():
+            return False
+        for line in self.metrics_path.read_text().splitlines():
+            try:
+                record = json.loads(line)
+            except json.JSONDecodeError:
+                continue
+            if record.get("split") == "eval" and record.get("step") == step:
+                return True
+        return False
 
     def checkpoint_steps(self) -> list[int]:
         """Steps of the checkpoint directories present, complete or not, newest first."""
