@@ -16,7 +16,7 @@ import pytest
 
 from train_helpers import write_tiny_dataset
 from trmlab import __version__
-from trmlab.cli import main
+from trmlab.cli import COMMAND_MODULES, build_parser, main
 
 SRC = Path(__file__).resolve().parents[1] / "src"
 
@@ -62,6 +62,15 @@ def test_version(capsys):
         main(["--version"])
     assert exit_info.value.code == 0
     assert capsys.readouterr().out == f"trmlab {__version__}\n"
+
+
+def test_command_table_matches_the_registered_commands():
+    def commands(parser) -> set[str]:
+        return {name for action in parser._subparsers._group_actions for name in action.choices}
+
+    assert commands(build_parser()) == set(COMMAND_MODULES)
+    for command in COMMAND_MODULES:
+        assert command in commands(build_parser(command)), command
 
 
 @pytest.mark.parametrize("argv", [["--help"], ["data", "--help"], ["data", "build-arc", "--help"],

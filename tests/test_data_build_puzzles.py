@@ -403,3 +403,25 @@ def test_hub_source_downloads_both_files(tmp_path, monkeypatch):
                    log=quiet)
     assert ("could not download train.csv (OSError: no network); download train.csv and test.csv yourself "
             "and pass --input-dir DIR") in str(error.value)
+
+
+def test_copies_are_streamed_in_blocks(tmp_path, monkeypatch):
+    """Memory flat in --num-aug: no block of rows written exceeds BLOCK_ROWS (or one puzzle's copies)."""
+    monkeypatch.setattr(puzzle_csv, "BLOCK_ROWS", 64)
+    blocks = []
+    write = puzzle_csv.NpyStreamWriter.write
+
+    def recording_write(self, block):
+        if self.path.name == "all__inputs.npy":
+            blocks.append(len(block))
+        write(self, block)
+
+    monkeypatch.setattr(puzzle_csv.NpyStreamWriter, "write", recording_write)
+    folder = sudoku_input(tmp_path, 4, train=9)
+    build_sudoku(SudokuBuildOptions(input_dir=str(folder), output_dir=str(tmp_path / "a"), seed=0,
+                                    num_aug=20), log=quiet)
+    assert sum(blocks) == 9 * 21 + 4 and max(blocks) == 63  # 3 puzzles x 21 copies per block
+    blocks.clear()
+    build_sudoku(SudokuBuildOptions(input_dir=str(folder), output_dir=str(tmp_path / "b"), seed=0,
+                                    num_aug=99), log=quiet)
+    assert max(blocks) == 100  # one puzzle's 100 copies when they exceed a block

@@ -26,8 +26,18 @@ SUBCOMMAND_MODULES = (
     "trmlab.reports.cli",      # report
 )
 
+# The module registering each command: `trmlab <command> ...` imports only that one (so the data commands
+# never load the config machinery); `trmlab --help` and names not listed import them all.
+# tests/test_cli.py checks this table against what the modules register.
+COMMAND_MODULES = {
+    "config": "trmlab.config.cli", "data": "trmlab.data.cli", "checkpoint": "trmlab.interop.cli",
+    "train": "trmlab.training.cli", "adapt": "trmlab.training.cli", "demo": "trmlab.training.cli",
+    "eval": "trmlab.evaluation.cli", "score": "trmlab.evaluation.cli", "report": "trmlab.reports.cli",
+}
 
-def build_parser() -> argparse.ArgumentParser:
+
+def build_parser(command: str | None = None) -> argparse.ArgumentParser:
+    """The ``trmlab`` parser; with a known ``command``, only the module registering it is imported."""
     parser = argparse.ArgumentParser(
         prog="trmlab",
         description="Train, evaluate and transfer Tiny Recursive Models (TRM, ETRM, ETRMTRM) on ARC-AGI.",
@@ -36,7 +46,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"trmlab {__version__}")
     subparsers = parser.add_subparsers(dest="command", metavar="<command>")
-    for module_name in SUBCOMMAND_MODULES:
+    modules = [COMMAND_MODULES[command]] if command in COMMAND_MODULES else SUBCOMMAND_MODULES
+    for module_name in modules:
         importlib.import_module(module_name).register(subparsers)
     return parser
 
@@ -66,7 +77,8 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _dispatch(argv: list[str] | None) -> int:
-    parser = build_parser()
+    argv = sys.argv[1:] if argv is None else argv
+    parser = build_parser(argv[0] if argv else None)
     args = parser.parse_args(argv)
     if not getattr(args, "func", None):
         parser.print_help()

@@ -32,7 +32,10 @@ def setting(default: Any, help: str, *, arch: bool = False, choices: tuple | Non
 
 
 MODEL_NAMES = ("trm", "etrm", "etrmtrm")
-ENCODER_TYPES = ("standard", "lpn_standard", "lpn_variational", "hybrid_standard", "hybrid_variational")
+# lpn / lpn_var: the research code's paper-faithful LPN encoders, for its checkpoints (encoder_numerics
+# research only).
+ENCODER_TYPES = ("standard", "lpn_standard", "lpn_variational", "hybrid_standard", "hybrid_variational",
+                 "lpn", "lpn_var")
 RECURRENT_ENCODER_TYPES = ("recurrent_standard", "trm_style")
 
 
@@ -119,6 +122,11 @@ class EvalConfig:
     global_batch_size: int | None = setting(None, "eval batch size (null = the training global_batch_size)",
                                             ge=1)
     pass_ks: list[int] = setting([1, 2, 5, 10, 100, 1000], "K values of the reported pass@K")
+    symmetry_votes: int = setting(0, "Sudoku / Maze: also vote over this many symmetric copies of each test "
+                                  "input (digit relabelling and band/stack shuffles; maze: ≤ 8 dihedral "
+                                  "transforms), reported as <Task>/vote@K beside the official metric "
+                                  "(0 = off)",
+                                  ge=0)
 
 
 @dataclass

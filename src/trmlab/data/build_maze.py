@@ -23,6 +23,7 @@ import numpy as np
 from trmlab.data.augment import NUM_DIHEDRAL, dihedral
 from trmlab.data.legacy_rng import LegacyDraws
 from trmlab.data.puzzle_csv import (
+    INVALID,
     CsvBuildOptions,
     CsvBuildSummary,
     Originals,
@@ -34,7 +35,6 @@ from trmlab.errors import DataError
 
 MAZE_CHARSET = "# SGo"
 WALL, OPEN, START, GOAL, PATH = range(1, 6)
-INVALID = 255
 FLOOD_BATCH = 4096  # mazes flood-filled at a time (bounds the boolean work arrays)
 
 

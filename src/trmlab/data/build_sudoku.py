@@ -27,6 +27,7 @@ import numpy as np
 
 from trmlab.data.legacy_rng import LegacyDraws
 from trmlab.data.puzzle_csv import (
+    INVALID,
     CsvBuildOptions,
     CsvBuildSummary,
     Originals,
@@ -38,7 +39,6 @@ from trmlab.errors import ConfigError, DataError
 
 SUDOKU_BOXES = {4: (2, 2), 6: (2, 3), 9: (3, 3)}  # side → (rows, columns) of a box
 BLANK_TOKEN = 1
-INVALID = 255  # lookup-table entry of a character outside the charset
 
 
 @dataclass

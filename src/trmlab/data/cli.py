@@ -16,6 +16,8 @@ DATA_COMMAND_MODULES = (
     "trmlab.data.cli",            # build-arc (register_data_command below)
     "trmlab.data.puzzle_cli",     # build-sudoku, build-maze
     "trmlab.data.synthetic",      # build-synthetic
+    "trmlab.data.generate_sudoku",  # generate-sudoku
+    "trmlab.data.generate_maze",  # generate-maze
     "trmlab.data.inspect_cli",    # inspect
 )
 

@@ -41,6 +41,7 @@ HEADER = ["source", "question", "answer", "rating"]
 CHUNK_ROWS = 65536  # CSV rows validated / encoded at a time
 BLOCK_ROWS = 8192   # output rows (copies) produced and written at a time
 HUB_EXTRA = "pip install 'trmlab[hub]'"
+INVALID = 255  # token lookup-table entry of a character outside a puzzle's charset
 
 
 @dataclass

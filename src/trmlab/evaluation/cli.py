@@ -14,7 +14,7 @@ from typing import Any
 from trmlab.errors import ConfigError
 
 EVAL_KEYS = {"out": str, "max_tasks": int, "num_augmentations": int, "batch_size": int, "device": str,
-             "max_demos": int, "pass_ks": str}
+             "max_demos": int, "pass_ks": str, "votes": int}
 SCORE_KEYS = {"out": str, "max_tasks": int, "num_augmentations": int, "pass_ks": str}
 
 
@@ -65,9 +65,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "all), batch_size=N (default: the checkpoint config's "
         "eval.global_batch_size or global_batch_size), device=cpu|cuda|cuda:N (default: cuda when "
         "available), max_demos=N (encoder models; default: the checkpoint config's), "
-        "pass_ks=1,2,5,10,100,1000")
+        "pass_ks=1,2,5,10,100,1000. Sudoku / Maze datasets (no test_puzzles.json) get exact and token "
+        "accuracy instead (max_tasks=K: the first K test puzzles), and votes=K adds a vote over K symmetric "
+        "copies of each input, reported separately (default: the checkpoint config's eval.symmetry_votes)")
     ev.add_argument("checkpoint", help="official step_N file or trmlab checkpoint directory")
-    ev.add_argument("data_dir", help="ARC dataset directory (official layout, with test_puzzles.json)")
+    ev.add_argument("data_dir", help="dataset directory (official layout): ARC (with test_puzzles.json), "
+                    "Sudoku or Maze")
     ev.add_argument("settings", nargs="*", metavar="key=value", help="see below")
     ev.set_defaults(func=_run_eval)
 
@@ -123,17 +126,30 @@ def _warn_uncovered(result: Any, settings: dict[str, Any]) -> None:
 
 
 def _run_eval(args: argparse.Namespace) -> int:
+    from trmlab.evaluation.grid import is_arc_dataset
     from trmlab.evaluation.testset import load_test_set
     from trmlab.training.distributed import setup_distributed, teardown
 
     settings = parse_settings(args.settings, EVAL_KEYS, "eval")
-    test_set = load_test_set(args.data_dir)  # fail on a bad dataset before loading the model
+    # Fail on a bad dataset before loading the model.
+    arc = is_arc_dataset(args.data_dir)
+    test_set = load_test_set(args.data_dir) if arc else _grid_test_set(args.data_dir)
     # Under torchrun: join the group (NCCL on GPU, gloo on CPU), one GPU per local rank.
     ctx = setup_distributed(settings.get("device", "auto"))
     try:
         return _evaluate_checkpoint(args, settings, test_set, ctx)
     finally:
         teardown(ctx)
+
+
+def _grid_test_set(data_dir: str) -> Any:
+    """A Sudoku / Maze test split seen as the little the eval command needs (path, seq_len)."""
+    from types import SimpleNamespace
+
+    from trmlab.data.dataset import ArcDataset
+
+    dataset = ArcDataset([data_dir], "test")
+    return SimpleNamespace(path=Path(data_dir), seq_len=dataset.seq_len, grid=True)
 
 
 def _evaluate_checkpoint(args: argparse.Namespace, settings: dict[str, Any], test_set: Any, ctx: Any) -> int:
@@ -166,12 +182,14 @@ def _evaluate_checkpoint(args: argparse.Namespace, settings: dict[str, Any], tes
     result = evaluate(model, test_set.path, settings=eval_settings, out_dir=out, info=info, progress=True,
                       research_figures=research)
     if result is not None:  # rank 0
-        print(describe(result.result))
-        if research:  # a research checkpoint: its authors' evaluator divided by every task (§9.3)
+        grid = getattr(test_set, "grid", False)
+        print(result.describe() if grid else describe(result.result))
+        if research and not grid:  # a research checkpoint: its authors' evaluator divides by every task
             print(describe_research_figures(result.result.extra["research_evaluator"]))
         print(f"{len(result.raw)} samples in {result.model_seconds:.1f}s of model time "
               f"({result.samples_per_second:.1f} samples/s); total {time.perf_counter() - started:.1f}s")
-        print(f"wrote {out}/metrics.json, submission.json, predictions.json, raw_predictions.npz")
+        written = "raw_predictions.npz" if grid else "submission.json, predictions.json, raw_predictions.npz"
+        print(f"wrote {out}/metrics.json, {written}")
     barrier(ctx)  # ranks leave together, after rank 0 has written
     return 0
 
@@ -212,6 +230,7 @@ def _eval_settings(settings: dict[str, Any], config: Any) -> Any:
                           "pass batch_size=N")
     max_demos = settings.get("max_demos", getattr(config, "max_demos", 10) if config is not None else 10)
     pass_ks = settings.get("pass_ks", tuple(config.eval.pass_ks) if config is not None else DEFAULT_PASS_KS)
+    votes = settings.get("votes", config.eval.symmetry_votes if config is not None else 0)
     return EvalSettings(global_batch_size=batch, max_tasks=settings.get("max_tasks"),
                         num_augmentations=settings.get("num_augmentations"), pass_ks=pass_ks,
-                        max_demos=max_demos)
+                        max_demos=max_demos, symmetry_votes=votes)

@@ -18,6 +18,7 @@ import torch
 
 from trmlab.errors import CheckpointError, ConfigError, DataError
 from trmlab.evaluation.arc import DEFAULT_PASS_KS, ArcResult, ArcScorer
+from trmlab.evaluation.grid import evaluate_grid, is_arc_dataset
 from trmlab.evaluation.outputs import RawPredictions, write_output_dir
 from trmlab.evaluation.scoring import info_for, research_evaluator_figures, result_files
 from trmlab.evaluation.testset import ArcTestSet, load_test_set
@@ -33,6 +34,7 @@ class EvalSettings:
     num_augmentations: int | None = None
     pass_ks: tuple[int, ...] = DEFAULT_PASS_KS
     max_demos: int = 10
+    symmetry_votes: int = 0  # Sudoku / Maze only: vote over this many symmetric copies (0, 1 = off)
 
     @classmethod
     def from_config(cls, config: Any) -> EvalSettings:
@@ -40,7 +42,8 @@ class EvalSettings:
         global_batch_size, as the schema documents)."""
         return cls(global_batch_size=config.eval.global_batch_size or config.global_batch_size,
                    max_tasks=config.eval.max_tasks, num_augmentations=config.eval.num_augmentations,
-                   pass_ks=tuple(config.eval.pass_ks), max_demos=config.max_demos)
+                   pass_ks=tuple(config.eval.pass_ks), max_demos=config.max_demos,
+                   symmetry_votes=config.eval.symmetry_votes)
 
 
 @dataclass
@@ -179,7 +182,10 @@ def evaluate(model: torch.nn.Module, data: Any, *, config: Any = None, settings:
              out_dir: str | Path | None = None, info: dict[str, Any] | None = None,
              progress: bool = False, research_figures: bool = False,
              replace: bool = False) -> EvalResult | None:
-    """Evaluate ``model`` (whatever weights it holds now) on the ARC test split of ``data``.
+    """Evaluate ``model`` (whatever weights it holds now) on the test split of ``data``.
+
+    An ARC dataset (with ``test_puzzles.json``) is voted and scored with pass@K; any other (Sudoku, Maze) gets
+    exact and token accuracy (:func:`trmlab.evaluation.grid.evaluate_grid`, which returns a GridEvalResult).
 
     ``data`` is a dataset directory or a :class:`trmlab.data.dataset.ArcDataset` (test split, one path).
     Pass ``config`` (a Config: eval.* and global_batch_size are used) or explicit ``settings``. Every call
@@ -193,6 +199,12 @@ def evaluate(model: torch.nn.Module, data: Any, *, config: Any = None, settings:
         if config is None:
             raise ConfigError("evaluate() needs config= (a trmlab Config) or settings= (EvalSettings)")
         settings = EvalSettings.from_config(config)
+    if not is_arc_dataset(data.paths[0] if hasattr(data, "paths") else data):
+        return _evaluate_grid_dataset(model, data, settings, out_dir, info, progress, replace)
+    if settings.symmetry_votes > 1:
+        raise ConfigError(f"symmetry votes ({settings.symmetry_votes}) are for Sudoku / Maze datasets; ARC "
+                          f"evaluation votes over the dataset's own augmentations (set "
+                          f"eval.symmetry_votes=0)")
     dataset, test_set = _open_dataset(data)
     _check_model_fits(model, dataset)
     rank, world = _distributed()
@@ -228,6 +240,20 @@ def evaluate(model: torch.nn.Module, data: Any, *, config: Any = None, settings:
                          **(info or {}))
         written = write_output_dir(out_dir, result_files(result, raw, extra), replace=replace)
     return EvalResult(result, raw, written, seconds, encoder_metrics)
+
+
+def _evaluate_grid_dataset(model: torch.nn.Module, data: Any, settings: EvalSettings, out_dir: Any,
+                           info: dict[str, Any] | None, progress: bool, replace: bool) -> Any:
+    from trmlab.data.dataset import ArcDataset
+
+    dataset = data if isinstance(data, ArcDataset) else ArcDataset([data], "test")
+    if dataset.split != "test" or len(dataset.paths) != 1:
+        raise ConfigError(f"evaluation needs the test split of one dataset directory, got split "
+                          f"'{dataset.split}' of {[str(p) for p in dataset.paths]}")
+    _check_model_fits(model, dataset)
+    rank, world = _distributed()
+    return evaluate_grid(model, dataset, settings, votes=settings.symmetry_votes, out_dir=out_dir, info=info,
+                         progress=progress, rank=rank, world=world, replace=replace)
 
 
 def _gather_diagnostics(local: Any, rank: int, world: int) -> Any:

@@ -132,13 +132,13 @@ def _conflicts(stored: Any, config: Any, path: Path) -> list[str]:
 def _inspect_trmlab(path: Path, config: Any, seq_len: int | None) -> Inspection:
     from trmlab.checkpoints.bundle import EMA_FILE, MODEL_FILE, TABLE_FILE, read_checkpoint
 
-    notes = []
+    notes, checksum_problems = [], []
     try:
         bundle = read_checkpoint(path, verify=True)
         notes.append("checksums: every file matches manifest.json")
     except CheckpointError as error:
         bundle = read_checkpoint(path, verify=False)
-        notes.append(f"CHECKSUM PROBLEM: {error}")
+        checksum_problems.append(f"CHECKSUM PROBLEM: {error}")  # an inconsistency: the exit code says so
     manifest = bundle.manifest
     weights = EMA_FILE if bundle.has(EMA_FILE) else MODEL_FILE
     tables = manifest.get("tensors", {})
@@ -158,7 +158,7 @@ def _inspect_trmlab(path: Path, config: Any, seq_len: int | None) -> Inspection:
     length = seq_len or (manifest.get("model") or {}).get("seq_len")
     report = _report(path, f"trmlab checkpoint (format {manifest.get('format_version')})", shapes,
                      stored_keys, resolved, source, length, notes)
-    report.inconsistencies += conflicts
+    report.inconsistencies = checksum_problems + report.inconsistencies + conflicts
     return report
 
 

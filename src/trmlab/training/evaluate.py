@@ -19,13 +19,22 @@ def eval_data_path(config: Any) -> str:
 
 def check_eval_data(config: Any) -> None:
     """Open the evaluation test set up front so a missing or broken one fails before training starts."""
-    from trmlab.evaluation.testset import load_test_set
+    from trmlab.evaluation.grid import is_arc_dataset
 
-    load_test_set(eval_data_path(config))
+    path = eval_data_path(config)
+    if is_arc_dataset(path):
+        from trmlab.evaluation.testset import load_test_set
+
+        load_test_set(path)
+    else:  # Sudoku / Maze: exact and token accuracy need only the test split
+        from trmlab.data.dataset import ArcDataset
+
+        ArcDataset([path], "test")
 
 
 def evaluate_during_training(trainer: Any, step: int) -> dict[str, float]:
-    """Run the ARC evaluator on the model as it is now (EMA weights, eval mode) and write ``eval/step_<N>``.
+    """Run the dataset's evaluator (ARC pass@K, or Sudoku/Maze exact and token accuracy) on the model as it is
+    now (EMA weights, eval mode) and write ``eval/step_<N>``.
 
     Every rank calls it (the evaluator shards rows under torchrun); returns the metrics on every rank (empty
     on ranks other than 0). An ``eval/step_<N>`` left by a killed run that resumed before step N is replaced.
