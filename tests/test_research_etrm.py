@@ -222,3 +222,37 @@ def test_paper_lpn_encoders_reproduce_the_research_rollout(case, tmp_path):
         assert _max_diff(out["logits"][:, :expected.shape[1]], expected) < TOLERANCE, step
         assert _max_diff(out["q_halt_logits"], vectors[f"eval_q_halt_s{step}"]) < TOLERANCE, step
         assert _max_diff(out["q_continue_logits"], vectors[f"eval_q_continue_s{step}"]) < TOLERANCE, step
+
+
+def test_a_row_without_demos_gets_a_zero_context_not_nan(research_small):
+    """The research code's fully masked cross-attention gives NaN there (etrm-reference §3.2); trmlab zero."""
+    batch = _batch(_vectors(research_small))
+    batch["demo_mask"][2] = False
+    demos = {k: batch[k] for k in ("demo_inputs", "demo_labels", "demo_mask")}
+    outputs = _load(research_small).rollout(batch["inputs"], batch["puzzle_identifiers"], steps=2, **demos)
+    assert torch.equal(outputs[0]["context"][2], torch.zeros_like(outputs[0]["context"][2]))
+    assert all(torch.isfinite(out["logits"]).all() for out in outputs)
+
+
+def test_a_bfloat16_research_checkpoint_loads_and_round_trips(research_small, tmp_path):
+    """The research trainer stores H_init, L_init and the set queries in the forward dtype (bf16 in its runs):
+    they load as fp32 masters where they are parameters and convert back byte for byte."""
+    from trmlab.cli import main
+
+    state = torch.load(research_small / "step_0", weights_only=True)
+    for key in ("inner.H_init", "inner.L_init", "encoder.set_encoder.query_tokens"):
+        state[f"_orig_mod.model.{key}"] = state[f"_orig_mod.model.{key}"].to(torch.bfloat16)
+    folder = tmp_path / "bf16"
+    folder.mkdir()
+    text = (research_small / "all_config.yaml").read_text().replace("forward_dtype: float32",
+                                                                    "forward_dtype: bfloat16")
+    (folder / "all_config.yaml").write_text(text)
+    torch.save(state, folder / "step_0")
+    model = trmlab.load_checkpoint(folder / "step_0", seq_len=36, dtype=torch.float32)
+    assert model.encoder.set_encoder.queries.dtype == torch.float32
+    assert model.core.h_init.dtype == torch.bfloat16  # buffers keep their stored dtype
+    assert main(["checkpoint", "convert", str(folder / "step_0"), str(tmp_path / "ck"), "--to", "trmlab",
+                 "--seq-len", "36"]) == 0
+    assert main(["checkpoint", "convert", str(tmp_path / "ck"), str(tmp_path / "back"),
+                 "--to", "research"]) == 0
+    assert (tmp_path / "back" / "step_0").read_bytes() == (folder / "step_0").read_bytes()
