@@ -33,6 +33,7 @@ _USED_BY: dict[str, tuple[str, ...]] = {
     "arch.encoder_norm_style": ENCODER_VARIANTS,
     "arch.encoder_qk_norm": ENCODER_VARIANTS,
     "encoder_lr_scale": ENCODER_VARIANTS,
+    "encoder_weight_decay_scale": ENCODER_VARIANTS,
     "freeze_decoder_steps": ENCODER_VARIANTS,
     "demo_sampling": ENCODER_VARIANTS,
     "arch.contrastive_weight": ENCODER_VARIANTS,
