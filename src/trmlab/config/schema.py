@@ -76,7 +76,8 @@ class ArchConfig:
     eval_q_halting: bool = setting(False, "stop rows early at evaluation when q says halt (official: off)",
                                    arch=True)
     # Demonstration encoder (etrm, etrmtrm).
-    encoder_type: str = setting("standard", "demo encoder for etrm", arch=True, choices=ENCODER_TYPES)
+    encoder_type: str = setting("standard", "demo encoder for etrm (lpn, lpn_var: research checkpoints only, "
+                                "with encoder_numerics=research)", arch=True, choices=ENCODER_TYPES)
     encoder_num_layers: int = setting(2, "grid-encoder transformer blocks", arch=True, ge=1)
     encoder_pooling_method: str = setting("mean", "per-demo pooling over grid tokens", arch=True,
                                           choices=("mean", "attention", "weighted"))
