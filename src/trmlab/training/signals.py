@@ -46,8 +46,8 @@ class TrainingInterrupted(Exception):  # noqa: N818 (it is not an error: the run
 class StopOnSignal:
     """While installed (or as a context manager), the stop signals request a stop instead of killing.
 
-    Call :meth:`should_stop` once after every optimizer step on every rank; it returns True on all ranks
-    after the same step. Outside the main thread (signals cannot be caught there) it is inert.
+    Call :meth:`should_stop` once after every optimizer step on every rank; it returns the signal number on
+    all ranks after the same step. Outside the main thread (signals cannot be caught there) it is inert.
     """
 
     def __init__(self, ctx: Any) -> None:
@@ -93,7 +93,7 @@ class StopOnSignal:
         self.signum, self._first_at = signum, time.monotonic()
         if self.ctx.is_main:
             os.write(2, f"trmlab train: got {name}; stopping after the current optimizer step with a "
-                        f"checkpoint (send it again to exit at once)\n".encode())
+                        f"checkpoint (send it again, a second or more later, to exit at once)\n".encode())
 
     def should_stop(self) -> int | None:
         """The signal to stop on now (after the step just finished), the same on every rank; else None.
