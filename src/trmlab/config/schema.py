@@ -32,7 +32,10 @@ def setting(default: Any, help: str, *, arch: bool = False, choices: tuple | Non
 
 
 MODEL_NAMES = ("trm", "etrm", "etrmtrm")
-ENCODER_TYPES = ("standard", "lpn_standard", "lpn_variational", "hybrid_standard", "hybrid_variational")
+# lpn / lpn_var: the research code's paper-faithful LPN encoders, for its checkpoints (encoder_numerics
+# research only).
+ENCODER_TYPES = ("standard", "lpn_standard", "lpn_variational", "hybrid_standard", "hybrid_variational",
+                 "lpn", "lpn_var")
 RECURRENT_ENCODER_TYPES = ("recurrent_standard", "trm_style")
 
 
@@ -179,6 +182,9 @@ class Config:
                                         ge=0)
     encoder_lr_scale: float = setting(1.0, "encoder learning rate = lr × this, in its own parameter group",
                                       gt=0)
+    encoder_weight_decay_scale: float = setting(
+        1.0, "encoder weight decay = weight_decay × this (etrm-reference §6.2: 0.1 when the research code's "
+        "encoder_lr_scale > 0 gives the encoder its own optimizer; 1.0 = its one-optimizer default)", ge=0)
     # Schedule of evaluation, checkpoints and logs
     eval_interval: int | None = setting(10000, "evaluate every N epochs, as in the official code "
                                         "(null = only at the end)", ge=1)
