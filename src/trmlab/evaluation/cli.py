@@ -56,7 +56,8 @@ def _parse_ks(text: str, command: str) -> tuple[int, ...]:
 def register(subparsers: argparse._SubParsersAction) -> None:
     """Add ``eval`` and ``score``."""
     ev = subparsers.add_parser(
-        "eval", help="evaluate a trmlab or official checkpoint on an ARC dataset (pass@K, submission.json)",
+        "eval", help="evaluate a trmlab or official checkpoint: ARC (pass@K, submission.json), Sudoku / Maze "
+        "(exact and token accuracy)",
         description="Run every selected test puzzle (all augmentations) for halt_max_steps ACT steps, vote "
         "over augmentations and write metrics.json, submission.json, predictions.json and "
         "raw_predictions.npz. Works under torchrun (each rank runs its slice).",
