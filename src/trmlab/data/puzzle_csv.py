@@ -38,7 +38,8 @@ from trmlab.data.legacy_rng import LegacyDraws
 from trmlab.errors import ConfigError, DataError
 
 HEADER = ["source", "question", "answer", "rating"]
-CHUNK_ROWS = 65536  # CSV rows validated / encoded at a time
+CHUNK_ROWS = 65536  # CSV rows validated / encoded at a time, at most...
+CHUNK_CELLS = 1 << 22  # ...and at most this many cells (validation holds a few arrays of this size)
 BLOCK_ROWS = 8192   # output rows (copies) produced and written at a time
 HUB_EXTRA = "pip install 'trmlab[hub]'"
 INVALID = 255  # token lookup-table entry of a character outside a puzzle's charset
@@ -182,7 +183,7 @@ def first_question_length(path: Path) -> int:
 RawRows = tuple[list[int], list[str], list[str], list[str]]  # line numbers, questions, answers, ratings
 
 
-def _raw_rows(path: Path, limit: int = CHUNK_ROWS) -> Iterator[RawRows]:
+def _raw_rows(path: Path, limit: int) -> Iterator[RawRows]:
     try:
         with open(path, newline="", encoding="utf-8") as f:
             reader = csv.reader(f)
@@ -218,7 +219,8 @@ def read_chunks(path: Path, seq_len: int, reference: str) -> Iterator[Chunk]:
 
     ``reference`` names where ``seq_len`` comes from, for the error message.
     """
-    for lines, questions, answers, ratings in _raw_rows(path):
+    rows_per_chunk = max(1, min(CHUNK_ROWS, CHUNK_CELLS // seq_len))
+    for lines, questions, answers, ratings in _raw_rows(path, rows_per_chunk):
         for line, question, answer in zip(lines, questions, answers):
             for column, text in (("question", question), ("answer", answer)):
                 if len(text) != seq_len:

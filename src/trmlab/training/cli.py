@@ -13,6 +13,7 @@ TRAIN_EPILOG = """examples:
   torchrun --standalone --nproc-per-node 4 -m trmlab train trm-arc1 data_paths=[data/arc1concept-aug-1000]
   trmlab train resume=runs/arc1                  # newest valid checkpoint, the run's own config
   trmlab train trm-arc1 init_from=path/to/step_518071 data_paths=[...]   # transfer
+  trmlab train trm-arc1 data_paths=[data/arc1concept-aug-1000] --dry-run   # print the step plan only
 
 precedence (later wins): schema default < preset < --config files < key=value overrides.
 On resume the run's config.yaml is the base; overrides that change the architecture (or the step count)
@@ -49,6 +50,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     train.add_argument("--config", dest="files", action="append", default=[], metavar="FILE.yaml",
                        help="file of overrides; repeatable, applied in order")
     train.add_argument("--no-progress", action="store_true", help="no progress bar (logs only)")
+    train.add_argument("--dry-run", action="store_true",
+                       help="resolve the config, open the data and print the step plan (optimizer steps, "
+                            "batches per iteration, evaluation and checkpoint steps, lr); write nothing")
+    train.add_argument("--json", action="store_true", help="with --dry-run: the plan as one JSON object")
     train.set_defaults(func=_run_train)
 
     adapt = subparsers.add_parser(
@@ -154,12 +159,31 @@ def split_options(words: list[str]) -> tuple[list[str], list[str], bool]:
     return rest, files, no_progress
 
 
+def _plan_flags(args: argparse.Namespace) -> tuple[list[str], bool, bool]:
+    """(the other words, --dry-run, --json): the flags may also follow the overrides."""
+    from trmlab.errors import ConfigError
+
+    words = [w for w in args.words if w not in ("--dry-run", "--json")]
+    dry_run = args.dry_run or "--dry-run" in args.words
+    as_json = args.json or "--json" in args.words
+    if as_json and not dry_run:
+        raise ConfigError("--json only goes with --dry-run (trmlab train ... --dry-run --json)")
+    return words, dry_run, as_json
+
+
 def _run_train(args: argparse.Namespace) -> int:
     from trmlab.training.loop import Trainer
     from trmlab.training.signals import TrainingInterrupted
 
-    words, files, no_progress = split_options(list(args.words))
+    words, dry_run, as_json = _plan_flags(args)
+    words, files, no_progress = split_options(words)
     resolved, resume = resolve_train_config(words, [*args.files, *files])
+    if dry_run:
+        from trmlab.training.plan import dry_run as plan_run
+
+        if int(os.environ.get("RANK", "0")) == 0:
+            print(plan_run(resolved, as_json=as_json))
+        return 0
     trainer = Trainer(resolved, resume=resume, progress=not (args.no_progress or no_progress))
     try:
         result = trainer.run()
