@@ -444,3 +444,16 @@ def test_copies_are_streamed_in_blocks(tmp_path, monkeypatch):
     build_sudoku(SudokuBuildOptions(input_dir=str(folder), output_dir=str(tmp_path / "b"), seed=0,
                                     num_aug=99), log=quiet)
     assert max(blocks) == 100  # one puzzle's 100 copies when they exceed a block
+
+
+def test_utf8_bom_is_accepted(tmp_path):
+    """Spreadsheet exports often start with a byte-order mark; it is not part of the header."""
+    folder = sudoku_input(tmp_path, 4)
+    plain = build_sudoku(SudokuBuildOptions(input_dir=str(folder), output_dir=str(tmp_path / "a"), seed=0),
+                         log=quiet)
+    train = folder / "train.csv"
+    train.write_bytes(b"\xef\xbb\xbf" + train.read_bytes())
+    with_bom = build_sudoku(SudokuBuildOptions(input_dir=str(folder), output_dir=str(tmp_path / "b"), seed=0),
+                            log=quiet)
+    assert with_bom.splits == plain.splits
+    assert_same_tree(tmp_path / "b", tmp_path / "a")

@@ -16,8 +16,9 @@ replace=False)`` for ``subsample_size`` (done by a ``RandomState`` in C), then t
 
 How the work is done differs (the bytes do not): each CSV file is read twice in chunks, once to validate
 and count (nothing is written unless every row of both files is valid), once to encode; only the
-subsampled rows are kept in memory, and the copies are produced and streamed to disk in blocks, so peak
-memory depends neither on the input size nor on the number of augmentations.
+subsampled rows are kept in memory (and, when subsampling, an 8-byte slot per training row), and the copies
+are produced and streamed to disk in blocks, so peak memory does not grow with the number of augmentations
+and barely with the input size.
 """
 
 from __future__ import annotations
@@ -185,7 +186,7 @@ RawRows = tuple[list[int], list[str], list[str], list[str]]  # line numbers, que
 
 def _raw_rows(path: Path, limit: int) -> Iterator[RawRows]:
     try:
-        with open(path, newline="", encoding="utf-8") as f:
+        with open(path, newline="", encoding="utf-8-sig") as f:  # a leading BOM is not part of the header
             reader = csv.reader(f)
             header = next(reader, None)
             if header != HEADER:
