@@ -15,9 +15,12 @@ TRAIN_EPILOG = """examples:
   trmlab train trm-arc1 init_from=path/to/step_518071 data_paths=[...]   # transfer
   trmlab train trm-arc1 data_paths=[data/arc1concept-aug-1000] --dry-run   # print the step plan only
 
+SIGTERM, SIGUSR1 or Ctrl-C: the run finishes its step, writes checkpoints/step_N, prints how to resume and
+exits with 128 + the signal number; a second signal (a second or more later) exits at once.
+
 precedence (later wins): schema default < preset < --config files < key=value overrides.
 On resume the run's config.yaml is the base; overrides that change the architecture (or the step count)
-are refused."""
+are refused; data_paths= may name the run's dataset in a new place (its fingerprint must match)."""
 
 
 ADAPT_EPILOG = """settings:
