@@ -90,7 +90,7 @@ def test_parsers_do_not_import_torch(argv):
     assert out.splitlines()[-1] == "False"
 
 
-def test_build_arc_does_not_import_torch(official_arc_build_small, tmp_path):
+def test_data_commands_do_not_import_torch(official_arc_build_small, tmp_path):
     prefix = official_arc_build_small / "input/mini"
     process = run_python(f"""
         import sys
@@ -98,10 +98,11 @@ def test_build_arc_does_not_import_torch(official_arc_build_small, tmp_path):
         code = main(["data", "build-arc", "--input-file-prefix", {str(prefix)!r}, "--output-dir",
                      {str(tmp_path / "out")!r}, "--subsets", "training", "evaluation", "--num-aug", "2",
                      "--quiet"])
+        code += main(["data", "inspect", {str(tmp_path / "out")!r}])
         print(code, "torch" in sys.modules)
     """)
     out, err = process.communicate(timeout=60)
-    assert out.split() == ["0", "False"], err
+    assert out.split()[-2:] == ["0", "False"], err
     assert (tmp_path / "out/identifiers.json").is_file()
 
 
@@ -269,3 +270,64 @@ def test_train_on_a_full_disk_keeps_the_last_complete_checkpoint(tiny_data, tmp_
 def test_resume_of_a_missing_directory(tmp_path, capsys):
     assert main(["train", f"resume={tmp_path / 'nope'}"]) == 2
     assert f"resume={tmp_path / 'nope'}: the directory does not exist" in one_error_line(capsys)
+
+
+# ---------------------------------------------------------------------------------------------------------
+# train: progress and logging
+
+
+@pytest.fixture
+def recorded_eval(monkeypatch):
+    """Evaluations during training, stubbed: records the progress flag each call got."""
+    import trmlab.evaluation.runner as runner
+    import trmlab.training.evaluate as evaluate
+
+    calls = []
+    monkeypatch.setattr(evaluate, "check_eval_data", lambda config: None)
+    monkeypatch.setattr(runner, "evaluate", lambda *args, **kwargs: calls.append(kwargs["progress"]))
+    return calls
+
+
+def progress_run(tiny_data: Path, run: Path, *extra: str) -> list[str]:
+    return [word for word in train_args(tiny_data, run, "max_steps=4", "log_every=2", "eval_interval=null",
+                                        *extra) if word != "--no-progress"]
+
+
+@pytest.mark.parametrize("flag", [[], ["--no-progress"]])
+def test_without_a_terminal_or_with_no_progress_metrics_are_logged_as_lines(tiny_data, tmp_path,
+                                                                          recorded_eval, capsys, flag):
+    assert main(progress_run(tiny_data, tmp_path / "run", *flag)) == 0
+    err = capsys.readouterr().err
+    assert "\r" not in err  # no progress bar updates in a log file
+    lines = [line for line in err.splitlines() if line.startswith("step ")]
+    assert [line.split(" (")[0] for line in lines] == ["step 2/4", "step 4/4"]
+    assert "lm_loss " in lines[0] and "steps/s" in lines[0]
+    assert "evaluating at step 4 (ema weights, " in err and recorded_eval == [False]
+
+
+def test_on_a_terminal_the_bar_replaces_the_lines(tiny_data, tmp_path, recorded_eval, capsys, monkeypatch):
+    monkeypatch.setattr(sys.stderr, "isatty", lambda: True)
+    monkeypatch.setattr(sys.stdout, "isatty", lambda: True)
+    assert main(progress_run(tiny_data, tmp_path / "run")) == 0
+    err = capsys.readouterr().err
+    assert "\r" in err and not [line for line in err.splitlines() if line.startswith("step ")]
+    assert recorded_eval == [True]  # the evaluation shows its own progress bar
+
+
+def test_train_with_a_full_disk_during_an_evaluation(tiny_data, tmp_path, monkeypatch, capsys):
+    import trmlab.training.evaluate as evaluate
+    from trmlab.errors import write_failure
+
+    def evaluation_on_a_full_disk(trainer, step):
+        full = OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        raise write_failure(str(trainer.run_dir.eval_path(step)), full)
+
+    monkeypatch.setattr(evaluate, "check_eval_data", lambda config: None)
+    monkeypatch.setattr(evaluate, "evaluate_during_training", evaluation_on_a_full_disk)
+    run = tmp_path / "run"
+    assert main(train_args(tiny_data, run, "max_steps=2", "eval_interval=null")) == 2
+    err = capsys.readouterr().err
+    assert "Traceback" not in err and err.count("trmlab: error:") == 1
+    assert err.splitlines()[-1] == (
+        f"trmlab: error: {run / 'eval/step_2'}: cannot write: No space left on device; free some space or "
+        f"write elsewhere; partial output was removed; resume from step_2 with: trmlab train resume={run}")

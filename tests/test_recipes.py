@@ -113,3 +113,21 @@ def test_eval_refuses_votes_on_arc_and_too_many_maze_votes(tmp_path, capsys):
     code = main(["eval", str(run / "checkpoints" / "step_2"), str(data), f"out={tmp_path / 'e'}", "votes=9"])
     assert code == 2 and "8 dihedral transforms" in capsys.readouterr().err
     assert not (tmp_path / "e").exists()
+
+
+def test_mlp_t_model_matches_the_official_code():
+    """The Sudoku-MLP variant (sequence-mixing MLP, no positions) loads from an official checkpoint and
+    reproduces the official logits and halting logits at every ACT step (tests/fixtures/official-mlp-t)."""
+    from trmlab import load_checkpoint
+
+    folder = Path(__file__).parent / "fixtures" / "official-mlp-t"
+    vectors = np.load(folder / "vectors.npz")
+    model = load_checkpoint(folder / "step_0", seq_len=16, device="cpu")
+    assert model.config.config.arch.mlp_t and model.config.config.arch.pos_encodings == "none"
+    model.eval()
+    inputs, ids = (torch.from_numpy(vectors[k]) for k in ("inputs", "puzzle_identifiers"))
+    steps = model.rollout(inputs, ids)
+    assert len(steps) == 3
+    for s, step in enumerate(steps):
+        for key in ("logits", "q_halt_logits"):
+            assert (step[key] - torch.from_numpy(vectors[f"eval_{key}_{s}"])).abs().max() < 1e-5

@@ -191,3 +191,71 @@ def test_lr_at_every_step_follows_the_official_schedule_over_the_estimate(tmp_pa
     for index, (lr, emb_lr) in enumerate(seen, start=1):
         assert lr == pytest.approx(_official_lr(index, config.lr, 3, 18, 0.25), rel=1e-12)
         assert emb_lr == pytest.approx(_official_lr(index, config.puzzle_emb_lr, 3, 18, 0.25), rel=1e-12)
+
+
+def _dry_run(data: Path, setting: tuple, run_dir: Path, *flags: str) -> list[str]:
+    seed, batch, epochs, eval_interval, copies = setting
+    interval = "null" if eval_interval is None else str(eval_interval)
+    return ["train", "tiny", f"data_paths=[{','.join([str(data)] * copies)}]", f"run_dir={run_dir}",
+            f"seed={seed}", f"global_batch_size={batch}", f"epochs={epochs}", f"eval_interval={interval}",
+            "--dry-run", *flags]
+
+
+@pytest.mark.parametrize("setting", list(OFFICIAL_SMALL), ids=str)
+def test_dry_run_json_reports_the_official_plan_and_writes_nothing(official_arc_build_small: Path, setting,
+                                                                     tmp_path: Path, monkeypatch, capsys):
+    from trmlab.cli import main
+
+    monkeypatch.chdir(tmp_path)
+    estimate, counts, first, _ = OFFICIAL_SMALL[setting]
+    assert main(_dry_run(official_arc_build_small / "output", setting, tmp_path / "run", "--json")) == 0
+    plan = json.loads(capsys.readouterr().out)
+    assert plan["optimizer_steps"] == min(sum(counts), estimate) and plan["schedule_steps"] == estimate
+    assert plan["batches_per_iteration"] == counts and plan["first_batches"] == first
+    assert list(tmp_path.iterdir()) == []  # no run directory, nothing in the working directory
+
+
+def test_dry_run_prints_the_plan(official_arc_build_small: Path, tmp_path: Path, monkeypatch, capsys):
+    from trmlab.cli import main
+
+    monkeypatch.chdir(tmp_path)
+    words = _dry_run(official_arc_build_small / "output", (0, 16, 12, 4, 1), tmp_path / "run")
+    assert main([*words, "checkpoint_every=10", "lr_warmup_steps=5", "lr_min_ratio=0.5"]) == 0
+    out = capsys.readouterr().out
+    assert "optimizer steps:       33 (stops at the loader's batches" in out
+    assert "batches per iteration: 11, 11, 11" in out and "evaluation steps:      11, 22, 33" in out
+    assert "checkpoint steps:      10, 11, 20, 22, 30, 33" in out
+    lr_end = _official_lr(33, 1e-4, 5, 38, 0.5)  # the tiny preset's lr 1e-4, schedule = estimate 38
+    assert f"lr 0.0001 at step 5 (warmup end), {lr_end:.3g} at the last step" in out
+    assert list(tmp_path.iterdir()) == []
+    assert main(["train", "tiny", "--json"]) == 2
+    assert "--json only goes with --dry-run" in capsys.readouterr().err
+
+
+# The released recipes on the full rebuilt datasets (`trmlab data build-arc`, 6.8 and 9.0 GB: not in CI).
+# (env var naming the dataset dir) → (loader batches, official estimate, optimizer steps, evaluation steps)
+RELEASED = {
+    "TRMLAB_ARC1_DATA": (518_071, 518_226, 518_071,
+                         [51_807, 103_614, 155_422, 207_229, 259_036, 310_843, 362_650, 414_457, 466_264,
+                          518_071]),
+    "TRMLAB_ARC2_DATA": (723_914, 722_098, 722_098,
+                         [72_391, 144_783, 217_174, 289_565, 361_957, 434_348, 506_739, 579_130, 651_522,
+                          722_098]),
+}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("variable", list(RELEASED))
+def test_the_released_recipe_plans_the_released_checkpoint_steps(variable: str):
+    """ARC-AGI-1: step_518071 (the released checkpoint); ARC-AGI-2: 723,914 batches (the final checkpoint's
+    name) of which the first 722,098 update, and step_651522 at the end of iteration 9."""
+    import os
+
+    from trmlab.config import load_config
+
+    path = os.environ.get(variable)
+    if not path:
+        pytest.skip(f"set {variable} to a full build of the dataset")
+    config = load_config("trm-arc1", [f"data_paths=[{path}]"]).config
+    plan = plan_steps(make_sampler(config, ArcDataset([path], "train")), config)
+    assert (plan.batches, plan.schedule_steps, plan.optimizer_steps, plan.eval_steps) == RELEASED[variable]

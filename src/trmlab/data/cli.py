@@ -34,7 +34,8 @@ class _HelpFormatter(argparse.RawDescriptionHelpFormatter):
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     """Add the ``data`` command group and every subcommand listed in :data:`DATA_COMMAND_MODULES`."""
-    parser = subparsers.add_parser("data", help="build and inspect datasets (ARC, synthetic)",
+    parser = subparsers.add_parser("data",
+                                   help="build, generate and inspect datasets (ARC, Sudoku, Maze, synthetic)",
                                    description="Build and inspect datasets in the official on-disk format.")
     data_subparsers = parser.add_subparsers(dest="data_command", metavar="<data command>")
     parser.set_defaults(func=lambda _args: parser.print_help() or 2)

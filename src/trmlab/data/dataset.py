@@ -24,10 +24,12 @@ import hashlib
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import torch
+
+if TYPE_CHECKING:  # torch is imported where batches are made: reading a dataset (data inspect) needs none
+    import torch
 
 from trmlab.data.format import IGNORE_LABEL, SPLITS, array_path, read_dataset_json, read_json
 from trmlab.errors import ConfigError, DataError
@@ -278,6 +280,8 @@ def collate_items(dataset: ArcDataset, examples: np.ndarray, puzzles: np.ndarray
     and puzzle entries are ignored). ``leave_one_out`` (encoder layout): an item's demos are the other
     examples of its puzzle instead of the puzzle's demos (see :func:`demo_examples`).
     """
+    import torch
+
     if real is None:
         real = np.ones(examples.size, dtype=bool)
     size = examples.size
@@ -320,6 +324,8 @@ def demo_examples(dataset: ArcDataset, examples: np.ndarray, puzzles: np.ndarray
 def _collate_demos(dataset: ArcDataset, examples: np.ndarray, puzzles: np.ndarray, real: np.ndarray,
                    max_demos: int, leave_one_out: bool) -> dict[str, torch.Tensor]:
     """demo_inputs/demo_labels int32 [B, max_demos, seq_len] (PAD-filled, raw labels), demo_mask bool."""
+    import torch
+
     size = puzzles.size
     indices, mask = demo_examples(dataset, examples, puzzles, real, max_demos, leave_one_out)
     chosen = indices[mask]
@@ -573,6 +579,8 @@ def iter_test_batches(dataset: ArcDataset, global_batch_size: int, rank: int = 0
     local batch. Besides the model inputs each batch carries ``example_indices`` int64 [B] (global example
     index of each row, −1 for padding) so the evaluator can tell rows apart.
     """
+    import torch
+
     rows = _local_rows(global_batch_size, rank, world_size)
     _check_max_demos(dataset, max_demos)
     examples, puzzles = dataset.items()

@@ -13,15 +13,15 @@ either split) is discarded and counted, so no puzzle nor a symmetric copy of one
 
 from __future__ import annotations
 
+import argparse
 import csv
 import io
-import os
-import shutil
-import tempfile
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+from trmlab.data.build_arc import check_output_dir
+from trmlab.data.format import staged_directory
 from trmlab.data.puzzle_csv import HEADER
 from trmlab.errors import ConfigError, DataError
 
@@ -115,27 +115,24 @@ def check_counts(train: int, test: int, seed: int) -> None:
 def prepare_output(output_dir: str | Path, overwrite: bool) -> Path:
     """Refuse a non-empty ``output_dir`` unless ``overwrite`` (before any generation work)."""
     output = Path(output_dir)
-    if output.exists() and (not output.is_dir() or any(output.iterdir())) and not overwrite:
-        raise DataError(f"{output}: exists and is not empty; choose a new --output-dir or pass --overwrite")
+    check_output_dir(output, overwrite)
     return output
 
 
 def write_splits(output: Path, train: list[PuzzleRow], test: list[PuzzleRow]) -> None:
-    """Write ``train.csv`` and ``test.csv`` into a temporary sibling, then rename it into place (atomic)."""
-    output.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{output.name}.tmp-", dir=output.parent))
-    umask = os.umask(0)
-    os.umask(umask)
-    staging.chmod(0o777 & ~umask)  # mkdtemp makes it private; give the result normal permissions
-    try:
+    """Write ``train.csv`` and ``test.csv`` into a hidden sibling, then rename it into place (atomic)."""
+    with staged_directory(output, f"--output-dir {output}") as staging:
         (staging / "train.csv").write_bytes(csv_bytes(train))
         (staging / "test.csv").write_bytes(csv_bytes(test))
-        if output.exists():
-            shutil.rmtree(output) if output.is_dir() else output.unlink()
-        os.replace(staging, output)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
+
+
+def add_common_arguments(parser: argparse.ArgumentParser, what: str) -> None:
+    """The options every generator has: where, how many of ``what`` per split, the seed, --overwrite."""
+    parser.add_argument("--output-dir", required=True, help="directory to create (train.csv, test.csv)")
+    parser.add_argument("--train", type=int, required=True, help=f"training {what}")
+    parser.add_argument("--test", type=int, required=True, help=f"test {what}")
+    parser.add_argument("--seed", type=int, required=True, help="seed of every random draw")
+    parser.add_argument("--overwrite", action="store_true", help="replace an existing non-empty --output-dir")
 
 
 def rating_summary(rows: list[PuzzleRow]) -> str:

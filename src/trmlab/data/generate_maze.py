@@ -27,6 +27,7 @@ from trmlab.data.build_maze import MAZE_CHARSET
 from trmlab.data.generate_csv import (
     Log,
     PuzzleRow,
+    add_common_arguments,
     check_counts,
     draw_disjoint,
     prepare_output,
@@ -186,10 +187,7 @@ def register_data_command(data_subparsers: argparse._SubParsersAction) -> None:
         "copy of one, is in both splits. Build the official layout from them with `trmlab data build-maze "
         "--input-dir DIR` (seq_len = side², vocab_size 6).",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    parser.add_argument("--output-dir", required=True, help="directory to create (train.csv, test.csv)")
-    parser.add_argument("--train", type=int, required=True, help="training mazes")
-    parser.add_argument("--test", type=int, required=True, help="test mazes")
-    parser.add_argument("--seed", type=int, required=True, help="seed of every random draw")
+    add_common_arguments(parser, "mazes")
     parser.add_argument("--side", type=int, default=30, help="grid side (the Hub set: 30)")
     parser.add_argument("--min-path", type=int, default=None,
                         help="shortest S→G path length in steps, at least (default: side²/8 rounded up, 113 "
@@ -197,7 +195,6 @@ def register_data_command(data_subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--loops", type=float, default=0.03,
                         help="fraction of the inner walls between two corridors opened after carving (0: a "
                         "perfect maze, one path between any two squares)")
-    parser.add_argument("--overwrite", action="store_true", help="replace an existing non-empty --output-dir")
     parser.set_defaults(func=_run)
 
 

@@ -34,6 +34,7 @@ from trmlab.data.build_sudoku import SUDOKU_BOXES
 from trmlab.data.generate_csv import (
     Log,
     PuzzleRow,
+    add_common_arguments,
     check_counts,
     draw_disjoint,
     prepare_output,
@@ -297,10 +298,7 @@ def register_data_command(data_subparsers: argparse._SubParsersAction) -> None:
         "official layout from them with `trmlab data build-sudoku --input-dir DIR`. --size 4/6 (boxes 2×2 / "
         "2×3) gives seq_len 16/36 and vocab_size 6/8 instead of 81 and 11.",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    parser.add_argument("--output-dir", required=True, help="directory to create (train.csv, test.csv)")
-    parser.add_argument("--train", type=int, required=True, help="training puzzles")
-    parser.add_argument("--test", type=int, required=True, help="test puzzles")
-    parser.add_argument("--seed", type=int, required=True, help="seed of every random draw")
+    add_common_arguments(parser, "puzzles")
     parser.add_argument("--size", type=int, default=9, choices=sorted(SUDOKU_BOXES), help="grid side")
     parser.add_argument("--difficulty", default="hard", choices=sorted(DIFFICULTY_GIVENS),
                         help="easy: 50%% of the cells given, medium: 40%%, hard: minimal puzzles (no given "
@@ -309,7 +307,6 @@ def register_data_command(data_subparsers: argparse._SubParsersAction) -> None:
                         "--difficulty)")
     parser.add_argument("--min-rating", type=int, default=0,
                         help="keep only puzzles whose search effort (rating) is at least this")
-    parser.add_argument("--overwrite", action="store_true", help="replace an existing non-empty --output-dir")
     parser.set_defaults(func=_run)
 
 

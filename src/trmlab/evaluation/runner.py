@@ -129,13 +129,14 @@ def _local_chunks(count: int, settings: EvalSettings, rank: int, world: int):
 def _run_rows(model: torch.nn.Module, dataset: Any, examples: np.ndarray, puzzles: np.ndarray,
               settings: EvalSettings, rank: int, world: int, progress: bool,
               diagnostics: Any) -> dict[str, np.ndarray]:
-    """Run this rank's rows for halt_max_steps; returns positions and final-step outputs (numpy).
+    """Run this rank's rows for halt_max_steps; returns positions and each row's answer-step outputs (numpy).
 
     ``diagnostics`` (a DiagnosticsAccumulator) sees every batch's last step; TRM steps carry no context.
     """
     from tqdm import tqdm
 
     from trmlab.data.dataset import collate_items  # the loader's collation (demos for the encoder layout)
+    from trmlab.models.act import answer_step
 
     device = next(model.parameters()).device
     # Inputs are not collected: rank 0 reads them from the dataset, so the gather moves only the outputs.
@@ -152,7 +153,7 @@ def _run_rows(model: torch.nn.Module, dataset: Any, examples: np.ndarray, puzzle
                  if k not in ("inputs", "labels", "puzzle_identifiers")}
         with torch.no_grad():
             steps = model.rollout(batch["inputs"].to(device), batch["puzzle_identifiers"].to(device), **extra)
-        final = steps[-1]
+        final = answer_step(steps)  # each row's first halting step (the last one unless eval_q_halting)
         diagnostics.add(final)
         out["position"].append(positions[real])
         out["preds"].append(final["preds"].cpu().numpy()[real].astype(np.uint8))

@@ -80,5 +80,14 @@ def describe_research_figures(figures: dict[str, Any]) -> str:
 
 
 def info_for(test_set: ArcTestSet, **settings: Any) -> dict[str, Any]:
-    """metrics.json's extras: the dataset (so `trmlab report` finds demos) and the settings used."""
+    """metrics.json's extras: the dataset (so `trmlab report` finds demos) and the settings used.
+
+    ``max_tasks`` is recorded as the number of tasks actually scored; a larger request is kept beside it as
+    ``max_tasks_requested``.
+    """
+    requested = settings.get("max_tasks")
+    if requested is not None:
+        scored = len(test_set.selected_tasks(requested))
+        if scored != requested:
+            settings = {**settings, "max_tasks": scored, "max_tasks_requested": requested}
     return {"dataset": str(Path(test_set.path).resolve()), **settings}

@@ -52,7 +52,8 @@ RESEARCH_QUERY_INIT_STD = 0.02
 RESEARCH_ROPE_THETA = 10000.0  # the research grid encoder's RoPE base, fixed whatever arch.rope_theta says
 # Encoder types whose research numerics trmlab reproduces (arch.encoder_numerics = research).
 RESEARCH_ENCODER_TYPES = ("standard", "lpn_standard", "lpn_variational", "hybrid_standard",
-                          "hybrid_variational")
+                          "hybrid_variational", "lpn", "lpn_var")
+PAPER_LPN_TYPES = ("lpn", "lpn_var")  # research numerics only (trmlab.models.lpn_paper)
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -568,7 +569,8 @@ class ContextHead(nn.Module):
 
 class DemoEncoder(nn.Module):
     """One of the ``arch.encoder_type`` encoders: ``standard``, ``lpn_standard``, ``lpn_variational``,
-    ``hybrid_standard``, ``hybrid_variational`` (see the module docstring).
+    ``hybrid_standard``, ``hybrid_variational`` (see the module docstring); with research numerics also the
+    research code's paper-faithful ``lpn`` / ``lpn_var`` (:mod:`trmlab.models.lpn_paper`).
 
     ``packing=False`` selects the naive layout (every slot at full canvas); results are the same up to float
     rounding, only slower. It exists for the benchmark and the equivalence test.
@@ -578,8 +580,9 @@ class DemoEncoder(nn.Module):
 
     def __init__(self, encoder_type: str, settings: EncoderSettings, *, packing: bool = True):
         super().__init__()
-        if encoder_type not in self.TYPES:
-            raise ConfigError(f"arch.encoder_type {encoder_type!r} is not one of {', '.join(self.TYPES)}")
+        if encoder_type not in (*self.TYPES, *PAPER_LPN_TYPES):
+            raise ConfigError(f"arch.encoder_type {encoder_type!r} is not one of "
+                              f"{', '.join((*self.TYPES, *PAPER_LPN_TYPES))}")
         s = settings
         lpn_family = encoder_type.startswith(("lpn", "hybrid"))
         if lpn_family and s.pooling != "mean" and not s.research:  # the research code ignores it there
@@ -597,6 +600,9 @@ class DemoEncoder(nn.Module):
         if s.research:
             check_research_settings(s, encoder_type)
         self.encoder_type, self.packing, self.settings = encoder_type, packing, s
+        if encoder_type in PAPER_LPN_TYPES:
+            self._build_paper_lpn(s)
+            return
         pooling = "cls" if lpn_family else "none" if s.set_memory == "tokens" else s.pooling
         self.grid = s.grid_encoder(pooling)
         if encoder_type in ("standard", "hybrid_standard", "hybrid_variational"):
@@ -614,9 +620,37 @@ class DemoEncoder(nn.Module):
         # The research context is the set encoder's RMS-normalised output as is (no gain).
         self.head = nn.Identity() if s.research else ContextHead(s.hidden, s.eps)
 
+    def _build_paper_lpn(self, s: EncoderSettings) -> None:
+        from trmlab.models import lpn_paper
+
+        if not s.research:
+            raise ConfigError(f"arch.encoder_type={self.encoder_type!r} exists only to load research "
+                              "checkpoints (arch.encoder_numerics=research); trmlab's own LPN-style "
+                              "encoders are lpn_standard / lpn_variational")
+        self.grid = lpn_paper.PaperLPNGridEncoder(s.vocab_size)
+        width = lpn_paper.WIDTH
+        if self.encoder_type == "lpn_var":
+            width = lpn_paper.LATENT_DIM
+            self.latent_mu = nn.Linear(lpn_paper.WIDTH, width, bias=False)
+            self.latent_logvar = nn.Linear(lpn_paper.WIDTH, width, bias=False)
+            nn.init.zeros_(self.latent_logvar.weight)
+        self.expand = nn.Linear(width, s.prefix_len * s.hidden, bias=False)
+        self.head = nn.Identity()
+
+    def _paper_lpn(self, vectors: Tensor, mask: Tensor) -> tuple[Tensor, Tensor | None]:
+        """The research ``lpn`` / ``lpn_var`` aggregation: (context before the head, per-sample KL | None)."""
+        kl = None
+        if self.encoder_type == "lpn_var":
+            mu = self.latent_mu(vectors)
+            logvar = self.latent_logvar(vectors).clamp(-LOGVAR_CLAMP, LOGVAR_CLAMP)
+            vectors = mu + torch.randn_like(mu) * (0.5 * logvar).exp() if self.training else mu
+            kl = masked_mean(0.5 * (mu.square() + logvar.exp() - 1 - logvar).sum(-1), mask)
+        h = self.expand(masked_mean(vectors, mask))
+        return h.view(vectors.shape[0], self.settings.prefix_len, self.settings.hidden), kl
+
     @property
     def variational(self) -> bool:
-        return self.encoder_type.endswith("variational")
+        return self.encoder_type.endswith(("variational", "_var"))
 
     def demo_vectors(self, demo_inputs: Tensor, demo_labels: Tensor, demo_mask: Tensor,
                      dtype: torch.dtype) -> tuple[Tensor, Tensor]:
@@ -638,7 +672,10 @@ class DemoEncoder(nn.Module):
         has_demos = mask.any(1)
         kl = None
         batch = vectors.shape[0]
-        if self.encoder_type in ("standard", "hybrid_standard"):
+        if self.encoder_type in PAPER_LPN_TYPES:
+            h, kl = self._paper_lpn(vectors, mask)
+            h = h.to(dtype)
+        elif self.encoder_type in ("standard", "hybrid_standard"):
             h = self.set_encoder(vectors, mask)
         elif self.encoder_type == "lpn_standard":
             h = self.expand(masked_mean(vectors, mask)).view(batch, s.prefix_len, s.hidden)

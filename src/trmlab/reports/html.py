@@ -136,7 +136,13 @@ def _metrics_table(metrics: dict[str, Any]) -> str:
     settings = "".join(f"<tr><th>{html.escape(k)}</th><td>{html.escape(str(v))}</td></tr>"
                        for k, v in metrics.items()
                        if not _is_score(k, v) and k not in ("counts", "tasks"))
-    return (f'<div class="tables"><table><caption>scores</caption>{rows}</table>'
+    evaluated = ""
+    if "weights" in metrics:  # recorded by `trmlab eval` and by evaluations during training
+        checkpoint = metrics.get("checkpoint")
+        where = f" of <code>{html.escape(str(checkpoint))}</code>" if checkpoint else ""
+        evaluated = (f"<p>evaluated: <b>{html.escape(str(metrics['weights']))} weights</b>{where}, step "
+                     f"{html.escape(str(metrics.get('step')))}</p>")
+    return (f'{evaluated}<div class="tables"><table><caption>scores</caption>{rows}</table>'
             f"<table><caption>counts</caption>{count_rows}</table>"
             f"<table><caption>settings</caption>{settings}</table></div>")
 

@@ -13,10 +13,14 @@ TRAIN_EPILOG = """examples:
   torchrun --standalone --nproc-per-node 4 -m trmlab train trm-arc1 data_paths=[data/arc1concept-aug-1000]
   trmlab train resume=runs/arc1                  # newest valid checkpoint, the run's own config
   trmlab train trm-arc1 init_from=path/to/step_518071 data_paths=[...]   # transfer
+  trmlab train trm-arc1 data_paths=[data/arc1concept-aug-1000] --dry-run   # print the step plan only
+
+SIGTERM, SIGUSR1 or Ctrl-C: the run finishes its step, writes checkpoints/step_N, prints how to resume and
+exits with 128 + the signal number; a second signal (a second or more later) exits at once.
 
 precedence (later wins): schema default < preset < --config files < key=value overrides.
 On resume the run's config.yaml is the base; overrides that change the architecture (or the step count)
-are refused."""
+are refused; data_paths= may name the run's dataset in a new place (its fingerprint must match)."""
 
 
 ADAPT_EPILOG = """settings:
@@ -49,6 +53,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     train.add_argument("--config", dest="files", action="append", default=[], metavar="FILE.yaml",
                        help="file of overrides; repeatable, applied in order")
     train.add_argument("--no-progress", action="store_true", help="no progress bar (logs only)")
+    train.add_argument("--dry-run", action="store_true",
+                       help="resolve the config, open the data and print the step plan (optimizer steps, "
+                            "batches per iteration, evaluation and checkpoint steps, lr); write nothing")
+    train.add_argument("--json", action="store_true", help="with --dry-run: the plan as one JSON object")
     train.set_defaults(func=_run_train)
 
     adapt = subparsers.add_parser(
@@ -154,18 +162,39 @@ def split_options(words: list[str]) -> tuple[list[str], list[str], bool]:
     return rest, files, no_progress
 
 
+def _plan_flags(args: argparse.Namespace) -> tuple[list[str], bool, bool]:
+    """(the other words, --dry-run, --json): the flags may also follow the overrides."""
+    from trmlab.errors import ConfigError
+
+    words = [w for w in args.words if w not in ("--dry-run", "--json")]
+    dry_run = args.dry_run or "--dry-run" in args.words
+    as_json = args.json or "--json" in args.words
+    if as_json and not dry_run:
+        raise ConfigError("--json only goes with --dry-run (trmlab train ... --dry-run --json)")
+    return words, dry_run, as_json
+
+
 def _run_train(args: argparse.Namespace) -> int:
     from trmlab.training.loop import Trainer
     from trmlab.training.signals import TrainingInterrupted
 
-    words, files, no_progress = split_options(list(args.words))
+    words, dry_run, as_json = _plan_flags(args)
+    words, files, no_progress = split_options(words)
     resolved, resume = resolve_train_config(words, [*args.files, *files])
+    if dry_run:
+        from trmlab.training.plan import dry_run as plan_run
+
+        if int(os.environ.get("RANK", "0")) == 0:
+            print(plan_run(resolved, as_json=as_json))
+        return 0
+    from trmlab.errors import OutputError
+
     trainer = Trainer(resolved, resume=resume, progress=not (args.no_progress or no_progress))
     try:
         result = trainer.run()
     except TrainingInterrupted as stopped:
         return _report_interruption(stopped)
-    except OSError as error:  # a full or read-only disk mid-run: incomplete checkpoints remove themselves
+    except (OSError, OutputError) as error:  # a full or read-only disk mid-run: partial outputs are removed
         raise _run_write_failure(trainer.run_dir, error) from error
     if int(os.environ.get("RANK", "0")) == 0:  # under torchrun only rank 0 reports
         print(f"trained {result.step:,}/{result.total_steps:,} steps; run directory {result.run_dir}",
@@ -173,14 +202,15 @@ def _run_train(args: argparse.Namespace) -> int:
     return 0
 
 
-def _run_write_failure(run_dir: Any, error: OSError) -> Exception:
-    from trmlab.errors import write_failure
+def _run_write_failure(run_dir: Any, error: Exception) -> Exception:
+    from trmlab.errors import OutputError, write_failure
 
-    failure = write_failure(f"run_dir {run_dir.path}", error)
+    # An OutputError already names what it could not write (the run directory, an evaluation directory).
+    failure = OutputError(str(error)) if isinstance(error, OutputError) else write_failure(
+        f"run_dir {run_dir.path}", error)
     steps = run_dir.checkpoint_steps()
-    next_step = (f"resume from step_{steps[0]} with: trmlab train resume={run_dir.path}" if steps
-                 else "no checkpoint was written yet; start the run again")
-    failure.args = (f"{failure}; {next_step}",)
+    if steps:
+        failure.args = (f"{failure}; resume from step_{steps[0]} with: trmlab train resume={run_dir.path}",)
     return failure
 
 

@@ -283,9 +283,8 @@ class Trainer:
     def _train(self, result: TrainResult) -> None:
         from tqdm import tqdm
 
-        show = self.progress and self.ctx.is_main
-        bar = tqdm(total=self.total_steps, initial=self.step, disable=not show, dynamic_ncols=True,
-                   unit="step", file=sys.stderr)
+        bar = tqdm(total=self.total_steps, initial=self.step, disable=not self.show_progress,
+                   dynamic_ncols=True, unit="step", file=sys.stderr)
         window = _MetricWindow()
         stop = StopOnSignal(self.ctx).install()
         try:
@@ -302,6 +301,8 @@ class Trainer:
                         result.last_metrics = record
                         bar.set_postfix(loss=f"{record.get('train/lm_loss', float('nan')):.4f}",
                                         exact=f"{record.get('train/exact_accuracy', float('nan')):.3f}")
+                        if not self.show_progress:
+                            self._say(log_line(record, self.total_steps))
                     self._checkpoint_then_evaluate(result)
                     result.step = self.step
                     if self._over_budget():
@@ -490,9 +491,27 @@ class Trainer:
         if self.ctx.is_main:
             self.run_dir.truncate_metrics(self.step)
 
+    @property
+    def show_progress(self) -> bool:
+        """Progress bars only on rank 0 of an interactive terminal: in a log file their carriage-return
+        updates are noise; there (and with ``--no-progress``) a line is printed every ``log_every`` steps."""
+        return self.progress and self.ctx.is_main and sys.stderr.isatty() and sys.stdout.isatty()
+
     def _say(self, message: str) -> None:
         if self.ctx.is_main:
             print(message, file=sys.stderr, flush=True)
+
+
+def log_line(record: dict[str, Any], total_steps: int) -> str:
+    """One training log line: ``step 20/100 (epoch 4): lm_loss 1.2345, accuracy 0.5000, ...``."""
+    shown = [f"{key.removeprefix('train/')} {record[key]:.4f}" for key in LOGGED_METRICS if key in record]
+    shown += [f"lr {record['lr']:.3g}"] if "lr" in record else []
+    shown += [f"{record['steps_per_s']:.2f} steps/s"] if "steps_per_s" in record else []
+    return f"step {record['step']:,}/{total_steps:,} (epoch {record['epoch']}): {', '.join(shown)}"
+
+
+LOGGED_METRICS = ("train/lm_loss", "train/accuracy", "train/exact_accuracy", "train/q_halt_accuracy",
+                  "grad_norm")
 
 
 class _MetricWindow:

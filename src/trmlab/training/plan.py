@@ -138,8 +138,34 @@ def describe_plan(summary: dict[str, Any]) -> str:
         f"batches per iteration: {shown}",
         f"evaluation steps:      {steps(summary['eval_steps'])}",
         f"checkpoint steps:      {steps(summary['checkpoint_steps'])}",
-        f"lr schedule:           {summary['schedule_steps']:,} steps; lr {lr['at_warmup_end']:.3g} at step "
-        f"{lr['warmup_end_step']:,} (warmup end), {lr['at_end']:.3g} at the last step; puzzle_emb_lr "
-        f"{emb['at_warmup_end']:.3g} / {emb['at_end']:.3g}",
-        f"first batches' puzzles: {summary['first_batches']}",
+        f"lr schedule:           {summary['schedule_steps']:,} steps; lr {lr['at_warmup_end']:.3g} at "
+        + (f"step {lr['warmup_end_step']:,} (warmup end)" if lr["warmup_end_step"] else "step 1 (no warmup)")
+        + f", {lr['at_end']:.3g} at the last step; puzzle_emb_lr {emb['at_warmup_end']:.3g} / "
+        f"{emb['at_end']:.3g}",
+        "first batches' puzzles: " + "; ".join(_shorten(batch) for batch in summary["first_batches"]),
     ])
+
+
+def _shorten(values: list[int], shown: int = 6) -> str:
+    return "[" + ", ".join(str(v) for v in values[:shown]) + (f", … ({len(values)})" if len(values) > shown
+                                                               else "") + "]"
+
+
+def dry_run(resolved: Any, *, as_json: bool = False) -> str:
+    """``trmlab train ... --dry-run``: open the data, plan the run, and return the plan; writes nothing."""
+    import json
+
+    from trmlab.data.dataset import ArcDataset
+
+    config = resolved.config
+    if not config.data_paths:
+        raise ConfigError("data_paths is empty: name the training dataset directories (data_paths=[DIR])")
+    dataset = ArcDataset(list(config.data_paths), "train")
+    sampler = make_sampler(config, dataset)
+    summary = plan_summary(plan_steps(sampler, config), config, sampler)
+    if as_json:
+        return json.dumps(summary)
+    header = (f"trmlab train --dry-run: {config.arch.name} on {', '.join(config.data_paths)} "
+              f"({dataset.total_groups} groups, {dataset.num_puzzles} puzzles, {dataset.num_examples} "
+              f"examples); nothing is written")
+    return header + "\n" + describe_plan(summary)
