@@ -17,6 +17,12 @@ rounds, alternating which model goes first, it times:
   (official: its loss head under ``inference_mode`` until ``all_finish``; trmlab: ``model.rollout``).
 
 It prints every round's samples/s and the median ratio trmlab / official (> 1: trmlab is faster).
+
+``--numerics`` instead measures how far apart the two are in ``--dtype`` (bf16) against the official fp32 result
+of the same weights, over a full evaluation rollout, next to the official code's own spread (the same rollout
+run again, and with the batch rows permuted, which changes kernel tiling on GPUs): trmlab's bf16 results are
+"numerically unchanged" when their distance to the official bf16 run is within that spread and their error
+against fp32 is the official one's.
 """
 
 from __future__ import annotations
@@ -65,6 +71,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--halt-max-steps", type=int, default=16)
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads")
     parser.add_argument("--parts", nargs="+", choices=("train", "eval"), default=["train", "eval"])
+    parser.add_argument("--numerics", action="store_true",
+                        help="compare final-step logits and predictions instead of timing (see above)")
     return parser.parse_args(argv)
 
 
@@ -260,8 +268,63 @@ def run(args: argparse.Namespace) -> dict[str, float]:
     return ratios
 
 
+def _official_rollout(model: torch.nn.Module, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+    """Final-step logits of an official evaluation rollout (halt_max_steps steps, fresh carry)."""
+    model.eval()
+    device = batch["inputs"].device
+    with torch.inference_mode():
+        carry = model.initial_carry(batch)
+        carry.inner_carry.z_H = carry.inner_carry.z_H.to(device)
+        carry.inner_carry.z_L = carry.inner_carry.z_L.to(device)
+        carry.steps, carry.halted = carry.steps.to(device), carry.halted.to(device)
+        carry.current_data = {k: v.to(device) for k, v in carry.current_data.items()}
+        for _ in range(model.config.halt_max_steps):
+            carry, out = model(carry, batch)
+    return out["logits"].float()
+
+
+def compare_numerics(args: argparse.Namespace) -> dict[str, tuple[float, float]]:
+    """{comparison: (max |Δ logits|, share of predicted tokens that differ)} for the final rollout step."""
+    device = torch.device(args.device)
+    reference_arch = dict(architecture(args), forward_dtype="float32")
+    torch.manual_seed(0)
+    reference, _ = build_official(args.official, reference_arch)
+    low_arch = architecture(args)
+    low, _ = build_official(args.official, low_arch)
+    low.inner.load_state_dict(reference.inner.state_dict())  # same weights, H/L_init rounded to the dtype
+    ours = build_trmlab(reference_arch, reference)
+    ours.core.forward_dtype_override = getattr(torch, args.dtype)
+    for model in (reference, low, ours):
+        model.to(device)
+    batch = make_batch(low_arch, device)
+    perm = torch.randperm(low_arch["batch_size"], generator=torch.Generator().manual_seed(1)).to(device)
+    permuted = {k: v[perm] for k, v in batch.items()}
+    fp32 = _official_rollout(reference, batch)
+    runs = {
+        "official": _official_rollout(low, batch),
+        "official, again": _official_rollout(low, batch),
+        "official, rows permuted": _official_rollout(low, permuted)[torch.argsort(perm)],
+        "trmlab": ours.rollout(batch["inputs"], batch["puzzle_identifiers"])[-1]["logits"].float(),
+    }
+
+    def distance(a: torch.Tensor, b: torch.Tensor) -> tuple[float, float]:
+        return float((a - b).abs().max()), float((a.argmax(-1) != b.argmax(-1)).float().mean())
+
+    results = {f"{name} {args.dtype} vs official float32": distance(v, fp32) for name, v in runs.items()}
+    for name in ("official, again", "official, rows permuted", "trmlab"):
+        results[f"{name} vs official ({args.dtype})"] = distance(runs[name], runs["official"])
+    print(f"numerics, shape {args.shape}, {args.dtype}, {args.device}, torch {torch.__version__}: final step "
+          f"of a {low_arch['halt_max_steps']}-step rollout, batch {low_arch['batch_size']}")
+    print("| comparison | max abs logit difference | predicted tokens that differ |")
+    print("|---|---|---|")
+    for name, (diff, share) in results.items():
+        print(f"| {name} | {diff:.3g} | {share:.2%} |")
+    return results
+
+
 def main(argv: list[str] | None = None) -> None:
-    run(parse_args(argv))
+    args = parse_args(argv)
+    compare_numerics(args) if args.numerics else run(args)
 
 
 if __name__ == "__main__":

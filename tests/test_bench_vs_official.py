@@ -41,6 +41,9 @@ class Inner(torch.nn.Module):
     def state_dict(self, *args, **kwargs):
         return {canonical_to_official(k): v for k, v in self.model.state_dict().items()}
 
+    def load_state_dict(self, state, strict=True):
+        return self.model.load_state_dict(strip_official(state, "stand-in"), strict=strict)
+
 
 class TinyRecursiveReasoningModel_ACTV1(torch.nn.Module):
     def __init__(self, config):
@@ -51,6 +54,7 @@ class TinyRecursiveReasoningModel_ACTV1(torch.nn.Module):
                             vocab_size=config["vocab_size"],
                             num_puzzle_identifiers=config["num_puzzle_identifiers"])
         self.inner = Inner(model)
+        self.config = SimpleNamespace(**config)
 
     def initial_carry(self, batch):
         carry = self.inner.model.initial_carry(batch)
@@ -117,3 +121,17 @@ def test_bench_vs_official_runs_and_reports_ratios(stand_in_official: Path, caps
     assert set(ratios) == {"train", "eval"}
     assert all(r > 0 for r in ratios.values())
     assert printed.count("| 2 |") == 2  # two rounds of each part
+
+
+def test_bench_vs_official_numerics_table(stand_in_official: Path, capsys) -> None:
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    import bench_vs_official
+
+    args = bench_vs_official.parse_args([
+        "--official", str(stand_in_official), "--shape", "tiny", "--batch", "2", "--halt-max-steps", "2",
+        "--dtype", "bfloat16", "--numerics", "--threads", "1"])
+    results = bench_vs_official.compare_numerics(args)
+    # The stand-in is trmlab's own model: bf16 must differ from fp32, and trmlab from it not at all.
+    assert results["official bfloat16 vs official float32"][0] > 0
+    assert results["trmlab vs official (bfloat16)"] == (0.0, 0.0)
+    assert "| trmlab vs official (bfloat16) | 0 | 0.00% |" in capsys.readouterr().out
