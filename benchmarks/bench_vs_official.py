@@ -71,6 +71,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--halt-max-steps", type=int, default=16)
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads")
     parser.add_argument("--parts", nargs="+", choices=("train", "eval"), default=["train", "eval"])
+    parser.add_argument("--clock", choices=("wall", "cpu"), default="wall",
+                        help="cpu: this process's CPU time instead of wall time (with --threads 1, robust to "
+                        "other load on a shared machine; CPU devices only)")
     parser.add_argument("--numerics", action="store_true",
                         help="compare final-step logits and predictions instead of timing (see above)")
     return parser.parse_args(argv)
@@ -199,22 +202,25 @@ def first_step_difference(official: torch.nn.Module, trmlab: torch.nn.Module,
     return float((ref["logits"].float() - ours["logits"].float()).abs().max())
 
 
-def time_train(contender: Contender, steps: int, rows: int, device: torch.device) -> float:
+CLOCKS = {"wall": time.perf_counter, "cpu": time.process_time}
+
+
+def time_train(contender: Contender, steps: int, rows: int, device: torch.device, clock: str) -> float:
     sync(device)
-    start = time.perf_counter()
+    start = CLOCKS[clock]()
     for _ in range(steps):
         contender.carry = contender.train_step(contender.carry)
     sync(device)
-    return rows * steps / (time.perf_counter() - start)
+    return rows * steps / (CLOCKS[clock]() - start)
 
 
-def time_eval(contender: Contender, rollouts: int, rows: int, device: torch.device) -> float:
+def time_eval(contender: Contender, rollouts: int, rows: int, device: torch.device, clock: str) -> float:
     sync(device)
-    start = time.perf_counter()
+    start = CLOCKS[clock]()
     for _ in range(rollouts):
         contender.rollout()
     sync(device)
-    return rows * rollouts / (time.perf_counter() - start)
+    return rows * rollouts / (CLOCKS[clock]() - start)
 
 
 def run(args: argparse.Namespace) -> dict[str, float]:
@@ -222,6 +228,8 @@ def run(args: argparse.Namespace) -> dict[str, float]:
     if args.threads:
         torch.set_num_threads(args.threads)
     device = torch.device(args.device)
+    if args.clock == "cpu" and device.type != "cpu":
+        raise SystemExit("--clock cpu measures CPU time: only for --device cpu")
     arch = architecture(args)
     torch.manual_seed(0)
     official_model, head = build_official(args.official, arch)
@@ -249,16 +257,16 @@ def run(args: argparse.Namespace) -> dict[str, float]:
     ratios: dict[str, float] = {}
     for part in args.parts:
         figures: dict[str, list[float]] = {c.name: [] for c in contenders}
-        print(f"\n{part}: samples/s per round (alternating order)")
+        print(f"\n{part}: samples/s per round ({args.clock} clock, alternating order)")
         print("| round | official | trmlab | ratio |")
         print("|---|---|---|---|")
         for r in range(args.rounds):
             order = contenders if r % 2 == 0 else contenders[::-1]
             for c in order:
                 if part == "train":
-                    figures[c.name].append(time_train(c, args.train_steps, rows, device))
+                    figures[c.name].append(time_train(c, args.train_steps, rows, device, args.clock))
                 else:
-                    figures[c.name].append(time_eval(c, args.rollouts, rows, device))
+                    figures[c.name].append(time_eval(c, args.rollouts, rows, device, args.clock))
             o, t = figures["official"][-1], figures["trmlab"][-1]
             print(f"| {r + 1} | {o:.1f} | {t:.1f} | {t / o:.2f} |", flush=True)
         per_round = [t / o for o, t in zip(figures["official"], figures["trmlab"])]

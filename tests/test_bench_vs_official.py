@@ -114,7 +114,7 @@ def test_bench_vs_official_runs_and_reports_ratios(stand_in_official: Path, caps
 
     args = bench_vs_official.parse_args([
         "--official", str(stand_in_official), "--shape", "tiny", "--batch", "2", "--rounds", "2",
-        "--train-steps", "1", "--halt-max-steps", "2", "--threads", "1"])
+        "--train-steps", "1", "--halt-max-steps", "2", "--threads", "1", "--clock", "cpu"])
     ratios = bench_vs_official.run(args)
     printed = capsys.readouterr().out
     assert "first ACT step: max |logits official - trmlab| = 0" in printed  # same weights, same model
