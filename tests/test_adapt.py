@@ -234,3 +234,46 @@ def test_freeze_weights_with_ema_is_a_config_error():
 
     with pytest.raises(ConfigError, match="ema=false"):
         load_config("tiny", ["freeze_weights=true", "ema=true"])
+
+
+def _adapt_worker(rank: int, world: int, port: int, settings: AdaptSettings) -> None:
+    import torch.distributed as dist
+
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    torch.set_num_threads(1)
+    dist.init_process_group("gloo", rank=rank, world_size=world)
+    try:
+        result = adapt(settings, progress=False)
+        assert (result is None) == (rank != 0)
+    finally:
+        dist.destroy_process_group()
+
+
+def test_two_gloo_processes_adapt_like_one(trmlab_checkpoint, tmp_path):
+    import socket
+
+    import torch.multiprocessing as mp
+
+    challenges, _ = write_tasks(tmp_path / "tasks", max_side=2)
+    # Exploration is seeded per rank, so it is off for the comparison.
+    common = dict(steps=3, num_aug=2, canvas=3, overrides=["device=cpu", "arch.halt_exploration_prob=0.0"])
+    adapt(_settings(trmlab_checkpoint, challenges, tmp_path / "one", **common), progress=False)
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    two_settings = _settings(trmlab_checkpoint, challenges, tmp_path / "two", **common)
+    mp.spawn(_adapt_worker, args=(2, port, two_settings), nprocs=2, join=True)
+    one = _tensors(tmp_path / "one" / "run" / "checkpoints" / "step_3", "model.safetensors")
+    two = _tensors(tmp_path / "two" / "run" / "checkpoints" / "step_3", "model.safetensors")
+    for key in one:
+        torch.testing.assert_close(two[key], one[key], rtol=1e-4, atol=1e-5, msg=key)
+    assert list(json.loads((tmp_path / "two" / "submission.json").read_text())) == list(TASKS)
+
+
+def test_a_batch_larger_than_an_epoch_still_runs_the_steps_asked(trmlab_checkpoint, tmp_path):
+    challenges, _ = write_tasks(tmp_path / "tasks", max_side=2)  # 3 tasks × 3 demonstrations per epoch
+    result = adapt(_settings(trmlab_checkpoint, challenges, tmp_path / "out", steps=7, num_aug=1, canvas=3,
+                             overrides=["device=cpu", "global_batch_size=16"]), progress=False)
+    assert (result.step, result.total_steps) == (7, 7)
+    config = (tmp_path / "out" / "run" / "config.yaml").read_text()
+    assert "global_batch_size: 16" in config  # the recipe's batch, not shrunk to an epoch

@@ -66,3 +66,22 @@ def test_randint_bounds():
         LegacyDraws(0).randint(0)
     with pytest.raises(ValueError):
         LegacyDraws(0).randint(2**32 + 1)
+
+
+@pytest.mark.parametrize("seed", [0, 7, 2**32 - 1])
+def test_sequences_and_continuation_equal_random_state(seed, blocks):
+    """sequences() = permutation(n) / rand() calls in order, continuing a RandomState that drew in C."""
+    ref = np.random.RandomState(seed)
+    state = np.random.RandomState(seed)
+    assert (state.choice(50, size=7, replace=False) == ref.choice(50, size=7, replace=False)).all()
+    ours = LegacyDraws.from_random_state(state)
+    for program in [(9, 0, 3, 3, 3, 3, 3, 3, 3, 3), (1, 2, 6, 0), (0,), (4, 2, 2, 2, 2, 2, 2)]:
+        for count in (1, 37, 0, 150):
+            results = ours.sequences(program, count)
+            for copy in range(count):
+                for n, result in zip(program, results):
+                    if n == 0:
+                        assert result[copy] == ref.rand()
+                    else:
+                        assert result[copy].tolist() == ref.permutation(n).tolist()
+        assert ours.randint(1000) == ref.randint(0, 1000)  # the stream continues in step

@@ -52,6 +52,25 @@ def test_corrupt_file_is_named(tmp_path):
         read_checkpoint(out)
 
 
+@pytest.mark.parametrize("kind", ["parent", "absolute", "hidden"])
+def test_manifest_naming_a_file_outside_the_checkpoint_is_refused(tmp_path, kind):
+    """A crafted manifest must not make trmlab read and hash files outside the checkpoint directory."""
+    import hashlib
+
+    out = write_checkpoint(tmp_path / "ckpt" / "step_1", parts(), {"step": 1})
+    outside = tmp_path / "ckpt" / "x"
+    outside.write_bytes(b"not part of the checkpoint")
+    (out / ".x").write_bytes(outside.read_bytes())
+    name = {"parent": "../x", "absolute": str(outside), "hidden": ".x"}[kind]
+    manifest = json.loads((out / "manifest.json").read_text())
+    # The listed file exists with the listed hash: only the name check stands between it and a read.
+    manifest["files"][name] = {"sha256": hashlib.sha256(outside.read_bytes()).hexdigest(), "bytes": 26}
+    (out / "manifest.json").write_text(json.dumps(manifest))
+    for verify in (True, False):
+        with pytest.raises(CheckpointError, match="which is not a plain file name"):
+            read_checkpoint(out, verify=verify)
+
+
 def test_incomplete_directory_and_overwrite(tmp_path):
     (tmp_path / "step_2").mkdir()
     (tmp_path / "step_2" / "model.safetensors").write_bytes(b"partial")

@@ -252,6 +252,7 @@ def test_official_etrm_layout_maps_encoder_keys(tmp_path: Path) -> None:
     config = resolved.config
     assert (config.arch.name, config.arch.encoder_num_layers, config.encoder_lr_scale) == ("etrm", 4, 1.0)
     assert "official 0 = one optimizer at lr" in resolved.provenance["encoder_lr_scale"]
+    assert config.encoder_weight_decay_scale == 1.0  # one optimizer: the encoder decays like the decoder
     assert (config.init_from, config.eval.max_tasks) == ("ckpt/step_1", 32)
     assert unknown == {"log_predictions_every": 1000}
 
@@ -263,3 +264,11 @@ def test_official_knobs_the_variant_ignored_are_reported_not_refused(tmp_path: P
     assert resolved.config.arch.encoder_l_cycles == 1  # schema default: the official model never read the 4
     assert unknown == {"arch.encoder_l_cycles (no effect: only acts with arch.recurrent_encoder_type = "
                        "trm_style)": 4}
+
+
+def test_official_encoder_optimizer_decays_the_encoder_by_a_tenth(tmp_path: Path) -> None:
+    path = _official(tmp_path, arch__name="models.etrm@TRMWithEncoder", arch__puzzle_emb_ndim=0,
+                     encoder_lr_scale=1.0)
+    resolved, _ = read_official_all_config(path)
+    assert (resolved.config.encoder_lr_scale, resolved.config.encoder_weight_decay_scale) == (1.0, 0.1)
+    assert "0.1 × weight_decay" in resolved.provenance["encoder_weight_decay_scale"]

@@ -10,7 +10,8 @@ from trmlab.config.fields import schema_fields
 from trmlab.config.loader import presets_dir
 
 EXPECTED_PRESETS = {"trm-arc1", "trm-arc1-repo-default", "etrm-arc1", "etrmtrm-arc1",
-                    "etrm-arc1-frozen-decoder", "demo", "tiny", "trm-synthetic", "etrm-synthetic"}
+                    "etrm-arc1-frozen-decoder", "demo", "tiny", "trm-synthetic", "etrm-synthetic",
+                    "etrmtrm-synthetic"}
 
 
 def test_every_expected_preset_ships() -> None:
@@ -45,6 +46,7 @@ def test_tiny_and_demo_are_small_and_fp32() -> None:
     assert load_config("trm-synthetic").config.data_paths == ["runs/data/synthetic/trm"]
     assert load_config("etrm-synthetic").config.data_paths == ["runs/data/synthetic/encoder"]
     assert load_config("etrm-synthetic").config.arch.name == "etrm"
+    assert load_config("etrmtrm-synthetic").config.arch.name == "etrmtrm"
 
 
 def test_variant_presets_pick_their_model() -> None:

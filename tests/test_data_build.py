@@ -17,7 +17,7 @@ from trmlab.data import augment
 from trmlab.data.build_arc import BuildOptions, Group, build_arc, draw_offsets, encode_puzzles
 from trmlab.data.legacy_rng import LegacyDraws
 from trmlab.data.sources import ArcTask
-from trmlab.errors import ConfigError, DataError
+from trmlab.errors import ConfigError, DataError, OutputError
 
 SMALL_ARGS = ["--subsets", "training", "evaluation", "concept", "--test-set-name", "evaluation",
               "--num-aug", "12", "--seed", "42"]
@@ -254,6 +254,7 @@ BAD_TASKS = {
     "too large": ({"train": [_pair([[0] * 31] * 2, [[1]])], "test": []}, "grid is 2x31, larger than"),
     "empty grid": ({"train": [_pair([[]], [[1]])], "test": []}, "grid rows are empty"),
     "no pairs": ({"train": [], "test": []}, "the task has no pairs"),
+    "empty test": ({"train": [_pair([[1]], [[2]])], "test": []}, "'test' is empty (a task needs at least"),
     "unknown key": ({"train": [_pair([[1]], [[1]])], "test": [], "name": "x"}, "unknown key 'name'"),
 }
 
@@ -366,7 +367,7 @@ def test_failure_while_writing_leaves_nothing(tmp_path, monkeypatch):
 
     prefix = _write_prefix(tmp_path / "in", _two_subsets())
     monkeypatch.setattr(build_module, "write_identifiers", explode)
-    with pytest.raises(OSError, match="disk full"):
+    with pytest.raises(OutputError, match="cannot write: disk full"):
         _build_two(tmp_path, prefix)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["in"]
 

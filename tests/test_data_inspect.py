@@ -43,7 +43,7 @@ def test_counts_histogram_and_examples(synthetic: Path):
     assert train["groups"] == meta["total_groups"] == 8 and train["puzzles"] == meta["total_puzzles"]
     assert train["demos"] + train["queries"] == train["examples"]
     assert sum(train["sizes"]["max_side"].values()) == train["examples"] == train["sizes"]["scanned"]
-    assert report["test_puzzles"] == 12
+    assert report["test_puzzles"] == 16  # 2 families × (4 training + 2 validation + 2 held out)
     for item in train["drawn"]:
         task = tasks[item["puzzle"]]  # the first example of a puzzle is its first demo (encoder layout)
         assert item["demo"] and np.array_equal(item["input"], np.array(task["train"][0]["input"]))

@@ -134,7 +134,7 @@ def test_leave_one_out_and_contrastive_loss_train_and_are_logged(synthetic_6x6, 
     assert losses and all(value > 0 for value in losses)
 
     model = trainer.model.train()
-    batch = next(trainer.sampler.iter_epoch(0))
+    batch = next(trainer.sampler.iter_iteration(0))
     carry = model.initial_carry(batch)
     _, outputs = model(carry, batch)
     assert outputs["context_groups"].tolist() == batch["puzzle_identifiers"].tolist()
@@ -146,3 +146,17 @@ def test_leave_one_out_and_contrastive_loss_train_and_are_logged(synthetic_6x6, 
     assert all(p.grad is not None for p in encoder) and any(p.grad.abs().sum() > 0 for p in encoder)
     assert all(p.grad is None or p.grad.abs().sum() == 0
                for n, p in model.named_parameters() if n.startswith("core."))
+
+
+def test_encoder_weight_decay_is_a_tenth_in_the_frozen_decoder_preset(synthetic_6x6, tmp_path):
+    """etrm-reference §6.2: with its own optimizer the encoder decays by 0.1 × weight_decay."""
+    from trmlab.config import load_config
+
+    preset = load_config("etrm-arc1-frozen-decoder", ["init_from=null"]).config
+    assert preset.encoder_weight_decay_scale == 0.1
+    trainer = _trainer(synthetic_6x6, tmp_path / "run", *TINY_ETRM, "weight_decay=0.5",
+                       "encoder_weight_decay_scale=0.1")
+    decays = {group["name"]: group["weight_decay"] for group in trainer.adam.param_groups}
+    assert decays == {"decoder": 0.5, "encoder": pytest.approx(0.05)}
+    default = _trainer(synthetic_6x6, tmp_path / "run2", *TINY_ETRM, "weight_decay=0.5")
+    assert {group["weight_decay"] for group in default.adam.param_groups} == {0.5}

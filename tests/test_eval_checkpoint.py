@@ -100,3 +100,46 @@ def test_eval_refuses_a_trmlab_checkpoint_trained_on_another_dataset_build(offic
     assert "trained on another dataset build" in capsys.readouterr().err
     assert not (tmp_path / "refused").exists()
     assert run(ArcDataset([tiny_dataset], "train").fingerprint(), "accepted") == 0
+
+
+def test_eval_weights_ema_or_raw_recorded_with_step_checkpoint_and_scored_tasks(
+        official_trm_tiny, tiny_dataset, tmp_path, capsys):
+    from trmlab import load_checkpoint
+    from trmlab.checkpoints.bundle import save_model_checkpoint
+    from trmlab.interop.official_keys import TABLE_KEY
+    from trmlab.reports.html import render_report
+
+    model = load_checkpoint(official_trm_tiny / "step_100", seq_len=36)
+    ema = {k: v.clone() for k, v in model.state_dict().items() if k != TABLE_KEY}
+    with torch.no_grad():  # the raw weights differ from the EMA weights
+        for name, parameter in model.named_parameters():
+            if name != TABLE_KEY:
+                parameter.mul_(0.5)
+    bundle = save_model_checkpoint(tmp_path / "step_7", model, config=model.config, step=7, ema_state=ema)
+    raw_predictions = {}
+    for weights in ("ema", "raw"):
+        out = tmp_path / weights
+        assert main(["eval", str(bundle), str(tiny_dataset), f"out={out}", "batch_size=4", "device=cpu",
+                     f"weights={weights}", "max_tasks=999"]) == 0
+        metrics = json.loads((out / "metrics.json").read_text())
+        recorded = (metrics["weights"], metrics["step"], metrics["checkpoint"])
+        assert recorded == (weights, 7, str(bundle.resolve()))
+        scored = (metrics["max_tasks"], metrics["max_tasks_requested"], metrics["counts"]["tasks"])
+        assert scored == (2, 999, 2)
+        assert f"evaluated: <b>{weights} weights</b>" in render_report(out)
+        raw_predictions[weights] = load_raw_predictions(out / "raw_predictions.npz").q_halt_logits
+    assert not np.allclose(raw_predictions["ema"], raw_predictions["raw"])
+
+    # An official file holds one set (the EMA copy: its all_config.yaml has ema: true).
+    official = official_trm_tiny / "step_100"
+    out = tmp_path / "official"
+    assert main(["eval", str(official), str(tiny_dataset), f"out={out}", "batch_size=4", "device=cpu",
+                 "max_tasks=1"]) == 0
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert (metrics["weights"], metrics["step"], metrics["max_tasks"]) == ("ema", 100, 1)
+    assert "max_tasks_requested" not in metrics
+    capsys.readouterr()
+    assert main(["eval", str(official), str(tiny_dataset), f"out={tmp_path / 'no'}", "batch_size=4",
+                 "device=cpu", "weights=raw"]) == 2
+    assert "holds only the ema weights" in capsys.readouterr().err
+    assert not (tmp_path / "no").exists()

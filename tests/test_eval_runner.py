@@ -188,3 +188,27 @@ def test_encoder_layout_rows_are_queries_and_carry_their_demos(official_arc_buil
     first = model.extra[0]
     assert first["demo_inputs"].shape == (8, 10, dataset.seq_len) and first["demo_mask"].shape == (8, 10)
     assert first["demo_mask"].sum(dim=1).tolist()[:1] == [min(int(dataset.num_demos[0]), 10)]
+
+
+class HaltsAtOnceModel(AddOneModel):
+    """eval_q_halting: every row halts at the first step (the right answer); the second step holds the output
+    of the restarted run (zeros here)."""
+
+    def rollout(self, inputs, puzzle_identifiers, steps=None, **extra):
+        answer = super().rollout(inputs, puzzle_identifiers, steps, **extra)[-1]
+        halted = torch.ones(inputs.shape[0], dtype=torch.bool)
+        restarted = {"preds": torch.zeros_like(answer["preds"]), "q_halt_logits": -answer["q_halt_logits"],
+                     "halted": halted}
+        return [{**answer, "halted": halted}, restarted]
+
+
+def test_each_row_is_scored_at_its_first_halting_step(dataset):
+    root, _ = dataset
+    test_set = load_test_set(root)
+    settings = EvalSettings(global_batch_size=5)
+    reference = evaluate(AddOneModel(test_set.num_puzzle_identifiers), root, settings=settings)
+    halting = evaluate(HaltsAtOnceModel(test_set.num_puzzle_identifiers), root, settings=settings)
+    assert reference.metrics["ARC/pass@1"] > 0
+    assert halting.metrics == reference.metrics
+    assert np.array_equal(halting.raw.preds, reference.raw.preds)
+    assert np.array_equal(halting.raw.q_halt_logits, reference.raw.q_halt_logits)

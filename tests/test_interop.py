@@ -344,3 +344,30 @@ def test_bfloat16_checkpoint_on_cpu_warns_unless_dtype_is_given(tmp_path):
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         assert load_checkpoint(ckpt, dtype="float32").forward_dtype == torch.float32
+
+
+@pytest.mark.parametrize("opt_in", [[], ["allow_arch_mismatch=true"]])
+def test_a_shape_changing_setting_is_refused_without_suggesting_the_opt_in(official_trm_tiny, opt_in):
+    user = load_config(None, ["arch.hidden_size=32", "arch.num_heads=2", *opt_in])
+    with pytest.raises(CheckpointError) as info:
+        load_full(official_trm_tiny / "step_100", seq_len=SEQ_LEN, config=user)
+    message = str(info.value)
+    assert "arch.hidden_size=32 (checkpoint: 64)" in message
+    assert "changes tensor shapes (" in message and "[64, 64] → [32, 32]" in message
+    assert "allow_arch_mismatch only covers values that keep every shape" in message
+    assert "set allow_arch_mismatch=true" not in message and "\n" not in message
+
+
+def test_inspect_exits_non_zero_when_a_checksum_fails(official_trm_tiny, tmp_path, capsys):
+    dst = tmp_path / "ck" / "step_100"
+    src = str(official_trm_tiny / "step_100")
+    assert cli_main(["checkpoint", "convert", src, str(dst), "--to", "trmlab"]) == 0
+    capsys.readouterr()
+    with open(dst / "model.safetensors", "r+b") as f:  # flip one byte of the weights
+        f.seek(-1, os.SEEK_END)
+        last = f.read(1)
+        f.seek(-1, os.SEEK_END)
+        f.write(bytes([last[0] ^ 1]))
+    assert cli_main(["checkpoint", "inspect", str(dst)]) == 1
+    out = capsys.readouterr().out
+    assert "CHECKSUM PROBLEM" in out and "model.safetensors does not match its sha256" in out

@@ -473,3 +473,17 @@ def test_exploration_is_reproducible_with_a_seeded_generator():
         patterns.append(out["halted"])
     assert torch.equal(patterns[0], patterns[1])
     assert 0 < int(patterns[0].sum()) < 32  # about half explore (and so do not halt at step 1)
+
+
+def test_answer_step_takes_each_rows_first_halting_step():
+    from trmlab.models.act import answer_step
+
+    halted = [[False, True, False, False], [True, True, False, False], [True, True, True, False]]
+    steps = [{"logits": torch.full((4, 2, 3), float(t)), "preds": torch.full((4, 2), t),
+              "q_halt_logits": torch.full((4,), float(t)), "halted": torch.tensor(h)}
+             for t, h in enumerate(halted)]
+    answer = answer_step(steps)
+    assert answer["preds"][:, 0].tolist() == [1, 0, 2, 2]  # row 3 never halted: the last step
+    assert answer["q_halt_logits"].tolist() == [1.0, 0.0, 2.0, 2.0]
+    assert answer["logits"][:, 1, 2].tolist() == [1.0, 0.0, 2.0, 2.0]
+    assert answer_step(steps[2:]) is steps[2]

@@ -17,6 +17,10 @@ import trmlab
 from trmlab.errors import CheckpointError
 from trmlab.interop.research_keys import KEY_TABLES, canonical_to_research, research_to_canonical
 
+GENERATED = Path(__file__).parent / "fixtures" / "etrm-research"
+CASES = sorted(path.name for path in GENERATED.iterdir() if (path / "step_0").is_file())
+# Cases whose weights are drawn from a seed instead of stored (generate.py: the paper LPN encoders).
+SEEDED = sorted(path.name for path in GENERATED.iterdir() if path.is_dir() and not (path / "step_0").exists())
 BATCH_KEYS = ("inputs", "labels", "puzzle_identifiers", "demo_inputs", "demo_labels", "demo_mask")
 TOLERANCE = 1e-4
 
@@ -142,3 +146,113 @@ def test_a_research_file_under_a_trm_config_is_refused(research_small, tmp_path)
     (tmp_path / "step_0").write_bytes((research_small / "step_0").read_bytes())
     with pytest.raises(CheckpointError, match="names a TRM"):
         trmlab.load_checkpoint(tmp_path / "step_0", seq_len=36)
+
+
+@pytest.mark.parametrize("case", CASES)
+def test_other_encoder_configurations_reproduce_the_research_rollout(case):
+    check_rollout(_load(GENERATED / case), _vectors(GENERATED / case))
+
+
+# Variational encoders sample in training (the research code draws noise for every slot, padded ones
+# included; trmlab for real demos only) and trmlab sums the KL per sample (§9.14): evaluation parity only.
+@pytest.mark.parametrize("case", [c for c in CASES if c.startswith("etrm-") and "variational" not in c])
+def test_other_etrm_configurations_match_the_research_training_step(case):
+    vectors = _vectors(GENERATED / case)
+    measured = training_step(_load(GENERATED / case), vectors)
+    expected = {k: float(v) for k, v in vectors.items() if k.startswith(("train_", "grad_norm_"))}
+    assert set(measured) == set(expected)
+    for key, value in expected.items():
+        assert measured[key] == pytest.approx(value, rel=1e-4, abs=1e-6), key
+
+
+@pytest.mark.parametrize("case", [c for c in CASES if c.startswith("etrmtrm-")])
+def test_etrmtrm_training_differs_on_purpose_only_in_the_encoder(case):
+    """Same losses and decoder gradients as the research code; but where the research code detached the
+    encoder's carry (no gradient for any encoder parameter), trmlab trains the encoder (etrm-reference §5)."""
+    vectors = _vectors(GENERATED / case)
+    measured = training_step(_load(GENERATED / case), vectors)
+    for key, value in vectors.items():
+        if key.startswith(("train_", "grad_norm_")):
+            assert measured[key] == pytest.approx(float(value), rel=1e-4, abs=1e-6), key
+    untrained = {f"grad_norm_{name}" for name in vectors["no_grad_parameters"]}
+    assert untrained and all(".encoder." in name for name in untrained)
+    assert untrained == {k for k in measured if ".encoder." in k}
+    assert all(measured[name] > 0 for name in untrained)
+
+
+def _seeded_checkpoint(case: str, folder: Path) -> Path:
+    """The research ``step_0`` of a seeded case: every tensor (research keys, sorted) drawn as generate.py
+    drew it, written in the research layout beside a copy of its all_config.yaml."""
+    from trmlab.config.official import read_official_all_config
+    from trmlab.interop.research_keys import family_of
+    from trmlab.models import build_model
+
+    source = GENERATED / case
+    vectors = _vectors(source)
+    config = read_official_all_config(source / "all_config.yaml")[0]
+    with torch.device("meta"):
+        model = build_model(config, seq_len=vectors["inputs"].shape[1], vocab_size=12,
+                            num_puzzle_identifiers=1)
+    family = family_of(config.config.arch)
+    shapes = {canonical_to_research(key, family): value.shape for key, value in model.state_dict().items()}
+    generator = torch.Generator().manual_seed(int(vectors["weight_seed"]))
+    state = {f"_orig_mod.model.{key}": torch.randn(shapes[key], generator=generator) * 0.1
+             for key in sorted(shapes)}
+    folder.mkdir()
+    (folder / "all_config.yaml").write_bytes((source / "all_config.yaml").read_bytes())
+    torch.save(state, folder / "step_0")
+    return folder
+
+
+@pytest.mark.parametrize("case", SEEDED)
+def test_paper_lpn_encoders_reproduce_the_research_rollout(case, tmp_path):
+    """lpn / lpn_var (width 128, LayerNorm, learned 30×30 positions): context, halting logits and the logits
+    of the first positions of every step, on the 30×30 canvas the research code requires."""
+    folder = _seeded_checkpoint(case, tmp_path / case)
+    stored = _vectors(GENERATED / case)
+    vectors = {k: v.astype(np.int32) if v.dtype == np.uint8 else v for k, v in stored.items()}
+    batch = {k: torch.from_numpy(vectors[k]) for k in BATCH_KEYS if k != "labels"}
+    model = trmlab.load_checkpoint(folder / "step_0", seq_len=vectors["inputs"].shape[1], dtype=torch.float32)
+    outputs = model.rollout(batch["inputs"], batch["puzzle_identifiers"], steps=2,
+                            demo_inputs=batch["demo_inputs"], demo_labels=batch["demo_labels"],
+                            demo_mask=batch["demo_mask"])
+    assert _max_diff(outputs[0]["context"], vectors["context"]) < TOLERANCE
+    for step, out in enumerate(outputs, start=1):
+        expected = vectors[f"eval_logits_s{step}"]
+        assert _max_diff(out["logits"][:, :expected.shape[1]], expected) < TOLERANCE, step
+        assert _max_diff(out["q_halt_logits"], vectors[f"eval_q_halt_s{step}"]) < TOLERANCE, step
+        assert _max_diff(out["q_continue_logits"], vectors[f"eval_q_continue_s{step}"]) < TOLERANCE, step
+
+
+def test_a_row_without_demos_gets_a_zero_context_not_nan(research_small):
+    """The research code's fully masked cross-attention gives NaN there (etrm-reference §3.2); trmlab zero."""
+    batch = _batch(_vectors(research_small))
+    batch["demo_mask"][2] = False
+    demos = {k: batch[k] for k in ("demo_inputs", "demo_labels", "demo_mask")}
+    outputs = _load(research_small).rollout(batch["inputs"], batch["puzzle_identifiers"], steps=2, **demos)
+    assert torch.equal(outputs[0]["context"][2], torch.zeros_like(outputs[0]["context"][2]))
+    assert all(torch.isfinite(out["logits"]).all() for out in outputs)
+
+
+def test_a_bfloat16_research_checkpoint_loads_and_round_trips(research_small, tmp_path):
+    """The research trainer stores H_init, L_init and the set queries in the forward dtype (bf16 in its runs):
+    they load as fp32 masters where they are parameters and convert back byte for byte."""
+    from trmlab.cli import main
+
+    state = torch.load(research_small / "step_0", weights_only=True)
+    for key in ("inner.H_init", "inner.L_init", "encoder.set_encoder.query_tokens"):
+        state[f"_orig_mod.model.{key}"] = state[f"_orig_mod.model.{key}"].to(torch.bfloat16)
+    folder = tmp_path / "bf16"
+    folder.mkdir()
+    text = (research_small / "all_config.yaml").read_text().replace("forward_dtype: float32",
+                                                                    "forward_dtype: bfloat16")
+    (folder / "all_config.yaml").write_text(text)
+    torch.save(state, folder / "step_0")
+    model = trmlab.load_checkpoint(folder / "step_0", seq_len=36, dtype=torch.float32)
+    assert model.encoder.set_encoder.queries.dtype == torch.float32
+    assert model.core.h_init.dtype == torch.bfloat16  # buffers keep their stored dtype
+    assert main(["checkpoint", "convert", str(folder / "step_0"), str(tmp_path / "ck"), "--to", "trmlab",
+                 "--seq-len", "36"]) == 0
+    assert main(["checkpoint", "convert", str(tmp_path / "ck"), str(tmp_path / "back"),
+                 "--to", "research"]) == 0
+    assert (tmp_path / "back" / "step_0").read_bytes() == (folder / "step_0").read_bytes()

@@ -145,3 +145,81 @@ def test_corrupt_and_incomplete_checkpoints_fall_back(reference, tmp_path):
     # The last two steps are redone and end exactly where the uninterrupted run did.
     assert _final_files(run_dir) == _final_files(reference_dir)
     assert (RunDir(run_dir).checkpoints_path / f"step_{TOTAL_STEPS}.corrupt").is_dir()
+
+
+# -- SIGTERM / SIGUSR1 / SIGINT: finish the step, checkpoint, one line, resume bitwise ----------------------
+
+
+def _cli(run_dir: Path, *words: str, data: Path | None = None) -> subprocess.Popen:
+    """``trmlab train`` (tiny preset, CPU, single-threaded) in a subprocess."""
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(TESTS.parent / "src")}
+    base = [] if data is None else ["tiny", f"data_paths=[{data}]", f"run_dir={run_dir}", "device=cpu",
+                                    "epochs=12", "eval_interval=null", "checkpoint_every=null", "log_every=2"]
+    return subprocess.Popen([sys.executable, "-m", "trmlab", "train", *base, *words, "--no-progress"],
+                            env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def test_sigterm_checkpoints_exits_and_resumes_bitwise(tmp_path):
+    from trmlab.checkpoints import read_checkpoint
+    from trmlab.data.synthetic import build_synthetic
+
+    build_synthetic(tmp_path / "synthetic", seed=0, families=["colour_permutation"], train_tasks=4,
+                    eval_tasks=1, canvas=4, log=lambda _: None)
+    data = tmp_path / "synthetic" / "trm"
+    proc = _cli(tmp_path / "stopped", data=data)
+    metrics = tmp_path / "stopped" / "metrics.jsonl"
+    deadline = time.time() + 60
+    while proc.poll() is None and time.time() < deadline:
+        if metrics.exists() and metrics.stat().st_size:
+            break
+        time.sleep(0.005)
+    proc.send_signal(signal.SIGTERM)  # a few steps in (the first metrics line is step 2 of 24)
+    _, err = proc.communicate(timeout=60)
+    steps = RunDir(tmp_path / "stopped").checkpoint_steps()
+    assert len(steps) == 1 and 2 <= steps[0] < 24, err
+    line = (f"interrupted at step {steps[0]}; checkpoint step_{steps[0]} written; resume with: "
+            f"trmlab train resume={(tmp_path / 'stopped').resolve()}")
+    assert proc.returncode == 128 + signal.SIGTERM and err.splitlines()[-1] == line, err
+    assert "Traceback" not in err
+    read_checkpoint(RunDir(tmp_path / "stopped").checkpoint_path(steps[0]), verify=True)
+
+    resumed, reference = _cli(tmp_path / "stopped", f"resume={tmp_path / 'stopped'}"), _cli(tmp_path / "ref",
+                                                                                           data=data)
+    for proc in (resumed, reference):
+        _, err = proc.communicate(timeout=120)
+        assert proc.returncode == 0, err
+    for name in ("model.safetensors", "ema.safetensors", "puzzle_embedding.safetensors"):
+        final = [(run / "checkpoints" / "step_24" / name).read_bytes() for run in (tmp_path / "stopped",
+                                                                                   tmp_path / "ref")]
+        assert final[0] == final[1], f"{name}: the resumed run diverged"
+
+
+# A process that catches the stop signals, receives ``signal`` once or twice, and reports what it saw.
+SIGNAL_SCRIPT = """
+import os, signal, sys, time
+from types import SimpleNamespace
+from trmlab.training.signals import StopOnSignal
+stop = StopOnSignal(SimpleNamespace(is_main=True, distributed=False)).install()
+signum = getattr(signal, sys.argv[1])
+for _ in range(int(sys.argv[2])):
+    os.kill(os.getpid(), signum)
+    time.sleep(0.2)
+print("stop at", stop.should_stop(), flush=True)
+stop.close()
+print("restored", signal.getsignal(signum) is not stop._handle, flush=True)
+"""
+
+
+@pytest.mark.parametrize("name", ["SIGTERM", "SIGUSR1", "SIGINT"])
+def test_first_signal_requests_a_stop_and_a_second_exits_at_once(name):
+    env = {**os.environ, "PYTHONPATH": str(TESTS.parent / "src")}
+    signum = int(getattr(signal, name))
+    once = subprocess.run([sys.executable, "-c", SIGNAL_SCRIPT, name, "1"], env=env, capture_output=True,
+                          text=True, timeout=60)
+    assert once.returncode == 0, once
+    assert once.stdout.splitlines() == [f"stop at {signum}", "restored True"]
+    assert f"got {name}; stopping after the current optimizer step" in once.stderr
+    twice = subprocess.run([sys.executable, "-c", SIGNAL_SCRIPT, name, "2"], env=env, capture_output=True,
+                           text=True, timeout=60)
+    assert twice.returncode == 128 + signum and twice.stdout == "", twice
+    assert twice.stderr.splitlines()[-1] == f"trmlab train: second {name}; exiting now without a checkpoint"

@@ -15,15 +15,18 @@ from trmlab.cli import main
 from trmlab.data.dataset import ArcDataset, TrainSampler, iter_test_batches
 from trmlab.data.synthetic import (
     FAMILIES,
+    SPLITS,
+    Augmentation,
     apply_rule,
+    behaviour,
     build_synthetic,
     dihedral,
     encode_grid,
-    generate_tasks,
+    enumerable_instances,
     gravity,
-    instance_key,
     is_determined,
     recolour_by_size,
+    rules_shown,
 )
 from trmlab.errors import DataError
 
@@ -33,7 +36,8 @@ INVERSE_DIHEDRAL = [0, 3, 2, 1, 4, 5, 6, 7]
 @pytest.fixture(scope="module")
 def built(tmp_path_factory: pytest.TempPathFactory) -> Path:
     root = tmp_path_factory.mktemp("synthetic") / "set"
-    build_synthetic(root, seed=3, train_tasks=6, eval_tasks=3, num_aug=2, log=lambda _m: None)
+    build_synthetic(root, seed=3, families=list(FAMILIES), train_tasks=6, eval_tasks=3, num_aug=2,
+                    log=lambda _m: None)
     return root
 
 
@@ -100,21 +104,69 @@ def test_determinacy_check_rejects_ambiguous_demos():
                              [np.array([[1, 2], [0, 0]], np.uint8)])
 
 
-def test_held_out_instances_differ_from_training_ones():
-    tasks = generate_tasks(seed=1, families=list(FAMILIES), train_tasks=20, eval_tasks=8)
-    for family in FAMILIES:
-        train = {instance_key(t.family, t.params) for t in tasks if t.family == family and not t.held_out}
-        held = {instance_key(t.family, t.params) for t in tasks if t.family == family and t.held_out}
-        assert held and train and not held & train, family
-    train_transforms = {t.params["transform"] for t in tasks if t.family == "dihedral" and not t.held_out}
-    held_transforms = {t.params["transform"] for t in tasks if t.family == "dihedral" and t.held_out}
-    assert not train_transforms & held_transforms and 0 not in train_transforms | held_transforms
-    # Augmentation conjugates a transform (a ∘ t ∘ a⁻¹): no augmented training task shows a held-out one.
-    grid = np.arange(12, dtype=np.uint8).reshape(3, 4)
-    for t in train_transforms:
-        for a in range(8):
-            conjugate = dihedral(dihedral(dihedral(grid, INVERSE_DIHEDRAL[a]), t), a)
-            assert not any(np.array_equal(conjugate, dihedral(grid, h)) for h in held_transforms), (t, a)
+def _closures(root: Path) -> tuple[dict[str, dict], dict[str, dict[str, str]]]:
+    """Tasks by name, and per split the behaviour of every rule the built dataset shows: for training tasks
+    each augmented copy's conjugated rule and, for compositions, each part's (read back from the puzzle
+    names in train/); for evaluation tasks the conjugated rule of each augmented copy in test/."""
+    tasks = {t["name"]: t for t in _tasks(root)}
+    names = json.loads((root / "encoder" / "identifiers.json").read_text())
+    closure: dict[str, dict[str, str]] = {split: {} for split in SPLITS}
+    for split in ("train", "test"):
+        for identifier in set(ArcDataset([root / "encoder"], split).puzzle_identifiers.tolist()):
+            name, augmentation = Augmentation.from_puzzle_name(names[identifier])
+            task = tasks[name]
+            if split == "test" and task["split"] == "train":
+                continue  # the same copies as in train/
+            shown = rules_shown(task["family"], task["params"]) if task["split"] == "train" else [
+                (task["family"], task["params"])]
+            for family, params in shown:
+                closure[task["split"]][behaviour(family, params, augmentation)] = names[identifier]
+    return tasks, closure
+
+
+def leaks(root: Path) -> dict[str, int]:
+    """Per family: evaluation tasks whose rule is in the training closure or in the other evaluation
+    split's closure, and the pairwise overlaps of the three closures."""
+    tasks, closure = _closures(root)
+    found: dict[str, int] = {}
+    for task in tasks.values():
+        if task["split"] != "train":
+            other = "held_out" if task["split"] == "validation" else "validation"
+            rule = behaviour(task["family"], task["params"])
+            leaked = rule in closure["train"] or rule in closure[other]
+            found[task["family"]] = found.get(task["family"], 0) + leaked
+    for a, b in (("train", "validation"), ("train", "held_out"), ("validation", "held_out")):
+        found[f"{a}&{b}"] = len(closure[a].keys() & closure[b].keys())
+    return found
+
+
+def test_probes_tell_every_enumerable_instance_apart_and_conjugate_rules():
+    for family, space in (("dihedral", 8), ("translation", 49), ("gravity", 36)):
+        instances = enumerable_instances(family)
+        assert len({behaviour(family, p) for p in instances}) == len(instances) == space, family
+    transpose = Augmentation(6)  # a translation by (1, 2) seen transposed is one by (2, 1)
+    shifted = behaviour("translation", {"dr": 1, "dc": 2}, transpose)
+    assert shifted == behaviour("translation", {"dr": 2, "dc": 1})
+    recolour = Augmentation(0, (0, 2, 1, 3, 4, 5, 6, 7, 8, 9))  # gravity of colour 1, colours 1 and 2 swapped
+    assert behaviour("gravity", {"direction": "up", "colour": 1}, recolour) == behaviour(
+        "gravity", {"direction": "up", "colour": 2})
+    assert Augmentation.from_puzzle_name(transpose.puzzle_name("x")) == ("x", transpose)
+    grid = np.arange(12, dtype=np.uint8).reshape(3, 4) % 10
+    assert np.array_equal(recolour.inverse(recolour(grid)), grid)
+
+
+def test_evaluation_rules_never_occur_in_training_not_even_augmented_or_as_composition_parts(
+        tmp_path: Path):
+    # Every family (dihedral too), enough tasks and augmentations that the old generator leaked in every
+    # geometric family (its held-out dihedral transforms were composition steps, conjugated translations,
+    # gravity and recolour instances were training copies).
+    root = tmp_path / "closure"
+    build_synthetic(root, seed=0, families=list(FAMILIES), train_tasks=24, eval_tasks=4, num_aug=8,
+                    log=lambda _m: None)
+    found = leaks(root)
+    assert set(found) >= set(FAMILIES) and not any(found.values()), found
+    splits = [t["split"] for t in _tasks(root)]
+    assert {s: splits.count(s) for s in SPLITS} == {"train": 144, "validation": 24, "held_out": 24}
 
 
 def test_deterministic_given_the_seed(tmp_path: Path):
@@ -130,7 +182,7 @@ def test_deterministic_given_the_seed(tmp_path: Path):
 
 def test_trm_layout_holds_out_identifiers(built: Path):
     tasks = _tasks(built)
-    held = {t["name"] for t in tasks if t["held_out"]}
+    held = {t["name"] for t in tasks if t["split"] != "train"}  # validation and held out
     names = json.loads((built / "trm" / "identifiers.json").read_text())
     train, test = ArcDataset([built / "trm"], "train"), ArcDataset([built / "trm"], "test")
     train_tasks = {names[i].split("|||")[0] for i in train.puzzle_identifiers}
@@ -140,17 +192,19 @@ def test_trm_layout_holds_out_identifiers(built: Path):
         {i for i in test.puzzle_identifiers.tolist() if names[i].split("|||")[0] in held})
     puzzles = json.loads((built / "trm" / "test_puzzles.json").read_text())
     assert set(puzzles) == {t["name"] for t in tasks} and set(list(puzzles)[: len(held)]) == held
+    validation = [t["name"] for t in tasks if t["split"] == "validation"]
+    assert list(puzzles)[: len(validation)] == validation  # first: eval.max_tasks scores validation alone
     assert train.layout == "official" and train.seq_len == 100
     sampler = TrainSampler(train, 8, seed=0)
-    assert sampler.batches_per_epoch(0) == len(list(sampler.iter_epoch(0)))
+    assert sampler.batches_per_iteration(0) == len(list(sampler.iter_iteration(0)))
 
 
-def test_encoder_layout_demos_first_and_held_out_only_in_test(built: Path):
+def test_encoder_layout_demos_first_and_evaluation_tasks_only_in_test(built: Path):
     tasks = {t["name"]: t for t in _tasks(built)}
     names = json.loads((built / "encoder" / "identifiers.json").read_text())
     train, test = ArcDataset([built / "encoder"], "train"), ArcDataset([built / "encoder"], "test")
     assert train.layout == test.layout == "encoder"
-    assert not any(tasks[names[i].split("|||")[0]]["held_out"] for i in train.puzzle_identifiers)
+    assert all(tasks[names[i].split("|||")[0]]["split"] == "train" for i in train.puzzle_identifiers)
     for dataset in (train, test):
         for puzzle, identifier in enumerate(dataset.puzzle_identifiers):
             task = tasks[names[identifier].split("|||")[0]]
@@ -202,8 +256,8 @@ def test_refuses_existing_output_and_leaves_nothing_behind(tmp_path: Path):
 
 def test_cli_build_synthetic(tmp_path: Path, capsys: pytest.CaptureFixture):
     code = main(["data", "build-synthetic", "--output-dir", str(tmp_path / "s"), "--families", "gravity",
-                 "dihedral", "--train-tasks", "2", "--eval-tasks", "1", "--canvas", "8"])
-    assert code == 0 and "6 tasks (2 held out)" in capsys.readouterr().out
+                 "dihedral", "--train-tasks", "3", "--eval-tasks", "1", "--canvas", "8"])
+    assert code == 0 and "10 tasks (2 validation, 2 held out)" in capsys.readouterr().out
     assert ArcDataset([tmp_path / "s" / "encoder"], "train").seq_len == 64
     code = main(["data", "build-synthetic", "--output-dir", str(tmp_path / "s")])
     assert code == 2 and "not empty" in capsys.readouterr().err

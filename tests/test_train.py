@@ -11,7 +11,8 @@ import torch
 
 from train_helpers import Resolved, tiny_config, write_tiny_dataset
 from trmlab.errors import ConfigError
-from trmlab.training.loop import Trainer, normalise_metrics, total_optimizer_steps
+from trmlab.training.loop import Trainer, normalise_metrics
+from trmlab.training.plan import plan_steps
 
 
 def _no_eval(trainer, step):
@@ -40,7 +41,7 @@ def _adam_steps(trainer):
 
 def test_exact_step_count_and_ema_never_without_update(data, tmp_path):
     trainer, result = _run(tiny_config(data, tmp_path / "run", epochs=3, checkpoint_every=None))
-    expected = trainer.sampler.total_batches(3)
+    expected = trainer.sampler.batches_per_iteration(0)  # eval_interval null: one iteration of 3 epochs
     assert trainer.total_steps == expected == result.step == 9
     assert _adam_steps(trainer) == {expected}
     assert trainer.ema.num_updates == expected
@@ -49,20 +50,33 @@ def test_exact_step_count_and_ema_never_without_update(data, tmp_path):
     assert logged[-1]["step"] == expected
 
 
-def test_max_steps_stops_mid_epoch(data, tmp_path):
+def test_max_steps_stops_mid_iteration(data, tmp_path):
     trainer, result = _run(tiny_config(data, tmp_path / "run", epochs=50, max_steps=7))
     assert trainer.total_steps == 7 and result.step == 7
     assert _adam_steps(trainer) == {7} and trainer.ema.num_updates == 7
-    assert trainer.sampler.state_dict() == {"epoch": 2, "batch_in_epoch": 1}
+    assert trainer.sampler.state_dict() == {"iteration": 0, "batch_in_iteration": 7,
+                                            "epochs_per_iteration": 50}
 
 
-def test_total_steps_uses_per_epoch_counts():
+def test_plan_uses_per_iteration_counts_and_the_estimate(data, tmp_path):
     class Sampler:
-        def batches_per_epoch(self, epoch):
-            return [3, 2, 4][epoch]
+        epochs_per_iteration = 2
 
-    assert total_optimizer_steps(Sampler(), 3, None) == (9, [3, 5, 9])
-    assert total_optimizer_steps(Sampler(), 3, 4) == (4, [3, 5])
+        def batches_per_iteration(self, iteration):
+            return [3, 2, 4][iteration]
+
+        def estimated_batches(self, epochs):
+            return 8
+
+    config = tiny_config(data, tmp_path / "run", epochs=6, eval_interval=2, checkpoint_every=None)
+    plan = plan_steps(Sampler(), config)
+    assert (plan.optimizer_steps, plan.schedule_steps, plan.batches) == (8, 8, 9)  # min(batches, estimate)
+    assert plan.batches_per_iteration == [3, 2, 4] and plan.iteration_ends == [3, 5, 8]
+    assert plan.eval_steps == [3, 5, 8]
+    config.max_steps = 4
+    plan = plan_steps(Sampler(), config)
+    assert (plan.optimizer_steps, plan.schedule_steps, plan.batches_per_iteration) == (4, 8, [3, 2])
+    assert plan.eval_steps == [3, 4]
 
 
 def test_eval_on_ema_weights_at_epoch_intervals(data, tmp_path):
@@ -226,3 +240,109 @@ def test_cli_train_then_resume_a_finished_run(data, tmp_path, monkeypatch, capsy
     assert "resuming" in capsys.readouterr().err
     assert main(["train", "tiny", f"resume={run}"]) == 2               # preset + resume: clear error
     assert "drop the preset" in capsys.readouterr().err
+
+
+# -- never losing work: checkpoint before evaluation, re-run evaluations, resume from anywhere ---------------
+
+
+def test_failing_evaluation_keeps_the_checkpoint(data, tmp_path):
+    from trmlab.checkpoints import read_checkpoint
+
+    def evaluate(trainer, step):
+        raise RuntimeError("CUDA out of memory (simulated)")
+
+    config = tiny_config(data, tmp_path / "run", epochs=2, eval_interval=1, checkpoint_every=None)
+    with pytest.raises(RuntimeError, match="simulated"):
+        Trainer(Resolved(config), progress=False, evaluate=evaluate).run()
+    step_dir = tmp_path / "run" / "checkpoints" / "step_3"  # the end of epoch 1: the first evaluation
+    assert read_checkpoint(step_dir, verify=True).manifest["step"] == 3
+
+
+def test_resume_repeats_an_evaluation_its_kill_interrupted(data, tmp_path):
+    """Killed while evaluating step 6 (checkpoint written, no eval record): resume evaluates step 6 again."""
+    calls = []
+
+    def evaluate(trainer, step):
+        calls.append(step)
+        return {"ARC/pass@1": 0.5}
+
+    config = tiny_config(data, tmp_path / "run", epochs=2, eval_interval=1, checkpoint_every=None)
+    Trainer(Resolved(config), progress=False, evaluate=evaluate).run()
+    assert calls == [3, 6]
+    metrics = tmp_path / "run" / "metrics.jsonl"
+    lines = metrics.read_text().splitlines()
+    metrics.write_text("".join(f"{line}\n" for line in lines if '"split": "eval", "ARC' not in line
+                               or json.loads(line)["step"] != 6))
+    Trainer(Resolved(config), resume=tmp_path / "run", progress=False, evaluate=evaluate).run()
+    assert calls == [3, 6, 6]
+    Trainer(Resolved(config), resume=tmp_path / "run", progress=False, evaluate=evaluate).run()
+    assert calls == [3, 6, 6], "an evaluation on record is not repeated"
+    evals = [json.loads(line)["step"] for line in metrics.read_text().splitlines()
+             if json.loads(line)["split"] == "eval"]
+    assert evals == [3, 6]
+
+
+def test_rerun_step_replaces_its_eval_directory(tmp_path):
+    """Killed after writing eval/step_4 but before checkpoints/step_4: the re-run step 4 replaces it."""
+    import shutil
+
+    from trmlab.data.synthetic import build_synthetic
+
+    build_synthetic(tmp_path / "synthetic", seed=0, families=["colour_permutation"], train_tasks=4,
+                    eval_tasks=1, canvas=4, log=lambda _: None)
+    config = tiny_config(tmp_path / "synthetic" / "trm", tmp_path / "run", max_steps=4, checkpoint_every=2,
+                         keep_last=5)
+    Trainer(Resolved(config), progress=False).run()
+    run = tmp_path / "run"
+    first = (run / "eval" / "step_4" / "metrics.json").read_bytes()
+    shutil.rmtree(run / "checkpoints" / "step_4")
+    (run / "eval" / "step_4" / "stale.txt").write_text("from the killed run")
+    Trainer(Resolved(config), resume=run, progress=False).run()
+    assert not (run / "eval" / "step_4" / "stale.txt").exists()
+    assert json.loads((run / "eval" / "step_4" / "metrics.json").read_bytes()) == json.loads(first)
+
+
+def _stub_cli_evaluation(monkeypatch):
+    import trmlab.training.evaluate as evaluate
+
+    # The tiny dataset has no ARC test set: evaluation is stubbed (covered by the evaluator's tests).
+    monkeypatch.setattr(evaluate, "check_eval_data", lambda config: None)
+    monkeypatch.setattr(evaluate, "evaluate_during_training", lambda trainer, step: {"ARC/pass@1": 0.0})
+
+
+def test_resume_from_another_directory_and_a_moved_dataset(tmp_path, monkeypatch, capsys):
+    import shutil
+
+    import yaml
+
+    from trmlab.cli import main
+
+    _stub_cli_evaluation(monkeypatch)
+    work, elsewhere = tmp_path / "work", tmp_path / "elsewhere"
+    write_tiny_dataset(work / "data")
+    write_tiny_dataset(tmp_path / "other", groups=7)  # another dataset: another fingerprint
+    elsewhere.mkdir()
+    monkeypatch.chdir(work)
+    words = ["train", "tiny", "data_paths=[data]", "run_dir=run", "device=cpu", "global_batch_size=4",
+             "max_steps=4", "checkpoint_every=2", "keep_last=5", "--no-progress"]
+    assert main(words) == 0
+    run = work / "run"
+    stored = yaml.safe_load((run / "config.yaml").read_text())
+    assert stored["config"]["data_paths"] == [str(work / "data")]
+    assert stored["provenance"]["data_paths"] == "command line; given as [data]"
+    shutil.rmtree(run / "checkpoints" / "step_4")
+
+    monkeypatch.chdir(elsewhere)  # "data" means nothing here
+    assert main(["train", f"resume={run}"]) == 0
+    assert "resuming" in capsys.readouterr().err
+    assert (run / "checkpoints" / "step_4" / "manifest.json").is_file()
+
+    shutil.move(work / "data", tmp_path / "moved")
+    shutil.rmtree(run / "checkpoints" / "step_4")
+    assert main(["train", f"resume={run}"]) == 2
+    assert "if the dataset moved, resume with data_paths=" in capsys.readouterr().err
+    assert main(["train", f"resume={run}", f"data_paths=[{tmp_path / 'other'}]"]) == 2
+    err = capsys.readouterr().err
+    assert "fingerprint" in err and "step_3" in err and err.count("\n") == 1
+    assert main(["train", f"resume={run}", "data_paths=[../moved]"]) == 0
+    assert (run / "checkpoints" / "step_4" / "manifest.json").is_file()

@@ -9,8 +9,11 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import io
+import os
 import sys
 
+from trmlab import __version__
 from trmlab.errors import TrmlabError
 
 # Order = the pipeline: config → data → models/checkpoints → training → evaluation → reports.
@@ -23,31 +26,78 @@ SUBCOMMAND_MODULES = (
     "trmlab.reports.cli",      # report
 )
 
+# The module registering each command: `trmlab <command> ...` imports only that one (so the data commands
+# never load the config machinery); `trmlab --help` and names not listed import them all.
+# tests/test_cli.py checks this table against what the modules register.
+COMMAND_MODULES = {
+    "config": "trmlab.config.cli", "data": "trmlab.data.cli", "checkpoint": "trmlab.interop.cli",
+    "train": "trmlab.training.cli", "adapt": "trmlab.training.cli", "demo": "trmlab.training.cli",
+    "eval": "trmlab.evaluation.cli", "score": "trmlab.evaluation.cli", "report": "trmlab.reports.cli",
+}
 
-def build_parser() -> argparse.ArgumentParser:
+
+def build_parser(command: str | None = None) -> argparse.ArgumentParser:
+    """The ``trmlab`` parser; with a known ``command``, only the module registering it is imported."""
     parser = argparse.ArgumentParser(
         prog="trmlab",
         description="Train, evaluate and transfer Tiny Recursive Models (TRM, ETRM, ETRMTRM) on ARC-AGI.",
         epilog="Run `trmlab <command> --help` for each command. `python -m trmlab` works the same "
         "(use it under torchrun).",
     )
+    parser.add_argument("--version", action="version", version=f"trmlab {__version__}")
     subparsers = parser.add_subparsers(dest="command", metavar="<command>")
-    for module_name in SUBCOMMAND_MODULES:
+    modules = [COMMAND_MODULES[command]] if command in COMMAND_MODULES else SUBCOMMAND_MODULES
+    for module_name in modules:
         importlib.import_module(module_name).register(subparsers)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = build_parser()
+    """Run one ``trmlab`` command; every failure ends as one line on stderr and a non-zero exit code.
+
+    Exit codes: 2 bad input (a :class:`TrmlabError`), 1 another operating-system error (named with its
+    path), 130 interrupted (Ctrl-C outside the training loop, which handles its own signals), 141 stdout
+    closed by its reader (``trmlab ... | head``: quiet, like any Unix tool killed by SIGPIPE).
+    """
+    try:
+        try:
+            return _dispatch(argv)
+        finally:
+            sys.stdout.flush()  # a closed pipe shows up here when the output fitted in the buffer
+    except TrmlabError as error:
+        return _fail(str(error), 2)
+    except KeyboardInterrupt:
+        return _fail("interrupted", 130)
+    except BrokenPipeError:
+        _discard_stdout()
+        return 141
+    except OSError as error:
+        where = f"{error.filename}: " if error.filename else ""
+        return _fail(f"{where}{error.strerror or error}", 1)
+
+
+def _dispatch(argv: list[str] | None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    parser = build_parser(argv[0] if argv else None)
     args = parser.parse_args(argv)
     if not getattr(args, "func", None):
         parser.print_help()
         return 2
+    return int(args.func(args) or 0)
+
+
+def _fail(message: str, code: int) -> int:
+    print(f"trmlab: error: {message}", file=sys.stderr)
+    return code
+
+
+def _discard_stdout() -> None:
+    # Python flushes stdout again at exit; pointing it at /dev/null keeps that flush from failing loudly.
     try:
-        return int(args.func(args) or 0)
-    except TrmlabError as error:
-        print(f"trmlab: error: {error}", file=sys.stderr)
-        return 2
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+    except (OSError, ValueError, io.UnsupportedOperation):
+        pass  # stdout is not a real file (a test's capture): nothing will flush it at exit
 
 
 if __name__ == "__main__":

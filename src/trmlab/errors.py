@@ -3,6 +3,8 @@
 Every message names the file, key, task or tensor at fault and says what to do.
 """
 
+import errno
+
 
 class TrmlabError(Exception):
     """Base class of every error trmlab raises for bad input."""
@@ -18,3 +20,35 @@ class DataError(TrmlabError, ValueError):
 
 class CheckpointError(TrmlabError, ValueError):
     """A checkpoint is unreadable, corrupt, unsafe or does not match the requested model."""
+
+
+class OutputError(TrmlabError):
+    """Writing an output failed: a read-only or full disk, or a file where a directory belongs."""
+
+
+_WRITE_HINTS = {
+    errno.ENOSPC: "free some space or write elsewhere",
+    errno.EDQUOT: "free some space or write elsewhere",
+    errno.EACCES: "choose a directory you can write to",
+    errno.EPERM: "choose a directory you can write to",
+    errno.EROFS: "choose a directory on a writable file system",
+    errno.ENOTDIR: "a part of the path is a file, not a directory; choose another path",
+    errno.EEXIST: "a file is in the way; choose another path",
+}
+
+
+def not_utf8(path: object, error: UnicodeDecodeError) -> str:
+    """The message for a text file that is not UTF-8 (JSON and YAML inputs must be)."""
+    return (f"{path}: not UTF-8 text (byte 0x{error.object[error.start]:02x} at offset {error.start}); "
+            f"save the file as UTF-8")
+
+
+def write_failure(target: str, error: OSError, *, cleaned: bool = True) -> OutputError:
+    """The one-line error for an OSError raised while writing ``target`` (a file or directory, as named
+    to the user, e.g. ``--output-dir data/x``): the cause, the file it happened on, what to do, and
+    whether partial output was removed."""
+    cause = error.strerror or str(error) or type(error).__name__
+    where = f" ({error.filename})" if error.filename and str(error.filename) not in target else ""
+    hint = _WRITE_HINTS.get(error.errno or -1, "check the path and try again")
+    cleanup = "; partial output was removed" if cleaned else ""
+    return OutputError(f"{target}: cannot write: {cause}{where}; {hint}{cleanup}")

@@ -113,7 +113,7 @@ def write_checkpoint(directory: str | Path, parts: Mapping[str, Part],
     try:
         files, tensors = {}, {}
         for name, part in parts.items():
-            if "/" in name or name.startswith("."):
+            if not _is_plain_file_name(name):
                 raise CheckpointError(f"checkpoint part name {name!r} must be a plain file name")
             table = _write_part(tmp / name, name, part)
             files[name] = {"sha256": _sha256(tmp / name), "bytes": (tmp / name).stat().st_size}
@@ -129,6 +129,12 @@ def write_checkpoint(directory: str | Path, parts: Mapping[str, Part],
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return directory
+
+
+def _is_plain_file_name(name: Any) -> bool:
+    """A name inside the checkpoint directory: no directory part, not hidden (no ``..``), not the manifest."""
+    return isinstance(name, str) and bool(name) and "/" not in name and "\\" not in name \
+        and not name.startswith(".") and name != MANIFEST
 
 
 def _version() -> str:
@@ -217,6 +223,14 @@ def read_checkpoint(directory: str | Path, verify: bool = True) -> CheckpointBun
     if manifest.get("format_version", 0) > FORMAT_VERSION:
         raise CheckpointError(f"{manifest_path} has format_version {manifest['format_version']}, newer than "
                               f"this trmlab reads ({FORMAT_VERSION}); upgrade trmlab")
+    files = manifest.get("files")
+    if not isinstance(files, dict) or not all(isinstance(i, dict) and "sha256" in i for i in files.values()):
+        raise CheckpointError(f"{manifest_path}: 'files' must map file names to their sha256 and size")
+    unsafe = [name for name in files if not _is_plain_file_name(name)]
+    if unsafe:
+        # A crafted manifest must not make trmlab read (and hash) files outside the checkpoint directory.
+        raise CheckpointError(f"{manifest_path}: lists {unsafe[0]!r}, which is not a plain file name inside "
+                              "the checkpoint (a corrupt or crafted manifest); do not use this checkpoint")
     bundle = CheckpointBundle(directory, manifest)
     if verify:
         missing = [name for name in manifest["files"] if not (directory / name).is_file()]

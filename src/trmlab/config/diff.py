@@ -34,6 +34,37 @@ from trmlab.errors import ConfigError
 
 # Not a setting: a label that differs between any two presets.
 NOT_COMPARED = ("description",)
+# Where ETRM research runs drifted from the reference (etrm-reference §7, §9.1; seed
+# OFFICIAL_TRM_CONFIG_DISCREPANCY.md): key → why it matters. Shown beside a research config.
+RESEARCH_DRIFT = {
+    "arch.L_cycles": "the released TRM decoder was trained with 4; the research presets ship 6 (4 needed "
+                     "with a pretrained decoder: at 6 it computes something else), the ETRMTRM preset 4",
+    "arch.halt_exploration_prob": "0.1 in TRM and in the ETRM preset since 2026-01-21; the final research "
+                                  "runs used 0.5",
+    "global_batch_size": "the ETRM preset is 384 (256 until 2026-01-21, 128 for 4-layer encoders); TRM "
+                         "used 768",
+    "ema": "the released TRM run used EMA; the official repository's default is off",
+    "grad_clip_norm": "1.0 in the ETRM presets (the research code clipped each rank's partial gradient)",
+}
+# The pinned trmlab preset a research config of each variant is compared with.
+RESEARCH_REFERENCE_PRESETS = {"etrm": "etrm-arc1", "etrmtrm": "etrmtrm-arc1"}
+
+
+def is_research_config(config: Config) -> bool:
+    """True for the config of a research-code ETRM/ETRMTRM (read from its all_config.yaml)."""
+    return config.arch.name in RESEARCH_REFERENCE_PRESETS and config.arch.encoder_numerics == "research"
+
+
+def research_drift(config: Config) -> list[str]:
+    """One line per known drift value where a research config differs from the pinned trmlab preset."""
+    preset = RESEARCH_REFERENCE_PRESETS[config.arch.name]
+    reference = load_config(preset).config
+    lines = []
+    for key, why in RESEARCH_DRIFT.items():
+        mine, pinned = get_value(config, key), get_value(reference, key)
+        if mine != pinned:
+            lines.append(f"{key}: {format_value(mine)} here, {format_value(pinned)} in {preset} — {why}")
+    return lines
 
 
 @dataclass
@@ -97,6 +128,10 @@ def format_diff_table(sources: Mapping[str, Config] | Sequence[tuple[str, Config
         lines.append(f"| {row.key} | {kind} | " + " | ".join(cells) + f" | {'❌' if row.differs else '✅'} |")
     lines.append("")
     lines.append(_summary(rows))
+    drifted = [row for row in rows if row.differs and row.key in RESEARCH_DRIFT]
+    if drifted and any(is_research_config(config) for _, config in pairs):
+        lines += ["", "Known drift of the ETRM research runs (etrm-reference §7, §9.1):"]
+        lines += [f"- {row.key}: {RESEARCH_DRIFT[row.key]}" for row in drifted]
     lines += _unknown_lines(unknown or {})
     return "\n".join(lines)
 

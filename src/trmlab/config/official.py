@@ -91,6 +91,11 @@ def read_official_all_config(path: str | Path) -> tuple[ResolvedConfig, dict[str
         source = f"{label}:{line}"
         if key in _TOP_LEVEL_SAME:
             entries.append(_top_entry(key, value, source))
+            if key == "encoder_lr_scale" and isinstance(value, int | float) and value > 0:
+                # The research code's own encoder optimizer decays by 0.1 × weight_decay (§6.2).
+                entries.append(Entry("encoder_weight_decay_scale", 0.1,
+                                     f"{source} (official encoder_lr_scale > 0: encoder weight decay 0.1 × "
+                                     f"weight_decay)"))
         elif key in _RENAMED_TOP:
             entries.append(Entry(_RENAMED_TOP[key], value, f"{source} ({key})"))
         else:
@@ -143,6 +148,8 @@ def _map_arch(loader: Any, arch: tuple[yaml.Node, int], path: Path, label: str, 
             _map_loss(value, source, entries, unknown)
         elif key in _ARCH_SAME:
             entries.append(Entry(f"arch.{key}", value, source))
+        elif key == "encoder_qk_norm" and research_class is not None:
+            unknown[f"arch.{key} (accepted but never read by the research encoders)"] = value
         else:
             unknown[f"arch.{key}"] = value
     defaults = dict(_OFFICIAL_ARCH_DEFAULTS)

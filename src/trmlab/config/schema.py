@@ -32,7 +32,10 @@ def setting(default: Any, help: str, *, arch: bool = False, choices: tuple | Non
 
 
 MODEL_NAMES = ("trm", "etrm", "etrmtrm")
-ENCODER_TYPES = ("standard", "lpn_standard", "lpn_variational", "hybrid_standard", "hybrid_variational")
+# lpn / lpn_var: the research code's paper-faithful LPN encoders, for its checkpoints (encoder_numerics
+# research only).
+ENCODER_TYPES = ("standard", "lpn_standard", "lpn_variational", "hybrid_standard", "hybrid_variational",
+                 "lpn", "lpn_var")
 RECURRENT_ENCODER_TYPES = ("recurrent_standard", "trm_style")
 
 
@@ -73,7 +76,8 @@ class ArchConfig:
     eval_q_halting: bool = setting(False, "stop rows early at evaluation when q says halt (official: off)",
                                    arch=True)
     # Demonstration encoder (etrm, etrmtrm).
-    encoder_type: str = setting("standard", "demo encoder for etrm", arch=True, choices=ENCODER_TYPES)
+    encoder_type: str = setting("standard", "demo encoder for etrm (lpn, lpn_var: research checkpoints only, "
+                                "with encoder_numerics=research)", arch=True, choices=ENCODER_TYPES)
     encoder_num_layers: int = setting(2, "grid-encoder transformer blocks", arch=True, ge=1)
     encoder_pooling_method: str = setting("mean", "per-demo pooling over grid tokens", arch=True,
                                           choices=("mean", "attention", "weighted"))
@@ -119,6 +123,11 @@ class EvalConfig:
     global_batch_size: int | None = setting(None, "eval batch size (null = the training global_batch_size)",
                                             ge=1)
     pass_ks: list[int] = setting([1, 2, 5, 10, 100, 1000], "K values of the reported pass@K")
+    symmetry_votes: int = setting(0, "Sudoku / Maze: also vote over this many symmetric copies of each test "
+                                  "input (digit relabelling and band/stack shuffles; maze: ≤ 8 dihedral "
+                                  "transforms), reported as <Task>/vote@K beside the official metric "
+                                  "(0 = off)",
+                                  ge=0)
 
 
 @dataclass
@@ -174,6 +183,9 @@ class Config:
                                         ge=0)
     encoder_lr_scale: float = setting(1.0, "encoder learning rate = lr × this, in its own parameter group",
                                       gt=0)
+    encoder_weight_decay_scale: float = setting(
+        1.0, "encoder weight decay = weight_decay × this (etrm-reference §6.2: 0.1 when the research code's "
+        "encoder_lr_scale > 0 gives the encoder its own optimizer; 1.0 = its one-optimizer default)", ge=0)
     # Schedule of evaluation, checkpoints and logs
     eval_interval: int | None = setting(10000, "evaluate every N epochs, as in the official code "
                                         "(null = only at the end)", ge=1)

@@ -16,7 +16,7 @@ from trmlab.config.yamlio import quote_if_needed
 from trmlab.errors import ConfigError
 
 ENCODER_VARIANTS = ("etrm", "etrmtrm")
-VARIATIONAL_ENCODERS = ("lpn_variational", "hybrid_variational")
+VARIATIONAL_ENCODERS = ("lpn_variational", "hybrid_variational", "lpn_var")
 LOGGERS = ("tensorboard", "wandb")
 
 # Fields only one family of variants reads. Setting one to a non-default value for a variant that ignores it
@@ -33,6 +33,7 @@ _USED_BY: dict[str, tuple[str, ...]] = {
     "arch.encoder_norm_style": ENCODER_VARIANTS,
     "arch.encoder_qk_norm": ENCODER_VARIANTS,
     "encoder_lr_scale": ENCODER_VARIANTS,
+    "encoder_weight_decay_scale": ENCODER_VARIANTS,
     "freeze_decoder_steps": ENCODER_VARIANTS,
     "demo_sampling": ENCODER_VARIANTS,
     "arch.contrastive_weight": ENCODER_VARIANTS,
@@ -152,6 +153,10 @@ def _variant_problems(config: Config, where: _Where) -> list[str]:
         if arch.puzzle_emb_ndim != 0:
             problems.append(f"{where('arch.puzzle_emb_ndim')}: {arch.name} has no puzzle-id table (the "
                             "encoder replaces it); set arch.puzzle_emb_ndim=0")
+        if arch.encoder_type in ("lpn", "lpn_var") and arch.encoder_numerics != "research":
+            problems.append(f"{where('arch.encoder_type')}: {arch.encoder_type} exists only to load "
+                            "research checkpoints (arch.encoder_numerics=research); use lpn_standard or "
+                            "lpn_variational")
         if arch.name == "etrm" and arch.encoder_set_memory == "tokens" and arch.encoder_type != "standard":
             problems.append(f"{where('arch.encoder_set_memory')}: 'tokens' needs arch.encoder_type=standard "
                             f"(got {arch.encoder_type!r}, which pools each demo to one vector by design)")

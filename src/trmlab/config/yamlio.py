@@ -15,7 +15,7 @@ from typing import Any
 
 import yaml
 
-from trmlab.errors import ConfigError
+from trmlab.errors import ConfigError, not_utf8
 
 _BOOL_TAG = "tag:yaml.org,2002:bool"
 _FLOAT_TAG = "tag:yaml.org,2002:float"
@@ -50,6 +50,8 @@ def compose_file(path: str | Path) -> tuple[yaml.Node | None, StrictLoader]:
         text = path.read_text(encoding="utf-8")
     except OSError as error:
         raise ConfigError(f"cannot read config file {path}: {error.strerror or error}") from None
+    except UnicodeDecodeError as error:
+        raise ConfigError(f"config file {not_utf8(path, error)}") from None
     return compose_text(text, str(path))
 
 

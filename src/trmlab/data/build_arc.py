@@ -37,13 +37,11 @@ from __future__ import annotations
 import hashlib
 import json
 import operator
-import os
-import shutil
 import time
-import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -330,49 +328,55 @@ def draw_offsets(draws: LegacyDraws, group: Group, split: str, options: BuildOpt
     return rows, cols
 
 
-class _GridLayout:
-    """Flat canvas positions of a grid shape's cells and EOS cells relative to the grid's top-left corner."""
-
-    def __init__(self, h: int, w: int, canvas: int):
-        self.h, self.w = h, w
-        self.cells = (np.arange(h)[:, None] * canvas + np.arange(w)).ravel()
-        self.eos_row = h * canvas + np.arange(w)  # the row below the grid
-        self.eos_col = np.arange(h) * canvas + w  # the column right of the grid
+def _windows(block: np.ndarray, canvas: int, h: int, w: int) -> np.ndarray:
+    """Writable view [rows, canvas-h+1, canvas-w+1, h, w] of a block of flat canvases: ``[m, r, c]`` is the
+    h x w window of example m whose top-left corner is (r, c). Assigning through it with index arrays over
+    the first three axes copies whole windows (numpy loops over examples, not over cells)."""
+    rows, stride = block.shape[0], block.strides[0]
+    return np.lib.stride_tricks.as_strided(block, shape=(rows, canvas - h + 1, canvas - w + 1, h, w),
+                                           strides=(stride, canvas, 1, canvas, 1), writeable=True)
 
 
 def encode_puzzles(group: Group, split: str, puzzles: slice, rows: np.ndarray, cols: np.ndarray,
                    canvas: int, scratch: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Inputs and labels [len(puzzles) * E, canvas²] uint8 of a range of the group's puzzles (vectorised).
 
-    ``scratch`` (uint8 [2, >= rows, canvas²]) is reused for the result when given: fresh zeroed pages for
-    every block cost kernel time (page faults) and grow the peak RSS.
+    Each grid is stamped with its EOS row below and EOS column to its right (each only where it fits on the
+    canvas; the corner cell stays PAD) in one window copy per example. ``scratch`` (uint8 [2, >= rows,
+    canvas²]) is reused for the result when given: fresh zeroed pages for every block cost kernel time (page
+    faults) and grow the peak RSS.
     """
     pairs = group.splits[split]
     n = len(pairs)
-    size = canvas * canvas
     transforms = group.transforms[puzzles]
     luts = group.colour_maps[puzzles] + np.uint8(fmt.COLOR_OFFSET)  # colour → token, per puzzle
     rows, cols = rows[puzzles], cols[puzzles]
     if scratch is None:
-        scratch = np.empty((2, len(transforms) * n, size), np.uint8)
+        scratch = np.empty((2, len(transforms) * n, canvas * canvas), np.uint8)
     blocks = (scratch[0, :len(transforms) * n], scratch[1, :len(transforms) * n])
     for block in blocks:
         block.fill(fmt.PAD_ID)
-    flats = (blocks[0].reshape(-1), blocks[1].reshape(-1))
     for t in np.unique(transforms).tolist():
         members = np.nonzero(transforms == t)[0]
         member_luts = luts[members]
         for k, pair in enumerate(pairs):
             r0, c0 = rows[members, k], cols[members, k]
-            base = (members * n + k) * size + r0 * canvas + c0
-            for grid, flat in zip(pair, flats):
-                cells = np.ascontiguousarray(dihedral(grid, t))
-                layout = _GridLayout(*cells.shape, canvas)
-                flat[base[:, None] + layout.cells] = member_luts[:, cells.ravel()]
-                below = base[r0 + layout.h < canvas]
-                flat[below[:, None] + layout.eos_row] = fmt.EOS_ID
-                right = base[c0 + layout.w < canvas]
-                flat[right[:, None] + layout.eos_col] = fmt.EOS_ID
+            examples = members * n + k
+            for grid, block in zip(pair, blocks):
+                cells = dihedral(grid, t)
+                h, w = cells.shape
+                stamp = np.full((len(members), h + 1, w + 1), fmt.PAD_ID, np.uint8)
+                stamp[:, :h, :w] = member_luts[:, cells]
+                stamp[:, h, :w] = fmt.EOS_ID
+                stamp[:, :h, w] = fmt.EOS_ID
+                below, right = r0 + h < canvas, c0 + w < canvas
+                for has_row in (False, True):
+                    for has_col in (False, True):
+                        chosen = np.nonzero((below == has_row) & (right == has_col))[0]
+                        if chosen.size:
+                            hh, ww = h + has_row, w + has_col
+                            _windows(block, canvas, hh, ww)[examples[chosen], r0[chosen], c0[chosen]] = \
+                                stamp[chosen, :hh, :ww]
     return blocks
 
 
@@ -400,6 +404,48 @@ class NpyStreamWriter:
             raise RuntimeError(f"{self.path}: wrote {self.rows} rows, header says {self.shape[0]}")
 
 
+class _BlockWriter:
+    """Writes encoded (inputs, labels) blocks on a background thread while the next block is encoded.
+
+    File writes release the GIL, so the kernel's copy of ~0.3 GB per 40 tasks x 1000 augmentations overlaps
+    the encoding. Two scratch buffers alternate: a buffer is handed out again only after its write finished.
+    Used as a context manager: leaving it waits for every write and re-raises the first failure.
+    """
+
+    def __init__(self, inputs: NpyStreamWriter, labels: NpyStreamWriter, scratch_shape: tuple[int, ...]):
+        from concurrent.futures import ThreadPoolExecutor
+
+        self.inputs, self.labels = inputs, labels
+        self.scratch = [np.empty(scratch_shape, np.uint8) for _ in range(2)]
+        self.pending: list[Any] = [None, None]
+        self.turn = 0
+        self.pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="trmlab-build-write")
+
+    def free_scratch(self) -> np.ndarray:
+        """The scratch buffer for the next block (waits until its previous block is on disk)."""
+        if self.pending[self.turn] is not None:
+            self.pending[self.turn].result()
+        return self.scratch[self.turn]
+
+    def write(self, inputs: np.ndarray, labels: np.ndarray) -> None:
+        """Queue the block just encoded into :meth:`free_scratch`'s buffer."""
+        self.pending[self.turn] = self.pool.submit(self._write_both, inputs, labels)
+        self.turn = 1 - self.turn
+
+    def _write_both(self, inputs: np.ndarray, labels: np.ndarray) -> None:
+        self.inputs.write(inputs)
+        self.labels.write(labels)
+
+    def __enter__(self) -> _BlockWriter:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.pool.shutdown(wait=True)  # also on failure: no write may still run when the files close
+        for future in self.pending:
+            if future is not None and exc_info[0] is None:
+                future.result()
+
+
 def split_counts(groups: list[Group], split: str) -> SplitCounts:
     """Groups, puzzles and examples of one split (known before any array is written)."""
     return SplitCounts(groups=len(groups), puzzles=sum(g.num_puzzles for g in groups),
@@ -424,24 +470,23 @@ def write_split(draws: LegacyDraws, split_dir: Path, split: str, groups: list[Gr
         writers["group_indices"].write(np.zeros(1))
         example_end, puzzle_end = 0, 0
         scratch_rows = max([BLOCK_ROWS] + [len(g.splits[split]) for g in groups])
-        scratch = np.empty((2, scratch_rows, size), np.uint8)  # reused by every block of this split
-        for group in groups:
-            n = len(group.splits[split])
-            rows, cols = draw_offsets(draws, group, split, options)
-            step = max(1, BLOCK_ROWS // n)
-            for start in range(0, group.num_puzzles, step):
-                inputs, labels = encode_puzzles(group, split, slice(start, start + step), rows, cols,
-                                                options.canvas, scratch)
-                writers["inputs"].write(inputs)
-                writers["labels"].write(labels)
-            puzzles = group.num_puzzles
-            writers["puzzle_indices"].write(example_end + n * np.arange(1, puzzles + 1))
-            writers["puzzle_identifiers"].write(group.first_id + np.arange(puzzles))
-            if encoder:
-                writers["num_demos"].write(np.full(puzzles, group.num_demos[split]))
-            example_end += n * puzzles
-            puzzle_end += puzzles
-            writers["group_indices"].write(np.array([puzzle_end]))
+        background = _BlockWriter(writers["inputs"], writers["labels"], (2, scratch_rows, size))
+        with background:
+            for group in groups:
+                n = len(group.splits[split])
+                rows, cols = draw_offsets(draws, group, split, options)
+                step = max(1, BLOCK_ROWS // n)
+                for start in range(0, group.num_puzzles, step):
+                    background.write(*encode_puzzles(group, split, slice(start, start + step), rows, cols,
+                                                     options.canvas, background.free_scratch()))
+                puzzles = group.num_puzzles
+                writers["puzzle_indices"].write(example_end + n * np.arange(1, puzzles + 1))
+                writers["puzzle_identifiers"].write(group.first_id + np.arange(puzzles))
+                if encoder:
+                    writers["num_demos"].write(np.full(puzzles, group.num_demos[split]))
+                example_end += n * puzzles
+                puzzle_end += puzzles
+                writers["group_indices"].write(np.array([puzzle_end]))
     finally:
         for writer in writers.values():
             writer.file.close()
@@ -476,15 +521,15 @@ def write_identifiers(path: Path, groups: dict[str, list[Group]], start: int) ->
 
 
 def build_arc(options: BuildOptions, log: Callable[[str], None] = print) -> BuildSummary:
-    """Build an ARC dataset (see the module docstring). Nothing is written when ``options.count_only``."""
+    """Build an ARC dataset (see the module docstring). Nothing is written when ``options.count_only``.
+
+    The output is staged in a hidden sibling directory created before anything else (a read-only or
+    missing location fails at once) and renamed into place at the end; a failure or Ctrl-C removes it.
+    """
     started = time.perf_counter()
     validate_options(options)
-    output = Path(options.output_dir)
-    if not options.count_only:
-        check_output_dir(output, options.overwrite)
-    subsets = load_subsets(options.subsets, prefix=options.input_file_prefix, source=options.source,
-                           limits=_limits(options))
-    return build_arc_from_tasks(options, subsets, log, started)
+    return _build(options, lambda: load_subsets(options.subsets, prefix=options.input_file_prefix,
+                                                source=options.source, limits=_limits(options)), log, started)
 
 
 def build_arc_from_tasks(options: BuildOptions, subsets: list[list[ArcTask]],
@@ -492,9 +537,27 @@ def build_arc_from_tasks(options: BuildOptions, subsets: list[list[ArcTask]],
     """:func:`build_arc` on tasks already loaded (one list per ``options.subsets`` entry)."""
     started = time.perf_counter() if started is None else started
     validate_options(options)
+    return _build(options, lambda: subsets, log, started)
+
+
+def _build(options: BuildOptions, load: Callable[[], list[list[ArcTask]]], log: Callable[[str], None],
+           started: float) -> BuildSummary:
     output = Path(options.output_dir)
-    if not options.count_only:
+    if options.count_only:
+        summary = _plan_and_write(options, load(), None, log)
+    else:
         check_output_dir(output, options.overwrite)
+        with fmt.staged_directory(output, f"--output-dir {output}") as partial:
+            summary = _plan_and_write(options, load(), partial, log)
+        summary.output_dir = str(output)
+    summary.seconds = time.perf_counter() - started
+    _log_summary(summary, log)
+    return summary
+
+
+def _plan_and_write(options: BuildOptions, subsets: list[list[ArcTask]], partial: Path | None,
+                    log: Callable[[str], None]) -> BuildSummary:
+    """Plan the dataset and, unless ``partial`` is None (count only), write it into ``partial``."""
     draws = LegacyDraws(options.seed)  # np.random.seed(seed) + np.random.*, replayed exactly
     log(f"augmenting ({options.num_aug} per task, seed {options.seed}, layout {options.layout}):")
     groups, test_tasks, skipped = plan_groups(draws, subsets, options, log)
@@ -503,41 +566,15 @@ def build_arc_from_tasks(options: BuildOptions, subsets: list[list[ArcTask]],
         num_identifiers=num_identifiers, splits={s: split_counts(groups[s], s) for s in fmt.SPLITS},
         tasks_per_subset={name: len(tasks) for name, tasks in zip(options.subsets, subsets)},
         skipped_tasks=skipped, dummy_outputs=sum(t.dummy_outputs for tasks in subsets for t in tasks),
-        seconds=0.0, output_dir=None if options.count_only else str(output))
+        seconds=0.0, output_dir=None)
     if not groups["test"]:
         raise DataError(f"no test examples: test set {options.test_set_name!r} contributed no test pairs")
-    if not options.count_only:
-        _write_dataset(draws, output, groups, test_tasks, options, num_identifiers)
-    summary.seconds = time.perf_counter() - started
-    _log_summary(summary, log)
-    return summary
-
-
-def _write_dataset(draws: LegacyDraws, output: Path, groups: dict[str, list[Group]],
-                   test_tasks: list[ArcTask], options: BuildOptions, num_identifiers: int) -> None:
-    output.parent.mkdir(parents=True, exist_ok=True)
-    partial = output.parent / f".{output.name}.partial-{uuid.uuid4().hex[:8]}"
-    partial.mkdir()
-    try:
+    if partial is not None:
         for split in fmt.SPLITS:
             write_split(draws, partial / split, split, groups[split], options, num_identifiers)
         write_identifiers(partial / "identifiers.json", groups, options.puzzle_identifiers_start)
         fmt.write_json(partial / "test_puzzles.json", {task.task_id: task.raw for task in test_tasks})
-        _move_into_place(partial, output)
-    except BaseException:
-        shutil.rmtree(partial, ignore_errors=True)
-        raise
-
-
-def _move_into_place(partial: Path, output: Path) -> None:
-    # Checked again here: another process may have filled the directory meanwhile.
-    if output.exists():
-        old = output.parent / f".{output.name}.old-{uuid.uuid4().hex[:8]}"
-        os.rename(output, old)
-        os.rename(partial, output)
-        shutil.rmtree(old)
-    else:
-        os.rename(partial, output)
+    return summary
 
 
 def _log_summary(summary: BuildSummary, log: Callable[[str], None]) -> None:

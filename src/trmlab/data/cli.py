@@ -14,7 +14,10 @@ import importlib
 # One entry per ``trmlab data`` subcommand, in help order.
 DATA_COMMAND_MODULES = (
     "trmlab.data.cli",            # build-arc (register_data_command below)
+    "trmlab.data.puzzle_cli",     # build-sudoku, build-maze
     "trmlab.data.synthetic",      # build-synthetic
+    "trmlab.data.generate_sudoku",  # generate-sudoku
+    "trmlab.data.generate_maze",  # generate-maze
     "trmlab.data.inspect_cli",    # inspect
 )
 
@@ -31,7 +34,8 @@ class _HelpFormatter(argparse.RawDescriptionHelpFormatter):
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     """Add the ``data`` command group and every subcommand listed in :data:`DATA_COMMAND_MODULES`."""
-    parser = subparsers.add_parser("data", help="build and inspect datasets (ARC, synthetic)",
+    parser = subparsers.add_parser("data",
+                                   help="build, generate and inspect datasets (ARC, Sudoku, Maze, synthetic)",
                                    description="Build and inspect datasets in the official on-disk format.")
     data_subparsers = parser.add_subparsers(dest="data_command", metavar="<data command>")
     parser.set_defaults(func=lambda _args: parser.print_help() or 2)

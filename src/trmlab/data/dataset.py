@@ -4,17 +4,15 @@
 ``all__num_demos.npy``): inputs/labels memory-mapped, index arrays in RAM, later paths' identifiers offset by
 the earlier paths' counts.
 
-:class:`TrainSampler` keeps the official sampling semantics — per epoch every group once in random order, one
-augmented puzzle per group chosen uniformly (the original is one of the choices), ``m = min(n_examples,
-remaining)`` of its examples drawn without replacement (the rest of that puzzle is dropped), global batches
-filled in group order, a short last batch dropped — but every draw comes from explicitly seeded numpy Philox
-generators (the official code draws the examples from numpy's unseeded global RNG). Two streams make the
-position cheap:
-
-- the *plan* stream of epoch ``e`` (``SeedSequence([seed, e, 0])``) draws the group order and each group's
-  puzzle; from those alone the batch boundaries (hence :meth:`TrainSampler.batches_per_epoch`) follow exactly;
-- the *example* stream of batch ``b`` of epoch ``e`` (``SeedSequence([seed, e, 1, b])``) draws the examples of
-  the puzzles in that batch, so any batch can be rebuilt without replaying the ones before it (resume).
+:class:`TrainSampler` reproduces the official trainer's step plan: an *iteration* is ``eval_interval`` epochs;
+iteration ``k`` (per data path, counted from 1 over the run) draws from ``Generator(Philox(seed + k))`` the
+concatenation of ``eval_interval`` group permutations and one augmented puzzle per group (the original is one
+of the choices); ``m = min(n_items, remaining)`` items of each puzzle are packed into global batches along the
+whole iteration (the rest of that puzzle is dropped) and only the iteration's short last batch is dropped. The
+batch boundaries, hence :meth:`TrainSampler.batches_per_iteration`, follow from those draws alone. Which items
+of a puzzle are taken (the official code: numpy's unseeded global RNG) comes from a stream seeded by
+``SeedSequence([seed, iteration, 1, batch])``, so any batch can be rebuilt without replaying the ones before
+it (resume).
 
 In the encoder layout the items are queries (examples after a puzzle's ``num_demos`` demonstrations); puzzles
 without queries add nothing; each item carries its puzzle's first ``max_demos`` demos.
@@ -23,16 +21,17 @@ without queries add nothing; each item carries its puzzle's first ``max_demos`` 
 from __future__ import annotations
 
 import hashlib
-import json
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import torch
 
-from trmlab.data.format import IGNORE_LABEL, SPLITS, array_path, read_dataset_json
+if TYPE_CHECKING:  # torch is imported where batches are made: reading a dataset (data inspect) needs none
+    import torch
+
+from trmlab.data.format import IGNORE_LABEL, SPLITS, array_path, read_dataset_json, read_json
 from trmlab.errors import ConfigError, DataError
 
 ENCODER_LAYOUT = "encoder"
@@ -171,7 +170,10 @@ class ArcDataset:
         """Global index arrays; identifiers of later paths are offset by the earlier paths' counts."""
         ids, puzzles, groups, demos = [], [np.zeros(1, np.int64)], [np.zeros(1, np.int64)], []
         example_starts, id_offset, ex_offset, pz_offset = [], 0, 0, 0
+        self.group_ranges: list[tuple[int, int]] = []  # per path: its (first, end) global group ids
         for part in self._parts:
+            first_group = self.group_ranges[-1][1] if self.group_ranges else 0
+            self.group_ranges.append((first_group, first_group + part.group_indices.size - 1))
             ids.append(part.puzzle_identifiers + id_offset)
             puzzles.append(part.puzzle_indices[1:] + ex_offset)
             groups.append(part.group_indices[1:] + pz_offset)
@@ -247,7 +249,7 @@ class ArcDataset:
             if not path.is_file():
                 raise DataError(f"{path}: missing; it maps puzzle identifiers to task names "
                                 f"(rebuild the dataset)")
-            part_names = json.loads(path.read_text())
+            part_names = read_json(path)
             expected = int(part.meta["num_puzzle_identifiers"])
             if not isinstance(part_names, list) or len(part_names) != expected:
                 raise DataError(f"{path}: expected a list of {expected} names (num_puzzle_identifiers in "
@@ -278,6 +280,8 @@ def collate_items(dataset: ArcDataset, examples: np.ndarray, puzzles: np.ndarray
     and puzzle entries are ignored). ``leave_one_out`` (encoder layout): an item's demos are the other
     examples of its puzzle instead of the puzzle's demos (see :func:`demo_examples`).
     """
+    import torch
+
     if real is None:
         real = np.ones(examples.size, dtype=bool)
     size = examples.size
@@ -320,6 +324,8 @@ def demo_examples(dataset: ArcDataset, examples: np.ndarray, puzzles: np.ndarray
 def _collate_demos(dataset: ArcDataset, examples: np.ndarray, puzzles: np.ndarray, real: np.ndarray,
                    max_demos: int, leave_one_out: bool) -> dict[str, torch.Tensor]:
     """demo_inputs/demo_labels int32 [B, max_demos, seq_len] (PAD-filled, raw labels), demo_mask bool."""
+    import torch
+
     size = puzzles.size
     indices, mask = demo_examples(dataset, examples, puzzles, real, max_demos, leave_one_out)
     chosen = indices[mask]
@@ -356,10 +362,13 @@ _collate = collate_items  # the earlier private name (trmlab.evaluation imports 
 
 # -- training ------------------------------------------------------------------------------------------------
 @dataclass
-class _EpochPlan:
-    """An epoch's group-level draws: puzzle per position in group order, and each batch's position range."""
+class _IterationPlan:
+    """An iteration's group-level draws: the puzzle at each position of its walk, and each batch's positions.
 
-    puzzles: np.ndarray      # [num_groups] chosen puzzle of the group at each position of the epoch's order
+    With several data paths the walks of the paths (one pass each) are concatenated; no batch spans two.
+    """
+
+    puzzles: np.ndarray       # chosen puzzle at each position of the walk
     batch_starts: np.ndarray  # [n_batches] first position of each batch
     batch_ends: np.ndarray    # [n_batches] last position (inclusive; its puzzle may be truncated)
 
@@ -368,17 +377,44 @@ def _generator(*words: int) -> np.random.Generator:
     return np.random.Generator(np.random.Philox(np.random.SeedSequence(list(words))))
 
 
-class TrainSampler:
-    """Seeded, resumable, rank-sharded training batches with the official sampling semantics.
+def _pack(sizes: np.ndarray, global_batch_size: int) -> tuple[np.ndarray, np.ndarray]:
+    """(first, last position) of each full batch packed from items per position; the short rest is dropped.
 
-    ``batches_per_epoch(epoch)`` is exact and computed before iterating (indices only). ``iter_epoch(epoch)``
+    A batch starting at position p fills at the first j with cumulative[j+1] − cumulative[p] ≥ B; the
+    puzzle at j gives only what still fits (the rest of it is dropped) and the next batch starts at j + 1.
+    """
+    cumulative = np.concatenate([[0], np.cumsum(sizes)])
+    # The next batch's start for a batch starting at each position (vectorised); then follow the chain.
+    following = np.searchsorted(cumulative, cumulative[:-1] + global_batch_size)
+    starts, position, end = [], 0, sizes.size
+    while position < end and following[position] <= end:  # one step per batch, not per position
+        starts.append(position)
+        position = int(following[position])
+    first = np.asarray(starts, np.int64)
+    return first, following[first].astype(np.int64) - 1
+
+
+class TrainSampler:
+    """Seeded, resumable, rank-sharded training batches with the official trainer's step plan.
+
+    An *iteration* (index 0, 1, …) covers ``epochs_per_iteration`` epochs (the official ``eval_interval``).
+    For each data path in turn (one *pass*), the official loader's pass counter ``k`` (1, 2, … over the run,
+    one per path per iteration) seeds ``numpy Generator(Philox(seed + k))``; the group order is the
+    concatenation of ``epochs_per_iteration`` independent permutations of the path's groups, then one puzzle
+    per group by ``rng.integers`` (the original is one of the choices). Global batches are packed along the
+    whole pass, ``m = min(items, remaining)`` items of each puzzle (the rest of it is dropped), and only the
+    pass's short last batch is dropped. Which items of a puzzle are taken (the official code: numpy's
+    unseeded global RNG) comes from a stream seeded by ``(seed, iteration, batch)``, so any batch can be
+    rebuilt without replaying the ones before it (resume).
+
+    ``batches_per_iteration(i)`` is exact and computed before iterating (indices only). ``iter_iteration(i)``
     yields this rank's local batches; after ``load_state_dict(state)`` it continues with exactly the batches
     an uninterrupted run would have produced next. ``max_groups`` restricts training to the first K groups.
     """
 
     def __init__(self, dataset: ArcDataset, global_batch_size: int, seed: int, rank: int = 0,
                  world_size: int = 1, max_demos: int = 10, max_groups: int | None = None,
-                 leave_one_out: bool = False) -> None:
+                 leave_one_out: bool = False, epochs_per_iteration: int = 1) -> None:
         self._rows = _local_rows(global_batch_size, rank, world_size)
         _check_max_demos(dataset, max_demos)
         if leave_one_out and dataset.layout != ENCODER_LAYOUT:
@@ -387,6 +423,8 @@ class TrainSampler:
                               f"data with --layout encoder)")
         if not isinstance(seed, int) or seed < 0:
             raise ConfigError(f"seed must be a non-negative integer for the sampler, got {seed!r}")
+        if epochs_per_iteration < 1:
+            raise ConfigError(f"epochs per iteration (eval_interval) must be ≥ 1, got {epochs_per_iteration}")
         num_groups = dataset.total_groups
         if max_groups is not None:
             if max_groups < 1:
@@ -401,63 +439,80 @@ class TrainSampler:
         self.rank, self.world_size = rank, world_size
         self.max_demos, self.leave_one_out = max_demos, leave_one_out
         self.num_groups = num_groups
+        self.epochs_per_iteration = epochs_per_iteration
+        # Each path's groups (global ids), cut at max_groups; the pass counter counts every path.
+        self._passes = [(first, min(end, num_groups)) for first, end in dataset.group_ranges]
         self._item_counts = dataset.item_counts(leave_one_out)
         self._item_starts = dataset.item_starts(leave_one_out)
-        # An epoch takes one puzzle per group: if even the largest puzzles cannot fill a batch, no epoch can.
+        # An epoch takes one puzzle per group: if even the largest puzzles cannot fill a batch in an
+        # iteration, no iteration can.
         largest = np.maximum.reduceat(self._item_counts, dataset.group_indices[:num_groups]) \
             if num_groups and self._item_counts.size else np.zeros(0, np.int64)
-        if largest.sum() < global_batch_size:
-            raise DataError(f"{[str(p) for p in dataset.paths]}: one epoch of the {num_groups} training "
-                            f"groups holds at most {int(largest.sum())} items, less than one global batch "
+        if largest.sum() * epochs_per_iteration < global_batch_size:
+            raise DataError(f"{[str(p) for p in dataset.paths]}: an iteration ({epochs_per_iteration} "
+                            f"epoch(s)) of the {num_groups} training groups holds at most "
+                            f"{int(largest.sum()) * epochs_per_iteration} items, less than one global batch "
                             f"({global_batch_size}); lower global_batch_size")
-        self._plans: dict[int, _EpochPlan] = {}
-        self._epoch, self._batch = 0, 0
+        self._plans: dict[int, _IterationPlan] = {}
+        self._iteration, self._batch = 0, 0
 
     # -- plan ----------------------------------------------------------------------------------------------
-    def _plan(self, epoch: int) -> _EpochPlan:
-        if epoch < 0:
-            raise ConfigError(f"epoch must be ≥ 0, got {epoch}")
-        if epoch not in self._plans:
-            if len(self._plans) >= 4:  # keep the few most recent: training moves forward epoch by epoch
+    def _plan(self, iteration: int) -> _IterationPlan:
+        if iteration < 0:
+            raise ConfigError(f"iteration must be ≥ 0, got {iteration}")
+        if iteration not in self._plans:
+            if len(self._plans) >= 2:  # training moves forward iteration by iteration; plans can be large
                 self._plans.pop(next(iter(self._plans)))
-            self._plans[epoch] = self._make_plan(epoch)
-        return self._plans[epoch]
+            self._plans[iteration] = self._make_plan(iteration)
+        return self._plans[iteration]
 
-    def _make_plan(self, epoch: int) -> _EpochPlan:
-        rng = _generator(self.seed, epoch, 0)
-        order = rng.permutation(self.num_groups)
-        starts, ends = self.dataset.group_indices[order], self.dataset.group_indices[order + 1]
-        puzzles = rng.integers(starts, ends)  # one puzzle per group, uniformly, the original included
-        sizes = self._item_counts[puzzles]
-        cumulative = np.concatenate([[0], np.cumsum(sizes)])
-        # From start position p a batch fills at the first j with cumulative[j+1] − cumulative[p] ≥ B;
-        # j = len(order) means the rest of the epoch cannot fill it (the short last batch is dropped).
-        batch_starts, batch_ends, position = [], [], 0
-        while position < order.size:
-            fill = int(np.searchsorted(cumulative, cumulative[position] + self.global_batch_size)) - 1
-            if fill >= order.size:
-                break
-            batch_starts.append(position)
-            batch_ends.append(fill)
-            position = fill + 1
-        return _EpochPlan(puzzles, np.asarray(batch_starts, np.int64), np.asarray(batch_ends, np.int64))
+    def _make_plan(self, iteration: int) -> _IterationPlan:
+        puzzles, starts, ends, offset = [], [], [], 0
+        for index, (first, end) in enumerate(self._passes):
+            if end <= first:
+                continue  # this path's groups are all beyond max_train_groups
+            counter = iteration * len(self._passes) + index + 1  # the official loader's self._iters
+            rng = np.random.Generator(np.random.Philox(self.seed + counter))
+            order = first + np.concatenate([rng.permutation(end - first)
+                                            for _ in range(self.epochs_per_iteration)])
+            groups = self.dataset.group_indices
+            chosen = rng.integers(groups[order], groups[order + 1])  # one puzzle per group, original included
+            batch_starts, batch_ends = _pack(self._item_counts[chosen], self.global_batch_size)
+            puzzles.append(chosen)
+            starts.append(batch_starts + offset)
+            ends.append(batch_ends + offset)
+            offset += chosen.size
+        empty = np.zeros(0, np.int64)
+        return _IterationPlan(np.concatenate(puzzles or [empty]), np.concatenate(starts or [empty]),
+                              np.concatenate(ends or [empty]))
 
-    def batches_per_epoch(self, epoch: int) -> int:
-        """Exact number of batches of ``epoch`` (the short last batch is dropped)."""
-        return int(self._plan(epoch).batch_starts.size)
+    def estimated_batches(self, epochs: int) -> int:
+        """The official trainer's step estimate ``int(epochs × groups × mean items per puzzle / batch)``.
 
-    def total_batches(self, epochs: int) -> int:
-        """Exact number of batches (= optimizer steps) in epochs 0..epochs−1."""
-        total = 0
-        for epoch in range(epochs):
-            total += self._make_plan(epoch).batch_starts.size if epoch not in self._plans \
-                else self._plans[epoch].batch_starts.size
-        return total
+        With every group of official-layout data this is exactly the official ``total_steps`` (the
+        ``mean_puzzle_examples`` of the paths' dataset.json, weighted by their puzzle counts); otherwise the
+        same formula over the items trained (queries in the encoder layout; the first ``max_train_groups``).
+        """
+        dataset = self.dataset
+        if dataset.layout == OFFICIAL_LAYOUT and self.num_groups == dataset.total_groups:
+            mean, total = 0.0, 0
+            for part in dataset._parts:  # in the official order of operations (bit-identical float)
+                mean += part.meta["mean_puzzle_examples"] * part.meta["total_puzzles"]
+                total += part.meta["total_puzzles"]
+            mean = mean / total
+        else:
+            puzzles = int(dataset.group_indices[self.num_groups])
+            mean = float(self._item_counts[:puzzles].sum()) / max(puzzles, 1)
+        return int(epochs * self.num_groups * mean / self.global_batch_size)
 
-    def global_items(self, epoch: int, batch: int) -> tuple[np.ndarray, np.ndarray]:
-        """(example index, puzzle index) of the global batch ``batch`` of ``epoch``, all ranks' rows."""
-        plan = self._plan(epoch)
-        rng = _generator(self.seed, epoch, 1, batch)
+    def batches_per_iteration(self, iteration: int) -> int:
+        """Exact number of batches of ``iteration`` (each pass's short last batch is dropped)."""
+        return int(self._plan(iteration).batch_starts.size)
+
+    def global_items(self, iteration: int, batch: int) -> tuple[np.ndarray, np.ndarray]:
+        """(item index, puzzle index) of global batch ``batch`` of ``iteration``, all ranks' rows."""
+        plan = self._plan(iteration)
+        rng = _generator(self.seed, iteration, 1, batch)
         examples, puzzles, remaining = [], [], self.global_batch_size
         for puzzle in plan.puzzles[plan.batch_starts[batch]: plan.batch_ends[batch] + 1]:
             count = int(self._item_counts[puzzle])
@@ -469,40 +524,50 @@ class TrainSampler:
             remaining -= take
         return np.concatenate(examples), np.concatenate(puzzles)
 
-    def make_batch(self, epoch: int, batch: int) -> dict[str, torch.Tensor]:
-        """This rank's rows of global batch ``batch`` of ``epoch``."""
-        examples, puzzles = self.global_items(epoch, batch)
+    def make_batch(self, iteration: int, batch: int) -> dict[str, torch.Tensor]:
+        """This rank's rows of global batch ``batch`` of ``iteration``."""
+        examples, puzzles = self.global_items(iteration, batch)
         return collate_items(self.dataset, examples[self._rows], puzzles[self._rows], self.max_demos,
                              leave_one_out=self.leave_one_out)
 
     # -- iteration and position ------------------------------------------------------------------------------
-    def iter_epoch(self, epoch: int) -> Iterator[dict[str, torch.Tensor]]:
-        """This rank's batches of ``epoch``, from the resumed position if ``epoch`` is the current one."""
-        first = self._batch if epoch == self._epoch else 0
-        count = self.batches_per_epoch(epoch)
+    def iter_iteration(self, iteration: int) -> Iterator[dict[str, torch.Tensor]]:
+        """This rank's batches of ``iteration``, from the resumed position if it is the current one."""
+        first = self._batch if iteration == self._iteration else 0
+        count = self.batches_per_iteration(iteration)
         for batch in range(first, count):
-            result = self.make_batch(epoch, batch)
+            result = self.make_batch(iteration, batch)
             # The position names the next batch to produce: a checkpoint taken after this step resumes there.
-            self._epoch, self._batch = (epoch, batch + 1) if batch + 1 < count else (epoch + 1, 0)
+            self._iteration, self._batch = (iteration, batch + 1) if batch + 1 < count else (iteration + 1, 0)
             yield result
 
     def state_dict(self) -> dict[str, int]:
-        """Position of the next batch: ``{"epoch", "batch_in_epoch"}``."""
-        return {"epoch": self._epoch, "batch_in_epoch": self._batch}
+        """Position of the next batch: ``{"iteration", "batch_in_iteration", "epochs_per_iteration"}``."""
+        return {"iteration": self._iteration, "batch_in_iteration": self._batch,
+                "epochs_per_iteration": self.epochs_per_iteration}
 
     def load_state_dict(self, state: dict[str, int]) -> None:
         """Resume at a position from :meth:`state_dict`."""
+        if isinstance(state, dict) and "epoch" in state:
+            raise ConfigError("the checkpoint's sampler position is per epoch: it was written by a trmlab "
+                              "before the official step plan (batches packed per eval_interval iteration), "
+                              "so it cannot be resumed exactly; start a new run (init_from=<that checkpoint> "
+                              "keeps its weights)")
         try:
-            epoch, batch = int(state["epoch"]), int(state["batch_in_epoch"])
+            iteration, batch = int(state["iteration"]), int(state["batch_in_iteration"])
+            epochs = int(state["epochs_per_iteration"])
         except (KeyError, TypeError, ValueError):
-            raise ConfigError(f"sampler state must hold integer 'epoch' and 'batch_in_epoch', "
-                              f"got {state!r}") from None
-        if epoch < 0 or not 0 <= batch <= self.batches_per_epoch(epoch):
-            raise ConfigError(f"sampler state {state!r} is outside epoch {epoch}'s "
-                              f"{self.batches_per_epoch(max(epoch, 0))} batches (different data or batch "
-                              f"size?)")
-        finished = batch == self.batches_per_epoch(epoch)
-        self._epoch, self._batch = (epoch + 1, 0) if finished else (epoch, batch)
+            raise ConfigError(f"sampler state must hold integer 'iteration', 'batch_in_iteration' and "
+                              f"'epochs_per_iteration', got {state!r}") from None
+        if epochs != self.epochs_per_iteration:
+            raise ConfigError(f"the checkpoint's iterations have {epochs} epoch(s) but eval_interval now "
+                              f"gives {self.epochs_per_iteration}; eval_interval must not change on resume")
+        if iteration < 0 or not 0 <= batch <= self.batches_per_iteration(iteration):
+            raise ConfigError(f"sampler state {state!r} is outside iteration {iteration}'s "
+                              f"{self.batches_per_iteration(max(iteration, 0))} batches (different data or "
+                              f"batch size?)")
+        finished = batch == self.batches_per_iteration(iteration)
+        self._iteration, self._batch = (iteration + 1, 0) if finished else (iteration, batch)
 
 
 # -- evaluation ----------------------------------------------------------------------------------------------
@@ -514,6 +579,8 @@ def iter_test_batches(dataset: ArcDataset, global_batch_size: int, rank: int = 0
     local batch. Besides the model inputs each batch carries ``example_indices`` int64 [B] (global example
     index of each row, −1 for padding) so the evaluator can tell rows apart.
     """
+    import torch
+
     rows = _local_rows(global_batch_size, rank, world_size)
     _check_max_demos(dataset, max_demos)
     examples, puzzles = dataset.items()

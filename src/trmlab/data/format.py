@@ -8,14 +8,19 @@ The encoder layout adds ``all__num_demos.npy`` per split and two extra ``dataset
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
+import os
+import shutil
+import uuid
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from trmlab.errors import DataError
+from trmlab.errors import DataError, not_utf8, write_failure
 
 SPLITS = ("train", "test")
 SET_NAME = "all"
@@ -79,16 +84,54 @@ def write_json(path: Path, content: Any) -> None:
         json.dump(content, f)
 
 
+def read_json(path: Path) -> Any:
+    """Parse a UTF-8 JSON file of a dataset; invalid JSON or text is a DataError naming the file."""
+    try:
+        return json.loads(Path(path).read_bytes())
+    except json.JSONDecodeError as error:
+        raise DataError(f"{path}: not valid JSON ({error})") from None
+    except UnicodeDecodeError as error:
+        raise DataError(not_utf8(path, error)) from None
+
+
+@contextlib.contextmanager
+def staged_directory(output: Path, label: str) -> Iterator[Path]:
+    """Yield an empty hidden sibling of ``output`` to write into; on success rename it into place (replacing
+    ``output``), on any failure or interrupt remove it. An OSError (read-only or full disk, a file in the
+    way) becomes one :class:`OutputError` naming ``label`` (how the user spelled the output, e.g.
+    ``--output-dir data/x``) and the cause."""
+    staging: Path | None = None
+    try:
+        output.parent.mkdir(parents=True, exist_ok=True)
+        staging = output.parent / f".{output.name}.partial-{uuid.uuid4().hex[:8]}"
+        staging.mkdir()
+        yield staging
+        _move_into_place(staging, output)
+    except OSError as error:
+        raise write_failure(label, error) from error
+    finally:
+        if staging is not None and staging.exists():
+            shutil.rmtree(staging, ignore_errors=True)
+
+
+def _move_into_place(staging: Path, output: Path) -> None:
+    # Checked here, not only before the build: another process may have filled the directory meanwhile.
+    if output.exists():
+        old = output.parent / f".{output.name}.old-{uuid.uuid4().hex[:8]}"
+        os.rename(output, old)
+        os.rename(staging, output)
+        shutil.rmtree(old)
+    else:
+        os.rename(staging, output)
+
+
 def read_dataset_json(split_dir: Path) -> dict[str, Any]:
     """Read and sanity-check one split's ``dataset.json``."""
     path = Path(split_dir) / "dataset.json"
     if not path.is_file():
         raise DataError(f"{path}: missing; a dataset split needs dataset.json (build one with "
                         f"`trmlab data build-arc`)")
-    try:
-        meta = json.loads(path.read_text())
-    except json.JSONDecodeError as error:
-        raise DataError(f"{path}: not valid JSON ({error})") from None
+    meta = read_json(path)
     for key in ("seq_len", "vocab_size", "num_puzzle_identifiers", "total_groups", "total_puzzles", "sets"):
         if key not in meta:
             raise DataError(f"{path}: key '{key}' is missing")

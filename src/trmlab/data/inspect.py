@@ -67,7 +67,7 @@ def _size_histogram(dataset, side: int, max_scan: int) -> dict[str, Any]:
 
 
 def _split_summary(root: Path, split: str, examples: int, max_scan: int) -> dict[str, Any]:
-    from trmlab.data.dataset import ArcDataset  # torch import: only when a command runs
+    from trmlab.data.dataset import ArcDataset
 
     dataset = ArcDataset([root], split)
     side = _side(dataset.seq_len, root / split / "dataset.json")

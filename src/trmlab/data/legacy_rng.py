@@ -25,6 +25,7 @@ def _mask(bound: int) -> int:
     return (1 << bound.bit_length()) - 1
 
 
+_MASKS = tuple(_mask(bound) for bound in range(256))  # rejection masks of small bounds
 # (bound, mask) of the 8 swaps of a permutation of 9 items, i = 8 .. 1.
 _PERM9_STEPS = tuple((i, _mask(i)) for i in range(8, 0, -1))
 
@@ -33,7 +34,17 @@ class LegacyDraws:
     """Exact replacement for a ``np.random.RandomState(seed)`` used only through the methods below."""
 
     def __init__(self, seed: int):
-        legacy = np.random.RandomState(seed).get_state()  # legacy seeding (not SeedSequence)
+        self._continue_from(np.random.RandomState(seed))  # legacy seeding (not SeedSequence)
+
+    @classmethod
+    def from_random_state(cls, state: np.random.RandomState) -> LegacyDraws:
+        """Continue the stream of ``state`` where it stands (e.g. after a ``state.choice`` done in C)."""
+        draws = cls.__new__(cls)
+        draws._continue_from(state)
+        return draws
+
+    def _continue_from(self, state: np.random.RandomState) -> None:
+        legacy = state.get_state()
         self.bit_generator = np.random.MT19937()
         self.bit_generator.state = {"bit_generator": "MT19937", "state": {"key": legacy[1], "pos": legacy[2]}}
         self.raw: list[int] = []
@@ -96,6 +107,50 @@ class LegacyDraws:
         self.pos = pos
         return t, perm
 
+    def sequences(self, program: tuple[int, ...], count: int) -> list[np.ndarray]:
+        """``count`` repetitions of a fixed series of legacy calls, in stream order, vectorised.
+
+        ``program`` entries: ``1 <= n <= 256`` → ``permutation(n)``, ``0`` → ``rand()``. Returns one array per
+        entry: int64 [count, n] permutations, or float64 [count] for ``rand()`` (the legacy double from two
+        words, ``((w1 >> 5) * 2**26 + (w2 >> 6)) / 2**53``).
+
+        Only the rejection loop runs in Python (it decides which word each draw takes); the accepted values
+        are collected per repetition and the Fisher-Yates swaps are applied to all repetitions at once.
+        """
+        slots = _program_slots(program)
+        plan = _slot_plan(slots)
+        values: list[int] = []
+        for _ in range(count):
+            while True:
+                self._reserve()
+                start = self.pos
+                try:
+                    self._collect_unchecked(plan, values)
+                    break
+                except IndexError:  # see augmentation(); drop this repetition's partial values and replay
+                    del values[len(values) - len(values) % len(slots):]
+                    self.pos = start
+                    self._reserve(len(self.raw) - start + _BLOCK)
+        words = np.array(values, dtype=np.int64).reshape(count, len(slots))
+        return _apply_program(program, slots, words)
+
+    def _collect_unchecked(self, plan: tuple[tuple[int, int, int], ...], values: list[int]) -> None:
+        raw, pos = self.raw, self.pos
+        for gap, mask, bound in plan:
+            if gap:  # draws that never reject take the next words as they are (masked later)
+                values += raw[pos:pos + gap]
+                pos += gap
+                if len(raw) < pos:
+                    raise IndexError
+            if mask:
+                value = raw[pos] & mask
+                pos += 1
+                while value > bound:
+                    value = raw[pos] & mask
+                    pos += 1
+                values.append(value)
+        self.pos = pos
+
     def offsets(self, n_examples: int, transforms: list[int], ranges: dict[bool, tuple[list[int], list[int]]],
                 swaps: tuple[bool, ...], translate: bool) -> tuple[list[int], list[int]]:
         """The official per-puzzle translation draws for one group (trm-reference §7.3 step 4).
@@ -151,3 +206,57 @@ class LegacyDraws:
                             pos += 1
                         out[base + k] = value
         self.pos = pos
+
+
+def _program_slots(program: tuple[int, ...]) -> tuple[tuple[int, int], ...]:
+    """(mask, bound) of every word-consuming draw of one repetition; ``rand()`` takes two full words."""
+    slots: list[tuple[int, int]] = []
+    for n in program:
+        if not 0 <= n <= 256:
+            raise ValueError(f"program entry {n}: supported are permutations of 1..256 items and 0 (rand)")
+        if n == 0:
+            slots += [(0xFFFFFFFF, 0xFFFFFFFF)] * 2
+        slots += [(_MASKS[i], i) for i in range(n - 1, 0, -1)]
+    return tuple(slots)
+
+
+def _slot_plan(slots: tuple[tuple[int, int], ...]) -> tuple[tuple[int, int, int], ...]:
+    """Group the slots as (words taken as they are, then one draw that may reject: mask, bound).
+
+    A draw whose bound is ``mask`` itself never rejects; a trailing group has mask 0 (nothing after the gap).
+    """
+    plan, gap = [], 0
+    for mask, bound in slots:
+        if mask == bound:
+            gap += 1
+        else:
+            plan.append((gap, mask, bound))
+            gap = 0
+    if gap:
+        plan.append((gap, 0, 0))
+    return tuple(plan)
+
+
+def _apply_program(program: tuple[int, ...], slots: tuple[tuple[int, int], ...], words: np.ndarray
+                   ) -> list[np.ndarray]:
+    """Turn the accepted words [count, slots] into the program's permutations and rand() values."""
+    masks = np.array([mask for mask, _ in slots], dtype=np.int64)
+    draws = words & masks  # never-rejecting draws were stored unmasked
+    rows = np.arange(len(words))
+    results: list[np.ndarray] = []
+    column = 0
+    for n in program:
+        if n == 0:
+            high, low = words[:, column] >> 5, words[:, column + 1] >> 6
+            results.append((high * 67108864.0 + low) / 9007199254740992.0)
+            column += 2
+            continue
+        perm = np.tile(np.arange(n, dtype=np.int64), (len(words), 1))
+        for i in range(n - 1, 0, -1):  # Fisher-Yates as numpy's legacy shuffle: swap i with j <= i
+            j = draws[:, column]
+            column += 1
+            at_j = perm[rows, j]
+            perm[rows, j] = perm[:, i]
+            perm[:, i] = at_j
+        results.append(perm)
+    return results

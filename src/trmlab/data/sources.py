@@ -22,7 +22,7 @@ from typing import Any
 
 import numpy as np
 
-from trmlab.errors import DataError
+from trmlab.errors import DataError, not_utf8
 
 PAIR_KINDS = ("train", "test")
 MAX_GRID = 30
@@ -76,6 +76,8 @@ def read_json(path: Path) -> Any:
         raise DataError(f"{path}: key {str(error)!r} appears twice; fix the file") from None
     except json.JSONDecodeError as error:
         raise DataError(f"{path}: not valid JSON ({error})") from None
+    except UnicodeDecodeError as error:
+        raise DataError(not_utf8(path, error)) from None
     except OSError as error:
         raise DataError(f"{path}: cannot read ({error.strerror})") from None
 
@@ -149,6 +151,10 @@ def validate_task(task_id: str, task: Any, subset: str, file: str) -> ArcTask:
                 raise DataError(f"{pair_where}: unknown key {extra[0]!r} (a pair has 'input' and 'output')")
             pairs[kind].append((grid_to_array(pair["input"], f"{pair_where} input"),
                                 grid_to_array(pair["output"], f"{pair_where} output")))
+    if not task["test"]:
+        # Evaluation scores a task by its test pairs (a per-task mean would divide by zero).
+        raise DataError(f"{where}: 'test' is empty (a task needs at least one test pair); add its test "
+                        f"pair(s) or remove the task")
     max_side = max(max(g.shape) for kind_pairs in pairs.values() for pair in kind_pairs for g in pair)
     return ArcTask(task_id, subset, file, pairs, task, dummies, max_side)
 

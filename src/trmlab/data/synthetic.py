@@ -16,21 +16,28 @@ A *rule instance* is a family plus its parameters; a *task* is an instance with 
   non-background cells is painted with the colour of its size.
 - ``composition`` — ``first`` then ``second`` (each a family name with its parameters).
 
+Splits: training, validation (for choosing settings) and held-out (for reporting only) tasks; the default
+families leave ``dihedral`` out (7 instances: a held-out one is a transform training never shows, i.e.
+extrapolation; ``--families dihedral ...`` builds it anyway).
+
 Guarantees: the demos determine the test outputs (colours / object sizes of a test input occur in the demos,
 and for the small enumerable families every parameter value consistent with the demos gives the same test
-output); training and held-out instances are disjoint (no held-out (family, parameters) equals a training one;
-for ``dihedral``, whose parameter space is tiny, the held-out transforms are a conjugacy class never seen in
-training, not even through augmentation). With ``--num-aug`` > 0 the augmented copies of a training task are
-conjugate instances (a translation by (1, 2) transposed is one by (2, 1); a colour permutation recoloured is
-another permutation), which for families other than ``dihedral`` can coincide with a held-out instance's
-parameters: the disjointness is that of the generated instances, before augmentation.
+output). The splits are disjoint by behaviour (:func:`behaviour`: a rule's outputs on fixed probe grids):
+no validation or held-out instance equals anything training shows — a training instance, a part of a
+training composition, or the conjugated rule x ↦ a(rule(a⁻¹(x))) of any augmented training copy (a
+translation by (1, 2) transposed is one by (2, 1); a gravity rule recoloured moves another colour) — and
+validation and held-out instances differ. Training copies that would show an evaluation instance are not
+drawn; evaluation tasks are augmented only by transforms that leave their rule unchanged (dihedral
+transforms that commute with it, relabellings of colours it does not name), so their copies show no other
+instance. Small families (translation, gravity, dihedral) reserve a sixth of their instances for each
+evaluation split; the larger ones draw evaluation instances afresh.
 
 Output (``--output-dir DIR``): ``DIR/trm`` (official TRM layout: training tasks' demos and tests in train/;
-the test split holds the test pairs of held-out tasks first, then of training tasks; held-out identifiers
-never occur in train/, so TRM has no trained embedding for them), ``DIR/encoder`` (encoder layout: held-out
-tasks are only in test/, demos first then queries), ``DIR/tasks.json`` (every task with family, parameters,
-pairs and whether it is held out) — each layout with ``identifiers.json``, ``test_puzzles.json`` and
-``synthetic.json``.
+the test split holds the test pairs of validation tasks first, then of held-out tasks, then of training
+tasks; evaluation identifiers never occur in train/, so TRM has no trained embedding for them),
+``DIR/encoder`` (encoder layout: evaluation tasks are only in test/, demos first then queries),
+``DIR/tasks.json`` (every task with family, parameters, pairs and its split) — each layout with
+``identifiers.json``, ``test_puzzles.json`` and ``synthetic.json``.
 """
 
 from __future__ import annotations
@@ -62,12 +69,13 @@ from trmlab.errors import ConfigError, DataError
 
 Grid = np.ndarray
 FAMILIES = ("colour_permutation", "dihedral", "translation", "gravity", "recolour_by_size", "composition")
+# dihedral has 7 instances: whichever is held out is a transform training never shows (extrapolation, not
+# reading a rule from demos), so it is not built unless asked for; its transforms remain composition steps.
+DEFAULT_FAMILIES = tuple(f for f in FAMILIES if f != "dihedral")
 DIRECTIONS = ("down", "up", "left", "right")
 MAX_SHIFT = 3
 MAX_OBJECT_SIZE = 4
 MIN_SIDE, MAX_SIDE = 3, 10
-# Conjugacy classes of size two in the dihedral group (ids of trm-reference §7.3); {2} (rot180) is the other.
-DIHEDRAL_CLASSES = ((1, 3), (4, 5), (6, 7))
 # Compositions: first ∘ then second. Chosen so the second rule is well defined on the first's outputs.
 COMPOSITION_PAIRS = (
     ("dihedral", "colour_permutation"), ("translation", "colour_permutation"),
@@ -166,16 +174,15 @@ def _colours(rng: np.random.Generator, count: int) -> list[int]:
     return [int(c) for c in rng.choice(np.arange(1, 10), count, replace=False)]
 
 
-def sample_params(family: str, rng: np.random.Generator, transforms: tuple[int, ...] = tuple(range(1, 8))
-                  ) -> dict[str, Any]:
-    """A random instance of ``family`` (``transforms``: the dihedral ids this split may use)."""
+def sample_params(family: str, rng: np.random.Generator) -> dict[str, Any]:
+    """A random instance of ``family``."""
     if family == "colour_permutation":
         while True:
             mapping = [0, *(int(c) + 1 for c in rng.permutation(9))]
             if mapping != list(range(10)):
                 return {"mapping": mapping}
     if family == "dihedral":
-        return {"transform": int(rng.choice(transforms))}
+        return {"transform": int(rng.integers(1, 8))}
     if family == "translation":
         while True:
             dr, dc = (int(v) for v in rng.integers(-MAX_SHIFT, MAX_SHIFT + 1, size=2))
@@ -188,15 +195,83 @@ def sample_params(family: str, rng: np.random.Generator, transforms: tuple[int, 
         return {"size_colours": {str(size): colours[size - 1] for size in range(1, MAX_OBJECT_SIZE + 1)}}
     if family == "composition":
         first, second = COMPOSITION_PAIRS[int(rng.integers(len(COMPOSITION_PAIRS)))]
-        # All 7 transforms here: a composition's instance is new through its pair of parameters.
         return {"first": {"family": first, "params": sample_params(first, rng)},
                 "second": {"family": second, "params": sample_params(second, rng)}}
     raise ConfigError(f"unknown synthetic family '{family}' (choose from {', '.join(FAMILIES)})")
 
 
-def instance_key(family: str, params: dict[str, Any]) -> str:
-    """Canonical text of a rule instance (used for the train/held-out disjointness check)."""
-    return json.dumps({"family": family, "params": params}, sort_keys=True)
+# -- behaviour of a rule instance (what disjointness compares) ---------------------------------------------
+INVERSE_DIHEDRAL = (0, 3, 2, 1, 4, 5, 6, 7)
+IDENTITY_MAPPING = tuple(range(10))
+
+
+@dataclass(frozen=True)
+class Augmentation:
+    """A dihedral transform after a colour relabelling (0 = background fixed), as the ARC builder augments."""
+
+    transform: int = 0
+    mapping: tuple[int, ...] = IDENTITY_MAPPING
+
+    def __call__(self, grid: Grid) -> Grid:
+        return dihedral(np.asarray(self.mapping, dtype=np.uint8)[grid], self.transform)
+
+    def inverse(self, grid: Grid) -> Grid:
+        return np.argsort(self.mapping).astype(np.uint8)[dihedral(grid, INVERSE_DIHEDRAL[self.transform])]
+
+    @property
+    def is_identity(self) -> bool:
+        return self.transform == 0 and self.mapping == IDENTITY_MAPPING
+
+    def puzzle_name(self, task_name: str) -> str:
+        """The augmented puzzle's name, as the ARC builder writes it (the task name for the identity)."""
+        if self.is_identity:
+            return task_name
+        return f"{task_name}|||t{self.transform}|||{''.join(str(d) for d in self.mapping)}"
+
+    @classmethod
+    def from_puzzle_name(cls, name: str) -> tuple[str, Augmentation]:
+        """(task name, augmentation) of a puzzle name written by :meth:`puzzle_name`."""
+        task, _, rest = name.partition("|||")
+        if not rest:
+            return task, cls()
+        transform, digits = rest.split("|||")
+        return task, cls(int(transform[1:]), tuple(int(d) for d in digits))
+
+
+def _probe_grids() -> list[Grid]:
+    """Fixed grids on which two rules with the same outputs count as the same instance: 7-10 cells a side
+    (so every shift in -3..3 differs on the torus), separated single-colour objects of every size 1..4 in
+    every colour 1..9 (so recolour_by_size applies and every gravity colour and size colour shows)."""
+    rng = np.random.Generator(np.random.Philox(np.random.SeedSequence([20261128, 7])))
+    shapes = ((7, 9), (9, 7), (8, 8), (10, 7), (7, 10), (9, 10), (10, 9), (8, 10))
+    grids = []
+    for index, shape in enumerate(shapes):
+        colours = [int(c) + 1 for c in rng.permutation(9)]
+        sizes = [1 + (index + k) % MAX_OBJECT_SIZE for k in range(12)]
+        grids.append(_objects_grid(rng, shape, sizes, colours))
+    return grids
+
+
+_PROBES: list[Grid] = []
+
+
+def behaviour(family: str, params: dict[str, Any], augmentation: Augmentation = Augmentation()) -> str:
+    """Digest of the rule x ↦ a(rule(a⁻¹(x))) on the probe grids: the rule an augmented copy of a task shows
+    (a = ``augmentation``; the identity gives the rule itself). Equal digests = the same instance."""
+    if not _PROBES:
+        _PROBES.extend(_probe_grids())
+    digest = hashlib.sha256()
+    for probe in _PROBES:
+        output = augmentation(apply_rule(family, params, augmentation.inverse(probe)))
+        digest.update(bytes(output.shape) + np.ascontiguousarray(output).tobytes())
+    return digest.hexdigest()
+
+
+def rules_shown(family: str, params: dict[str, Any]) -> list[tuple[str, dict[str, Any]]]:
+    """The rules a task of this instance shows: the instance and, for a composition, each of its two parts."""
+    if family != "composition":
+        return [(family, params)]
+    return [(family, params), *((p["family"], p["params"]) for p in (params["first"], params["second"]))]
 
 
 # -- random input grids --------------------------------------------------------------------------------------
@@ -218,11 +293,15 @@ def _polyomino(rng: np.random.Generator, size: int) -> list[tuple[int, int]]:
     return sorted((r - min_r, c - min_c) for r, c in cells)
 
 
-def _objects_grid(rng: np.random.Generator, shape: tuple[int, int], sizes: list[int]) -> Grid:
-    """Single-colour objects of the given sizes, never 4-adjacent to each other (so components = objects)."""
+def _objects_grid(rng: np.random.Generator, shape: tuple[int, int], sizes: list[int],
+                  colours: list[int] | None = None) -> Grid:
+    """Objects of the given sizes, never 4-adjacent to each other (so components = objects); one random colour
+    for all, or ``colours`` (object k gets colours[k % len(colours)])."""
     grid = np.zeros(shape, dtype=np.uint8)
     colour = int(rng.integers(1, 10))
-    for size in sizes:
+    for k, size in enumerate(sizes):
+        if colours:
+            colour = colours[k % len(colours)]
         cells = _polyomino(rng, size)
         height, width = max(r for r, _ in cells) + 1, max(c for _, c in cells) + 1
         if height > shape[0] or width > shape[1]:
@@ -259,7 +338,8 @@ def _input_grid(family: str, params: dict[str, Any], rng: np.random.Generator, p
 
 
 # -- determinacy ---------------------------------------------------------------------------------------------
-def _enumerate(family: str) -> list[dict[str, Any]]:
+def enumerable_instances(family: str) -> list[dict[str, Any]]:
+    """Every instance of a small family (identities included), or [] for a family too large to list."""
     if family == "dihedral":
         return [{"transform": t} for t in range(8)]
     if family == "translation":
@@ -288,7 +368,7 @@ def _step_determined(family: str, params: dict[str, Any], demos: list[tuple[Grid
         seen = set().union(*(_sizes_of(i) for i, _ in demos))
         return all(_sizes_of(t) <= seen for t in tests)
     truth = [apply_rule(family, params, t) for t in tests]
-    for candidate in _enumerate(family):
+    for candidate in enumerable_instances(family):
         consistent = all(np.array_equal(apply_rule(family, candidate, i), o) for i, o in demos)
         if consistent and any(not np.array_equal(apply_rule(family, candidate, t), y)
                               for t, y in zip(tests, truth)):
@@ -310,20 +390,25 @@ def is_determined(family: str, params: dict[str, Any], demos: list[tuple[Grid, G
 
 
 # -- tasks ---------------------------------------------------------------------------------------------------
+SPLITS = ("train", "validation", "held_out")
+
+
 @dataclass
 class SyntheticTask:
-    """One task: a rule instance with its demonstration and test pairs."""
+    """One task: a rule instance with its demonstration and test pairs, its split and its augmented copies
+    (the identity first)."""
 
     name: str
     family: str
     params: dict[str, Any]
-    held_out: bool
+    split: str
     demos: list[tuple[Grid, Grid]] = field(default_factory=list)
     tests: list[tuple[Grid, Grid]] = field(default_factory=list)
+    augmentations: list[Augmentation] = field(default_factory=lambda: [Augmentation()])
 
     def to_json(self) -> dict[str, Any]:
         pairs = lambda ps: [{"input": i.tolist(), "output": o.tolist()} for i, o in ps]  # noqa: E731
-        return {"name": self.name, "family": self.family, "params": self.params, "held_out": self.held_out,
+        return {"name": self.name, "family": self.family, "params": self.params, "split": self.split,
                 "train": pairs(self.demos), "test": pairs(self.tests)}
 
 
@@ -332,7 +417,7 @@ def _valid_pair(family: str, grid: Grid, output: Grid, max_side: int) -> bool:
     return max(output.shape) <= max_side and not (grid.shape == output.shape and np.array_equal(grid, output))
 
 
-def make_task(name: str, family: str, params: dict[str, Any], held_out: bool, rng: np.random.Generator,
+def make_task(name: str, family: str, params: dict[str, Any], split: str, rng: np.random.Generator,
               max_side: int = MAX_SIDE, attempts: int = 200) -> SyntheticTask:
     """Draw the pairs of one task until the demos determine its test outputs."""
     for _ in range(attempts):
@@ -348,62 +433,130 @@ def make_task(name: str, family: str, params: dict[str, Any], held_out: bool, rn
                 break
         demos, tests = pairs[:n_demos], pairs[n_demos:]
         if len(pairs) == n_demos + n_tests and is_determined(family, params, demos, [t for t, _ in tests]):
-            return SyntheticTask(name, family, params, held_out, demos, tests)
+            return SyntheticTask(name, family, params, split, demos, tests)
     raise DataError(f"synthetic task {name} ({family} {params}): could not draw demos that determine the "
                     f"rule in {attempts} attempts; use a larger canvas")
 
 
-def generate_tasks(seed: int, families: list[str], train_tasks: int, eval_tasks: int,
-                   max_side: int = MAX_SIDE) -> list[SyntheticTask]:
-    """Training then held-out tasks of each family (``train_tasks`` / ``eval_tasks`` per family).
+def _reserved_pools(family: str, rng: np.random.Generator) -> dict[str, list[dict[str, Any]] | None]:
+    """Instances the validation and held-out tasks draw from: a family with few instances gives each split its
+    own sixth of them (at least one), so training keeps most; a large family (None) draws afresh per task."""
+    space = [p for p in enumerable_instances(family) if p not in ({"transform": 0}, {"dr": 0, "dc": 0})]
+    if not space:
+        return {"validation": None, "held_out": None}
+    order, size = rng.permutation(len(space)), max(1, len(space) // 6)
+    return {"validation": [space[int(i)] for i in order[:size]],
+            "held_out": [space[int(i)] for i in order[size:2 * size]]}
 
-    Held-out instances never equal a training instance of the same family. For ``dihedral`` the 7
-    non-identity transforms are split: one conjugacy class of two held out (rot90/rot270, the two flips or
-    the two diagonal reflections, by seed), the other 5 for training; augmenting a task conjugates its
-    transform, so even augmented training copies never show a held-out transform.
-    Compositions draw from all 7.
+
+def _draw_instance(family: str, rng: np.random.Generator, pool: list[dict[str, Any]] | None,
+                   allowed: Callable[[str, dict[str, Any]], bool], what: str) -> dict[str, Any]:
+    for _ in range(1000):
+        params = pool[int(rng.integers(len(pool)))] if pool else sample_params(family, rng)
+        if allowed(family, params):
+            return params
+    raise DataError(f"synthetic family {family}: no {what} instance left that is disjoint from the other "
+                    f"splits; ask for fewer tasks")
+
+
+def generate_tasks(seed: int, families: list[str], train_tasks: int, eval_tasks: int,
+                   max_side: int = MAX_SIDE, val_tasks: int | None = None, num_aug: int = 0
+                   ) -> list[SyntheticTask]:
+    """Validation, held-out, then training tasks of each family (``val_tasks`` (default ``eval_tasks``),
+    ``eval_tasks``, ``train_tasks`` per family), with up to ``num_aug`` augmented copies each.
+
+    Disjoint by construction, comparing rules by their behaviour on fixed probe grids (:func:`behaviour`):
+    the validation and held-out instances differ from each other, and nothing training shows — a training
+    instance, either part of a training composition, and the conjugated rule a(rule(a⁻¹(x))) of every
+    augmented copy of those — equals a validation or held-out instance. Evaluation tasks are augmented only
+    by transforms that leave their rule unchanged (their augmented copies show the same instance); training
+    copies whose conjugated rule (or part) is an evaluation instance are not drawn.
     """
     for family in families:
         if family not in FAMILIES:
             raise ConfigError(f"unknown synthetic family '{family}' (choose from {', '.join(FAMILIES)})")
+    val_tasks = eval_tasks if val_tasks is None else val_tasks
     rng = np.random.Generator(np.random.Philox(np.random.SeedSequence([seed, 0])))
-    held_transforms = DIHEDRAL_CLASSES[int(rng.integers(len(DIHEDRAL_CLASSES)))]
-    train_transforms = tuple(t for t in range(1, 8) if t not in held_transforms)
-    tasks: list[SyntheticTask] = []
+    reserved: dict[str, str] = {}  # behaviour → evaluation split
+
+    def new_for(split: str) -> Callable[[str, dict[str, Any]], bool]:
+        return lambda family, params: reserved.get(behaviour(family, params), split) == split
+
+    def unreserved(family: str, params: dict[str, Any]) -> bool:
+        return all(behaviour(f, p) not in reserved for f, p in rules_shown(family, params))
+
+    evaluation: list[SyntheticTask] = []
     for family in families:
-        seen: set[str] = set()
+        pools = _reserved_pools(family, rng)
+        for split, count in (("validation", val_tasks), ("held_out", eval_tasks)):
+            for index in range(count):
+                params = _draw_instance(family, rng, pools[split], new_for(split), split)
+                reserved[behaviour(family, params)] = split
+                task = make_task(f"{family}-{split.replace('_', '')}-{index:04d}", family, params, split, rng,
+                                 max_side)
+                task.augmentations = _augmentations(task, num_aug, rng, rule_preserving=True)
+                evaluation.append(task)
+    training: list[SyntheticTask] = []
+    for family in families:
         for index in range(train_tasks):
-            params = sample_params(family, rng, train_transforms)
-            seen.add(instance_key(family, params))
-            tasks.append(make_task(f"{family}-train-{index:04d}", family, params, False, rng, max_side))
-        for index in range(eval_tasks):
-            for _ in range(1000):
-                params = sample_params(family, rng, held_transforms)
-                if instance_key(family, params) not in seen:
-                    break
-            else:
-                raise DataError(f"synthetic family {family}: no held-out instance left that differs from the "
-                                f"{train_tasks} training instances; ask for fewer tasks")
-            tasks.append(make_task(f"{family}-heldout-{index:04d}", family, params, True, rng, max_side))
-    return tasks
+            params = _draw_instance(family, rng, None, unreserved, "training")
+            task = make_task(f"{family}-train-{index:04d}", family, params, "train", rng, max_side)
+            task.augmentations = _augmentations(
+                task, num_aug, rng, allowed=lambda a, t=task: all(
+                    behaviour(f, p, a) not in reserved for f, p in rules_shown(t.family, t.params)))
+            training.append(task)
+    return evaluation + training
 
 
 # -- augmentation (dihedral + colour permutation of 1..9, names as in the ARC builder) ---------------------
-def _augmentations(task: SyntheticTask, num_aug: int, rng: np.random.Generator
-                   ) -> list[tuple[str, Callable[[Grid], Grid]]]:
-    """(puzzle name, grid map): the original first, then up to num_aug distinct augmented copies."""
-    result: list[tuple[str, Callable[[Grid], Grid]]] = [(task.name, lambda g: g)]
-    seen = {_task_hash(task, lambda g: g)}
+def _rule_colours(family: str, params: dict[str, Any]) -> set[int]:
+    """Colours the rule treats specially (a relabelling that fixes them leaves the rule unchanged)."""
+    if family == "colour_permutation":
+        return {c for c, m in enumerate(params["mapping"]) if c != m}
+    if family == "gravity":
+        return {params["colour"]}
+    if family == "recolour_by_size":
+        return set(params["size_colours"].values())
+    if family == "composition":
+        return _rule_colours(**params["first"]) | _rule_colours(**params["second"])
+    return set()
+
+
+def _random_augmentation(rng: np.random.Generator, task: SyntheticTask, rule_preserving: bool
+                         ) -> Augmentation:
+    """Any augmentation, or (``rule_preserving``) one drawn among those that leave the rule's colours and,
+    where it commutes with the rule, its geometry unchanged (callers still check the rule is unchanged)."""
+    transform = int(rng.integers(0, 8))
+    mapping = np.concatenate([[0], rng.permutation(np.arange(1, 10))])
+    if rule_preserving:
+        fixed = sorted(_rule_colours(task.family, task.params))
+        free = [c for c in range(1, 10) if c not in fixed]
+        mapping = np.arange(10)
+        mapping[free] = rng.permutation(free)
+    return Augmentation(transform, tuple(int(d) for d in mapping))
+
+
+def _augmentations(task: SyntheticTask, num_aug: int, rng: np.random.Generator, *,
+                   rule_preserving: bool = False, allowed: Callable[[Augmentation], bool] | None = None
+                   ) -> list[Augmentation]:
+    """The identity, then up to ``num_aug`` distinct augmented copies: with ``rule_preserving`` only those
+    whose conjugated rule is the task's own rule, otherwise those ``allowed`` accepts."""
+    own = behaviour(task.family, task.params) if rule_preserving else ""
+    result = [Augmentation()]
+    seen = {_task_hash(task, result[0])}
     for _ in range(5 * num_aug):
         if len(result) > num_aug:
             break
-        t = int(rng.integers(0, 8))
-        mapping = np.concatenate([[0], rng.permutation(np.arange(1, 10))]).astype(np.uint8)
-        transform = (lambda m, k: (lambda g: dihedral(m[g], k)))(mapping, t)
-        digest = _task_hash(task, transform)
-        if digest not in seen:
-            seen.add(digest)
-            result.append((f"{task.name}|||t{t}|||{''.join(str(int(d)) for d in mapping)}", transform))
+        augmentation = _random_augmentation(rng, task, rule_preserving)
+        digest = _task_hash(task, augmentation)
+        if digest in seen:
+            continue
+        if rule_preserving and behaviour(task.family, task.params, augmentation) != own:
+            continue
+        if allowed is not None and not allowed(augmentation):
+            continue
+        seen.add(digest)
+        result.append(augmentation)
     return result
 
 
@@ -506,79 +659,83 @@ def write_dataset(root: Path, train: list[list[PuzzleRecord]], test: list[list[P
 
 
 # -- the two layouts -----------------------------------------------------------------------------------------
-def _group(task: SyntheticTask, augmentations, pairs_of: Callable[[SyntheticTask], list], num_demos: int
+def _group(task: SyntheticTask, pairs_of: Callable[[SyntheticTask], list], num_demos: int
            ) -> list[PuzzleRecord]:
-    return [PuzzleRecord(name, [(f(i), f(o)) for i, o in pairs_of(task)], num_demos)
-            for name, f in augmentations]
+    return [PuzzleRecord(a.puzzle_name(task.name), [(a(i), a(o)) for i, o in pairs_of(task)], num_demos)
+            for a in task.augmentations]
 
 
-def build_layouts(tasks: list[SyntheticTask], output: Path, canvas: int, num_aug: int, seed: int,
-                  info: dict[str, Any]) -> None:
+def build_layouts(tasks: list[SyntheticTask], output: Path, canvas: int, seed: int, info: dict[str, Any]
+                  ) -> None:
     """Write ``output/trm``, ``output/encoder`` and ``output/tasks.json`` (``output`` must be new)."""
-    rng = np.random.Generator(np.random.Philox(np.random.SeedSequence([seed, 2])))
-    augmentations = {task.name: _augmentations(task, num_aug, rng) for task in tasks}
-    training = [t for t in tasks if not t.held_out]
-    # Held-out tasks first so `eval.max_tasks = <number held out>` scores them alone.
-    evaluated = [t for t in tasks if t.held_out] + training
+    by_split = {split: [t for t in tasks if t.split == split] for split in SPLITS}
+    training = by_split["train"]
+    # Validation first, then held out, so `eval.max_tasks = <number of validation tasks>` scores validation
+    # alone (and the sum of both, both evaluation splits).
+    evaluated = by_split["validation"] + by_split["held_out"] + training
     test_puzzles = {t.name: {"train": [{"input": i.tolist(), "output": o.tolist()} for i, o in t.demos],
                              "test": [{"input": i.tolist(), "output": o.tolist()} for i, o in t.tests]}
                     for t in evaluated}
     demos_and_tests = lambda t: t.demos + t.tests  # noqa: E731
     tests_only = lambda t: t.tests  # noqa: E731
-    trm_train = [_group(t, augmentations[t.name], demos_and_tests, 0) for t in training]
-    trm_test = [_group(t, augmentations[t.name], tests_only, 0) for t in evaluated]
+    trm_train = [_group(t, demos_and_tests, 0) for t in training]
+    trm_test = [_group(t, tests_only, 0) for t in evaluated]
     write_dataset(output / "trm", trm_train, trm_test, canvas, encoder=False, seed=seed,
                   test_puzzles=test_puzzles, info={**info, "layout": "trm", "note": TRM_NOTE})
-    enc_train = [_group(t, augmentations[t.name], demos_and_tests, len(t.demos)) for t in training]
-    enc_test = [_group(t, augmentations[t.name], demos_and_tests, len(t.demos)) for t in evaluated]
+    enc_train = [_group(t, demos_and_tests, len(t.demos)) for t in training]
+    enc_test = [_group(t, demos_and_tests, len(t.demos)) for t in evaluated]
     write_dataset(output / "encoder", enc_train, enc_test, canvas, encoder=True, seed=seed,
                   test_puzzles=test_puzzles, info={**info, "layout": "encoder", "note": ENCODER_NOTE})
     (output / "tasks.json").write_text(json.dumps({**info, "tasks": [t.to_json() for t in tasks]}) + "\n")
 
 
 TRM_NOTE = ("official TRM layout. train/: every training task's demos and test pairs (with augmentations). "
-            "test/: the test pairs of the held-out tasks (first) and of the training tasks. Held-out task "
-            "identifiers never occur in train/, so a TRM has no trained puzzle embedding for them.")
-ENCODER_NOTE = ("encoder layout: each puzzle's demos first, then its queries (all__num_demos.npy). Held-out "
-                "tasks occur only in test/ (first), followed by the training tasks (whose queries are also "
-                "in train/).")
+            "test/: the test pairs of the validation tasks (first), the held-out tasks, then the training "
+            "tasks. Validation and held-out identifiers never occur in train/, so a TRM has no trained "
+            "puzzle embedding for them.")
+ENCODER_NOTE = ("encoder layout: each puzzle's demos first, then its queries (all__num_demos.npy). "
+                "Validation and held-out tasks occur only in test/ (validation first, then held out), "
+                "followed by the training tasks (whose queries are also in train/).")
 
 
 def build_synthetic(output_dir: str | Path, seed: int = 0, families: list[str] | None = None,
                     train_tasks: int = 64, eval_tasks: int = 16, canvas: int = 10, num_aug: int = 0,
-                    overwrite: bool = False, log: Callable[[str], None] = print) -> dict[str, Any]:
-    """Generate the tasks and write both layouts atomically into ``output_dir``; returns the summary."""
-    families = list(families or FAMILIES)
+                    overwrite: bool = False, log: Callable[[str], None] = print, val_tasks: int | None = None
+                    ) -> dict[str, Any]:
+    """Generate the tasks and write both layouts atomically into ``output_dir``; returns the summary.
+    ``val_tasks`` (validation tasks per family) defaults to ``eval_tasks`` (held-out tasks per family)."""
+    families = list(families or DEFAULT_FAMILIES)
+    val_tasks = eval_tasks if val_tasks is None else val_tasks
     if len(set(families)) != len(families):
         raise ConfigError(f"--families lists a family twice: {families}")
     if not MIN_SIDE + 1 <= canvas <= 30:
         raise ConfigError(f"--canvas must be between {MIN_SIDE + 1} and 30, got {canvas}")
-    if train_tasks < 1 or eval_tasks < 1 or num_aug < 0 or seed < 0:
-        raise ConfigError("--train-tasks and --eval-tasks must be ≥ 1, --num-aug and --seed ≥ 0")
+    if train_tasks < 1 or eval_tasks < 1 or val_tasks < 1 or num_aug < 0 or seed < 0:
+        raise ConfigError("--train-tasks, --val-tasks and --eval-tasks must be ≥ 1, --num-aug and --seed ≥ 0")
     output = Path(output_dir)
     if output.exists() and any(output.iterdir()) and not overwrite:
         raise DataError(f"{output}: exists and is not empty; choose a new --output-dir or pass --overwrite")
     started = time.perf_counter()
     max_side = min(canvas, MAX_SIDE)
-    tasks = generate_tasks(seed, families, train_tasks, eval_tasks, max_side)
+    tasks = generate_tasks(seed, families, train_tasks, eval_tasks, max_side, val_tasks, num_aug)
     info = {"generator": "trmlab build-synthetic", "seed": seed, "families": families, "canvas": canvas,
-            "num_aug": num_aug, "train_tasks_per_family": train_tasks, "eval_tasks_per_family": eval_tasks,
-            "max_grid_side": max_side}
+            "num_aug": num_aug, "train_tasks_per_family": train_tasks, "val_tasks_per_family": val_tasks,
+            "eval_tasks_per_family": eval_tasks, "max_grid_side": max_side}
     output.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{output.name}.tmp-", dir=output.parent))
     try:
-        build_layouts(tasks, staging, canvas, num_aug, seed, info)
+        build_layouts(tasks, staging, canvas, seed, info)
         if output.exists():
             shutil.rmtree(output)
         os.replace(staging, output)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
-    summary = {"tasks": len(tasks), "held_out": sum(t.held_out for t in tasks),
+    summary = {"tasks": len(tasks), **{split: sum(t.split == split for t in tasks) for split in SPLITS[1:]},
                "seconds": round(time.perf_counter() - started, 2)}
     log(f"wrote {output}/trm, {output}/encoder and {output}/tasks.json: {summary['tasks']} tasks "
-        f"({summary['held_out']} held out) of {len(families)} families, canvas {canvas}, num_aug {num_aug}, "
-        f"in {summary['seconds']} s")
+        f"({summary['validation']} validation, {summary['held_out']} held out) of {len(families)} families, "
+        f"canvas {canvas}, num_aug {num_aug}, in {summary['seconds']} s")
     return summary
 
 
@@ -588,14 +745,17 @@ def register_data_command(data_subparsers: argparse._SubParsersAction) -> None:
     parser = data_subparsers.add_parser(
         "build-synthetic", help="generate few-shot tasks from rule families (a CPU-sized benchmark)",
         description="Generate ARC-style tasks from parameterised rule families and write them in the TRM "
-        "layout (DIR/trm) and the encoder layout (DIR/encoder), plus DIR/tasks.json. Held-out tasks are rule "
-        "instances that differ from every training instance.",
+        "layout (DIR/trm) and the encoder layout (DIR/encoder), plus DIR/tasks.json. Validation and held-out "
+        "tasks are rule instances that differ from everything training shows (augmented copies and "
+        "composition parts included).",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     parser.add_argument("--output-dir", required=True, help="directory to create")
     parser.add_argument("--seed", type=int, default=0, help="seed of every random draw")
-    parser.add_argument("--families", nargs="+", default=list(FAMILIES), choices=FAMILIES, metavar="FAMILY",
-                        help=f"rule families: {', '.join(FAMILIES)}")
+    parser.add_argument("--families", nargs="+", default=list(DEFAULT_FAMILIES), choices=FAMILIES,
+                        metavar="FAMILY", help=f"rule families: {', '.join(FAMILIES)}")
     parser.add_argument("--train-tasks", type=int, default=64, help="training tasks per family")
+    parser.add_argument("--val-tasks", type=int, default=None,
+                        help="validation tasks per family (default: --eval-tasks)")
     parser.add_argument("--eval-tasks", type=int, default=16, help="held-out tasks per family")
     parser.add_argument("--canvas", type=int, default=10,
                         help="canvas side (seq_len = canvas²); grids are at most min(canvas, 10) on a side")
@@ -608,5 +768,5 @@ def register_data_command(data_subparsers: argparse._SubParsersAction) -> None:
 def _run(args: argparse.Namespace) -> int:
     build_synthetic(args.output_dir, seed=args.seed, families=args.families, train_tasks=args.train_tasks,
                     eval_tasks=args.eval_tasks, canvas=args.canvas, num_aug=args.num_aug,
-                    overwrite=args.overwrite)
+                    overwrite=args.overwrite, val_tasks=args.val_tasks)
     return 0

@@ -7,14 +7,15 @@ inside ``eval``.
 from __future__ import annotations
 
 import argparse
+import sys
 import time
 from pathlib import Path
 from typing import Any
 
 from trmlab.errors import ConfigError
 
-EVAL_KEYS = {"out": str, "max_tasks": int, "num_augmentations": int, "batch_size": int, "device": str,
-             "max_demos": int, "pass_ks": str}
+EVAL_KEYS = {"out": str, "weights": str, "max_tasks": int, "num_augmentations": int, "batch_size": int,
+             "device": str, "max_demos": int, "pass_ks": str, "votes": int}
 SCORE_KEYS = {"out": str, "max_tasks": int, "num_augmentations": int, "pass_ks": str}
 
 
@@ -55,19 +56,26 @@ def _parse_ks(text: str, command: str) -> tuple[int, ...]:
 def register(subparsers: argparse._SubParsersAction) -> None:
     """Add ``eval`` and ``score``."""
     ev = subparsers.add_parser(
-        "eval", help="evaluate a trmlab or official checkpoint on an ARC dataset (pass@K, submission.json)",
+        "eval", help="evaluate a trmlab or official checkpoint: ARC (pass@K, submission.json), Sudoku / Maze "
+        "(exact and token accuracy)",
         description="Run every selected test puzzle (all augmentations) for halt_max_steps ACT steps, vote "
         "over augmentations and write metrics.json, submission.json, predictions.json and "
         "raw_predictions.npz. Works under torchrun (each rank runs its slice).",
-        epilog="settings: out=DIR (default: runs/eval-<checkpoint name>-<dataset name>), max_tasks=K (first "
+        epilog="settings: out=DIR (default: runs/eval-<checkpoint name>-<dataset name>), weights=ema|raw "
+        "(trmlab checkpoints keep both; default ema, the raw weights when the run had no EMA; an official "
+        "step_N file holds what its trainer saved: the EMA copy when its config has ema: true; metrics.json "
+        "records the weights, step and checkpoint evaluated), max_tasks=K (first "
         "K tasks of test_puzzles.json; the denominator is K; default all, whatever the checkpoint's training "
         "config said), num_augmentations=K (first K puzzles of each task group, 1 = original only; default "
         "all), batch_size=N (default: the checkpoint config's "
         "eval.global_batch_size or global_batch_size), device=cpu|cuda|cuda:N (default: cuda when "
         "available), max_demos=N (encoder models; default: the checkpoint config's), "
-        "pass_ks=1,2,5,10,100,1000")
+        "pass_ks=1,2,5,10,100,1000. Sudoku / Maze datasets (no test_puzzles.json) get exact and token "
+        "accuracy instead (max_tasks=K: the first K test puzzles), and votes=K adds a vote over K symmetric "
+        "copies of each input, reported separately (default: the checkpoint config's eval.symmetry_votes)")
     ev.add_argument("checkpoint", help="official step_N file or trmlab checkpoint directory")
-    ev.add_argument("data_dir", help="ARC dataset directory (official layout, with test_puzzles.json)")
+    ev.add_argument("data_dir", help="dataset directory (official layout): ARC (with test_puzzles.json), "
+                    "Sudoku or Maze")
     ev.add_argument("settings", nargs="*", metavar="key=value", help="see below")
     ev.set_defaults(func=_run_eval)
 
@@ -123,11 +131,14 @@ def _warn_uncovered(result: Any, settings: dict[str, Any]) -> None:
 
 
 def _run_eval(args: argparse.Namespace) -> int:
+    from trmlab.evaluation.grid import is_arc_dataset
     from trmlab.evaluation.testset import load_test_set
     from trmlab.training.distributed import setup_distributed, teardown
 
     settings = parse_settings(args.settings, EVAL_KEYS, "eval")
-    test_set = load_test_set(args.data_dir)  # fail on a bad dataset before loading the model
+    # Fail on a bad dataset before loading the model.
+    arc = is_arc_dataset(args.data_dir)
+    test_set = load_test_set(args.data_dir) if arc else _grid_test_set(args.data_dir)
     # Under torchrun: join the group (NCCL on GPU, gloo on CPU), one GPU per local rank.
     ctx = setup_distributed(settings.get("device", "auto"))
     try:
@@ -136,15 +147,30 @@ def _run_eval(args: argparse.Namespace) -> int:
         teardown(ctx)
 
 
+def _grid_test_set(data_dir: str) -> Any:
+    """A Sudoku / Maze test split seen as the little the eval command needs (path, seq_len)."""
+    from types import SimpleNamespace
+
+    from trmlab.data.dataset import ArcDataset
+
+    dataset = ArcDataset([data_dir], "test")
+    return SimpleNamespace(path=Path(data_dir), seq_len=dataset.seq_len, grid=True)
+
+
 def _evaluate_checkpoint(args: argparse.Namespace, settings: dict[str, Any], test_set: Any, ctx: Any) -> int:
-    from trmlab import load_checkpoint
     from trmlab.evaluation.outputs import default_out_dir
     from trmlab.evaluation.runner import evaluate
-    from trmlab.evaluation.scoring import describe
+    from trmlab.evaluation.scoring import describe, describe_research_figures
+    from trmlab.interop.loading import load_checkpoint
     from trmlab.training.distributed import barrier
 
     device = ctx.device
-    model = load_checkpoint(args.checkpoint, seq_len=test_set.seq_len, device=device)
+    requested = settings.get("weights", "ema")
+    if requested not in ("ema", "raw"):
+        raise ConfigError(f"trmlab eval: weights={requested!r}: choose ema or raw")
+    model = load_checkpoint(args.checkpoint, seq_len=test_set.seq_len, device=device,
+                            use_ema=requested == "ema")
+    evaluated = evaluated_weights(Path(args.checkpoint), model, requested, explicit="weights" in settings)
     _check_dataset_identity(Path(args.checkpoint), test_set.path, model, ctx.is_main)
     config = getattr(model, "config", None)
     config = getattr(config, "config", config)  # load_checkpoint attaches a ResolvedConfig
@@ -158,18 +184,54 @@ def _evaluate_checkpoint(args: argparse.Namespace, settings: dict[str, Any], tes
     if ctx.is_main:
         print(f"evaluating {checkpoint} on {test_set.path} ({device}, {ctx.world_size} rank(s), global batch "
               f"{eval_settings.global_batch_size}, max_tasks={eval_settings.max_tasks}, "
-              f"num_augmentations={eval_settings.num_augmentations})")
+              f"num_augmentations={eval_settings.num_augmentations}); {evaluated['weights']} weights, step "
+              f"{evaluated['step']}")
     started = time.perf_counter()
-    info = {"checkpoint": str(checkpoint.resolve()), "device": str(device),
-            "global_batch_size": eval_settings.global_batch_size}
-    result = evaluate(model, test_set.path, settings=eval_settings, out_dir=out, info=info, progress=True)
+    info = {**evaluated, "device": str(device), "global_batch_size": eval_settings.global_batch_size}
+    research = config is not None and config.arch.name != "trm" and config.arch.encoder_numerics == "research"
+    result = evaluate(model, test_set.path, settings=eval_settings, out_dir=out, info=info,
+                      progress=sys.stderr.isatty(), research_figures=research)
     if result is not None:  # rank 0
-        print(describe(result.result))
+        grid = getattr(test_set, "grid", False)
+        print(result.describe() if grid else describe(result.result))
+        if research and not grid:  # a research checkpoint: its authors' evaluator divides by every task
+            print(describe_research_figures(result.result.extra["research_evaluator"]))
         print(f"{len(result.raw)} samples in {result.model_seconds:.1f}s of model time "
               f"({result.samples_per_second:.1f} samples/s); total {time.perf_counter() - started:.1f}s")
-        print(f"wrote {out}/metrics.json, submission.json, predictions.json, raw_predictions.npz")
+        written = "raw_predictions.npz" if grid else "submission.json, predictions.json, raw_predictions.npz"
+        print(f"wrote {out}/metrics.json, {written}")
     barrier(ctx)  # ranks leave together, after rank 0 has written
     return 0
+
+
+def evaluated_weights(checkpoint: Path, model: Any, requested: str, explicit: bool) -> dict[str, Any]:
+    """What metrics.json records about the weights evaluated: ``weights`` (ema | raw), ``step`` and the
+    resolved ``checkpoint`` path.
+
+    A trmlab checkpoint keeps both sets; an official ``step_N`` file holds one (the official trainer saves its
+    EMA copy when the run's config has ``ema: true``). Asking explicitly for a set the checkpoint does not
+    hold is an error; the default (ema) falls back to the raw weights of a run without EMA, and says so.
+    """
+    import re
+
+    from trmlab.checkpoints.bundle import EMA_FILE, MODEL_FILE, read_checkpoint
+
+    stored = str(getattr(model, "provenance", {}).get("weights", ""))
+    step = None
+    if stored.endswith((EMA_FILE, MODEL_FILE)):  # a trmlab checkpoint directory
+        loaded = "ema" if stored.endswith(EMA_FILE) else "raw"
+        step = read_checkpoint(checkpoint, verify=False).manifest.get("step")
+    else:
+        config = getattr(model, "config", None)
+        loaded = "ema" if getattr(getattr(config, "config", config), "ema", False) else "raw"
+        match = re.fullmatch(r"step_(\d+)", checkpoint.name)
+        step = int(match.group(1)) if match else None
+    if loaded != requested:
+        if explicit:
+            raise ConfigError(f"trmlab eval: weights={requested}: {checkpoint} holds only the {loaded} "
+                              f"weights (trained without EMA, or an official file); pass weights={loaded}")
+        print(f"note: {checkpoint} has no EMA weights (trained with ema=false): evaluating the raw weights")
+    return {"weights": loaded, "step": step, "checkpoint": str(checkpoint.resolve())}
 
 
 def _check_dataset_identity(checkpoint: Path, data_dir: Path, model: Any, main_rank: bool) -> None:
@@ -208,6 +270,7 @@ def _eval_settings(settings: dict[str, Any], config: Any) -> Any:
                           "pass batch_size=N")
     max_demos = settings.get("max_demos", getattr(config, "max_demos", 10) if config is not None else 10)
     pass_ks = settings.get("pass_ks", tuple(config.eval.pass_ks) if config is not None else DEFAULT_PASS_KS)
+    votes = settings.get("votes", config.eval.symmetry_votes if config is not None else 0)
     return EvalSettings(global_batch_size=batch, max_tasks=settings.get("max_tasks"),
                         num_augmentations=settings.get("num_augmentations"), pass_ks=pass_ks,
-                        max_demos=max_demos)
+                        max_demos=max_demos, symmetry_votes=votes)

@@ -86,13 +86,15 @@ def json_bytes(content: Any, indent: int | None = None) -> bytes:
     return json.dumps(content, indent=indent).encode()
 
 
-def write_output_dir(out_dir: str | Path, files: dict[str, bytes]) -> Path:
+def write_output_dir(out_dir: str | Path, files: dict[str, bytes], *, replace: bool = False) -> Path:
     """Write ``files`` into a temporary sibling of ``out_dir``, then rename it into place.
 
     ``out_dir`` must not exist yet (or be an empty directory): results are never mixed with older ones.
+    With ``replace`` an existing directory is swapped out whole once the new one is complete (training
+    re-evaluates a step whose earlier evaluation a kill left behind).
     """
     out = Path(out_dir)
-    if out.exists() and (not out.is_dir() or any(out.iterdir())):
+    if out.exists() and not replace and (not out.is_dir() or any(out.iterdir())):
         raise DataError(f"{out}: already exists and is not empty; pass another out=DIR or remove it")
     out.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
@@ -102,8 +104,15 @@ def write_output_dir(out_dir: str | Path, files: dict[str, bytes]) -> Path:
     try:
         for name, content in files.items():
             (staging / name).write_bytes(content)
-        if out.exists():
+        if out.is_dir() and not any(out.iterdir()):
             out.rmdir()
+        elif out.exists():  # replace: move the old one aside, put the new one in place, then delete
+            old = out.with_name(f".{out.name}.old-{os.getpid()}")
+            os.replace(out, old)
+            if old.is_dir():
+                shutil.rmtree(old)
+            else:
+                old.unlink()
         os.replace(staging, out)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)

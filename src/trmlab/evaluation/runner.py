@@ -18,8 +18,9 @@ import torch
 
 from trmlab.errors import CheckpointError, ConfigError, DataError
 from trmlab.evaluation.arc import DEFAULT_PASS_KS, ArcResult, ArcScorer
+from trmlab.evaluation.grid import evaluate_grid, is_arc_dataset
 from trmlab.evaluation.outputs import RawPredictions, write_output_dir
-from trmlab.evaluation.scoring import info_for, result_files
+from trmlab.evaluation.scoring import info_for, research_evaluator_figures, result_files
 from trmlab.evaluation.testset import ArcTestSet, load_test_set
 from trmlab.models.diagnostics import DiagnosticsAccumulator
 
@@ -33,6 +34,7 @@ class EvalSettings:
     num_augmentations: int | None = None
     pass_ks: tuple[int, ...] = DEFAULT_PASS_KS
     max_demos: int = 10
+    symmetry_votes: int = 0  # Sudoku / Maze only: vote over this many symmetric copies (0, 1 = off)
 
     @classmethod
     def from_config(cls, config: Any) -> EvalSettings:
@@ -40,7 +42,8 @@ class EvalSettings:
         global_batch_size, as the schema documents)."""
         return cls(global_batch_size=config.eval.global_batch_size or config.global_batch_size,
                    max_tasks=config.eval.max_tasks, num_augmentations=config.eval.num_augmentations,
-                   pass_ks=tuple(config.eval.pass_ks), max_demos=config.max_demos)
+                   pass_ks=tuple(config.eval.pass_ks), max_demos=config.max_demos,
+                   symmetry_votes=config.eval.symmetry_votes)
 
 
 @dataclass
@@ -126,13 +129,14 @@ def _local_chunks(count: int, settings: EvalSettings, rank: int, world: int):
 def _run_rows(model: torch.nn.Module, dataset: Any, examples: np.ndarray, puzzles: np.ndarray,
               settings: EvalSettings, rank: int, world: int, progress: bool,
               diagnostics: Any) -> dict[str, np.ndarray]:
-    """Run this rank's rows for halt_max_steps; returns positions and final-step outputs (numpy).
+    """Run this rank's rows for halt_max_steps; returns positions and each row's answer-step outputs (numpy).
 
     ``diagnostics`` (a DiagnosticsAccumulator) sees every batch's last step; TRM steps carry no context.
     """
     from tqdm import tqdm
 
     from trmlab.data.dataset import collate_items  # the loader's collation (demos for the encoder layout)
+    from trmlab.models.act import answer_step
 
     device = next(model.parameters()).device
     # Inputs are not collected: rank 0 reads them from the dataset, so the gather moves only the outputs.
@@ -149,7 +153,7 @@ def _run_rows(model: torch.nn.Module, dataset: Any, examples: np.ndarray, puzzle
                  if k not in ("inputs", "labels", "puzzle_identifiers")}
         with torch.no_grad():
             steps = model.rollout(batch["inputs"].to(device), batch["puzzle_identifiers"].to(device), **extra)
-        final = steps[-1]
+        final = answer_step(steps)  # each row's first halting step (the last one unless eval_q_halting)
         diagnostics.add(final)
         out["position"].append(positions[real])
         out["preds"].append(final["preds"].cpu().numpy()[real].astype(np.uint8))
@@ -176,19 +180,31 @@ def _gather_rows(local: dict[str, np.ndarray], rank: int, world: int) -> dict[st
 
 def evaluate(model: torch.nn.Module, data: Any, *, config: Any = None, settings: EvalSettings | None = None,
              out_dir: str | Path | None = None, info: dict[str, Any] | None = None,
-             progress: bool = False) -> EvalResult | None:
-    """Evaluate ``model`` (whatever weights it holds now) on the ARC test split of ``data``.
+             progress: bool = False, research_figures: bool = False,
+             replace: bool = False) -> EvalResult | None:
+    """Evaluate ``model`` (whatever weights it holds now) on the test split of ``data``.
+
+    An ARC dataset (with ``test_puzzles.json``) is voted and scored with pass@K; any other (Sudoku, Maze) gets
+    exact and token accuracy (:func:`trmlab.evaluation.grid.evaluate_grid`, which returns a GridEvalResult).
 
     ``data`` is a dataset directory or a :class:`trmlab.data.dataset.ArcDataset` (test split, one path).
     Pass ``config`` (a Config: eval.* and global_batch_size are used) or explicit ``settings``. Every call
-    starts a fresh vote store. With ``out_dir`` the eval directory is written atomically (rank 0). Returns the
-    result on rank 0 and None on other ranks. The model's train/eval mode is left as it was. ``progress``
-    shows a progress bar over batches on rank 0.
+    starts a fresh vote store. With ``out_dir`` the eval directory is written atomically (rank 0; ``replace``
+    swaps out an existing one instead of refusing it). Returns the result on rank 0 and None on other ranks.
+    The model's train/eval mode is left as it was. ``progress`` shows a progress bar over batches on rank 0.
+    ``research_figures`` also records (metrics.json ``research_evaluator``) what the ETRM research
+    evaluator's denominator would have made of the scores.
     """
     if settings is None:
         if config is None:
             raise ConfigError("evaluate() needs config= (a trmlab Config) or settings= (EvalSettings)")
         settings = EvalSettings.from_config(config)
+    if not is_arc_dataset(data.paths[0] if hasattr(data, "paths") else data):
+        return _evaluate_grid_dataset(model, data, settings, out_dir, info, progress, replace)
+    if settings.symmetry_votes > 1:
+        raise ConfigError(f"symmetry votes ({settings.symmetry_votes}) are for Sudoku / Maze datasets; ARC "
+                          f"evaluation votes over the dataset's own augmentations (set "
+                          f"eval.symmetry_votes=0)")
     dataset, test_set = _open_dataset(data)
     _check_model_fits(model, dataset)
     rank, world = _distributed()
@@ -213,6 +229,8 @@ def evaluate(model: torch.nn.Module, data: Any, *, config: Any = None, settings:
     scorer.add(raw.inputs, raw.puzzle_identifiers, raw.preds, raw.q_halt_logits)
     result = scorer.finish()
     result.counts["rows"] = len(raw)
+    if research_figures:
+        result.extra["research_evaluator"] = research_evaluator_figures(result, len(test_set.task_ids))
     encoder_metrics = diagnostics.result()
     if encoder_metrics:
         result.extra["diagnostics"] = encoder_metrics
@@ -220,8 +238,22 @@ def evaluate(model: torch.nn.Module, data: Any, *, config: Any = None, settings:
     if out_dir is not None:
         extra = info_for(test_set, max_tasks=settings.max_tasks, num_augmentations=settings.num_augmentations,
                          **(info or {}))
-        written = write_output_dir(out_dir, result_files(result, raw, extra))
+        written = write_output_dir(out_dir, result_files(result, raw, extra), replace=replace)
     return EvalResult(result, raw, written, seconds, encoder_metrics)
+
+
+def _evaluate_grid_dataset(model: torch.nn.Module, data: Any, settings: EvalSettings, out_dir: Any,
+                           info: dict[str, Any] | None, progress: bool, replace: bool) -> Any:
+    from trmlab.data.dataset import ArcDataset
+
+    dataset = data if isinstance(data, ArcDataset) else ArcDataset([data], "test")
+    if dataset.split != "test" or len(dataset.paths) != 1:
+        raise ConfigError(f"evaluation needs the test split of one dataset directory, got split "
+                          f"'{dataset.split}' of {[str(p) for p in dataset.paths]}")
+    _check_model_fits(model, dataset)
+    rank, world = _distributed()
+    return evaluate_grid(model, dataset, settings, votes=settings.symmetry_votes, out_dir=out_dir, info=info,
+                         progress=progress, rank=rank, world=world, replace=replace)
 
 
 def _gather_diagnostics(local: Any, rank: int, world: int) -> Any:

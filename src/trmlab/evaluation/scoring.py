@@ -63,6 +63,31 @@ def describe(result: ArcResult) -> str:
     return f"{head}\n{scores}{warning}"
 
 
+def research_evaluator_figures(result: ArcResult, total_tasks: int) -> dict[str, Any]:
+    """What the ETRM research code's evaluator would have printed for ``result``: the same pass@K sums divided
+    by every task of test_puzzles.json (``total_tasks``) instead of the tasks evaluated (etrm-reference §9.3,
+    the denominator bug; identical when every task is evaluated)."""
+    evaluated = result.counts["tasks"]
+    return {"denominator": total_tasks, "tasks_evaluated": evaluated,
+            "metrics": {key: value * evaluated / total_tasks for key, value in result.metrics.items()}}
+
+
+def describe_research_figures(figures: dict[str, Any]) -> str:
+    """One terminal line for :func:`research_evaluator_figures`."""
+    scores = "  ".join(f"{key} {value * 100:.2f}%" for key, value in figures["metrics"].items())
+    return (f"the research evaluator would have printed (÷ {figures['denominator']} tasks instead of the "
+            f"{figures['tasks_evaluated']} evaluated): {scores}")
+
+
 def info_for(test_set: ArcTestSet, **settings: Any) -> dict[str, Any]:
-    """metrics.json's extras: the dataset (so `trmlab report` finds demos) and the settings used."""
+    """metrics.json's extras: the dataset (so `trmlab report` finds demos) and the settings used.
+
+    ``max_tasks`` is recorded as the number of tasks actually scored; a larger request is kept beside it as
+    ``max_tasks_requested``.
+    """
+    requested = settings.get("max_tasks")
+    if requested is not None:
+        scored = len(test_set.selected_tasks(requested))
+        if scored != requested:
+            settings = {**settings, "max_tasks": scored, "max_tasks_requested": requested}
     return {"dataset": str(Path(test_set.path).resolve()), **settings}

@@ -6,14 +6,13 @@ the inputs are memory-mapped on demand). Pure numpy.
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from trmlab.data.format import array_path, read_dataset_json
+from trmlab.data.format import array_path, read_dataset_json, read_json
 from trmlab.errors import DataError
 from trmlab.evaluation.grids import AUGMENTATION_SEPARATOR
 
@@ -22,10 +21,7 @@ def _read_json(path: Path, what: str) -> Any:
     if not path.is_file():
         raise DataError(f"{path}: missing; an ARC dataset needs {what} "
                         f"(build it with `trmlab data build-arc`)")
-    try:
-        return json.loads(path.read_text())
-    except json.JSONDecodeError as error:
-        raise DataError(f"{path}: not valid JSON ({error})") from None
+    return read_json(path)
 
 
 def _read_index(split_dir: Path, name: str) -> np.ndarray:

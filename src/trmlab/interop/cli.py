@@ -26,12 +26,15 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
     convert = commands.add_parser("convert", help="official ⇄ trmlab, lossless",
                                   description="Convert between the official layout (step_N + "
-                                  "all_config.yaml) and a trmlab checkpoint directory. Round trips are "
-                                  "lossless.")
+                                  "all_config.yaml), the ETRM research code's layout, and a trmlab "
+                                  "checkpoint directory. Round trips are lossless.")
     convert.add_argument("src", help="official step_N file, or trmlab step_N/ directory")
     convert.add_argument("dst", help="--to trmlab: the checkpoint directory to create; --to official: the "
                          "folder to create (gets step_N and all_config.yaml)")
-    convert.add_argument("--to", required=True, choices=("official", "trmlab"), help="target layout")
+    convert.add_argument("--to", required=True, choices=("official", "research", "trmlab"),
+                         help="target layout: trmlab; official (TRM: the official layout; a "
+                         "research-numerics ETRM/ETRMTRM: the research code's layout); research (the "
+                         "latter, refused for a TRM)")
     convert.add_argument("--raw", action="store_true",
                          help="--to official: export the raw weights instead of the EMA weights")
     _config_arguments(convert)
@@ -79,6 +82,7 @@ def _convert(args: argparse.Namespace) -> int:
 
             raise ConfigError("--preset/--set do not apply to --to official: the trmlab checkpoint's own "
                               "config is exported")
-        out = trmlab_to_official(args.src, args.dst, use_ema=not args.raw)
+        out = trmlab_to_official(args.src, args.dst, use_ema=not args.raw,
+                                 require_research=args.to == "research")
     print(f"wrote {out}")
     return 0

@@ -5,6 +5,10 @@ kept), ``puzzle_embedding.safetensors``, ``config.yaml`` (provenance "checkpoint
 ``all_config.yaml`` bytes (``official_all_config.yaml``). trmlab → official: the ``torch.save`` file of the
 official trainer (``_orig_mod.model.inner.`` keys, official order, module metadata) plus ``all_config.yaml``;
 a converted official checkpoint comes back byte for byte.
+
+ETRM research-code checkpoints (ETRM/ETRMTRM with ``arch.encoder_numerics = research``) convert the same
+way, through :mod:`trmlab.interop.research_keys`; the manifest records the file's own layout (key prefix, key
+order, container, module metadata) so that the research file comes back byte for byte too.
 """
 
 from __future__ import annotations
@@ -31,16 +35,24 @@ from trmlab.checkpoints.bundle import (
 from trmlab.errors import CheckpointError
 from trmlab.interop.loading import (
     infer_dims,
-    official_config,
-    read_official_state,
+    read_step_file,
     seq_len_from_datasets,
     seq_len_from_shapes,
 )
 from trmlab.interop.official_keys import OFFICIAL_PREFIXES, TABLE_KEY, canonical_to_official, official_order
+from trmlab.interop.research_keys import (
+    RESEARCH_PREFIXES,
+    canonical_to_research,
+    family_of,
+    research_order,
+    research_prefix,
+)
 
 OFFICIAL_CONFIG_COPY = "official_all_config.yaml"
 OFFICIAL_MODEL_CLASS = "recursive_reasoning.trm@TinyRecursiveReasoningModel_ACTV1"
 OFFICIAL_LOSS = "losses@ACTLossHead"
+RESEARCH_MODEL_CLASSES = {"etrm": "recursive_reasoning.etrm@TRMWithEncoder",
+                          "etrmtrm": "recursive_reasoning.etrmtrm@TRMWithRecurrentEncoder"}
 
 
 def _step_from_name(path: Path) -> int | None:
@@ -54,8 +66,8 @@ def official_to_trmlab(src: str | Path, dst: str | Path, *, config: Any = None, 
     from trmlab.models.core import prefix_length
 
     src = Path(src)
-    state = read_official_state(src)
-    resolved = official_config(src, config)
+    state, resolved = read_step_file(src, config)
+    research = resolved.config.arch.name != "trm"
     prefix_len = prefix_length(resolved.config.arch)
     length = seq_len or seq_len_from_shapes(state, prefix_len) or seq_len_from_datasets(resolved.config)
     provenance = {key: f"checkpoint {src}" + (f" ({text})" if text else "")
@@ -76,11 +88,55 @@ def official_to_trmlab(src: str | Path, dst: str | Path, *, config: Any = None, 
         "dataset_fingerprint": None,
         "model": {"seq_len": length, "vocab_size": dims["vocab_size"],
                   "num_puzzle_identifiers": dims["num_puzzle_identifiers"]},
-        "source": {"format": "official", "path": str(src), "bytes": src.stat().st_size,
+        "source": {"format": "research" if research else "official", "path": str(src),
+                   "bytes": src.stat().st_size,
                    "note": "official files hold the EMA weights when the run had ema: true; the step counts "
                            "yielded batches"},
     }
+    if research:
+        manifest["source"]["research_layout"] = research_layout(src)
     return write_checkpoint(dst, parts, manifest)
+
+
+def research_layout(path: Path) -> dict[str, Any]:
+    """How a research file stores its state dict (key order, container, module metadata): what export
+    needs to write it again byte for byte."""
+    from trmlab.interop.safe_load import safe_torch_load
+
+    raw = safe_torch_load(path, mmap=True)
+    metadata = getattr(raw, "_metadata", None)
+    keys = list(raw)
+    modules = None if metadata is None else [[name, dict(value)] for name, value in metadata.items()]
+    return {"container": type(raw).__name__, "keys": keys, "prefix": research_prefix(keys, str(path)),
+            "metadata": modules}
+
+
+def research_state_dict(state: dict[str, torch.Tensor], arch: Any, layout: dict[str, Any] | None,
+                        source: str) -> dict[str, torch.Tensor]:
+    """trmlab tensors → the research state dict: the recorded ``layout`` when the bundle came from a research
+    file (same keys required), else the research table order under ``_orig_mod.model.``."""
+    family = family_of(arch)
+    prefix = layout["prefix"] if layout else RESEARCH_PREFIXES[0]
+    named = {}
+    for key in research_order(list(state), family):
+        research = canonical_to_research(key, family)
+        if research is None:
+            raise CheckpointError(f"{source}: tensor {key!r} has no research-code name ({family}): the "
+                                  "research code has no such module")
+        named[prefix + research] = state[key].detach().to("cpu").contiguous()
+    if layout is None:
+        return OrderedDict(named)
+    if set(layout["keys"]) != set(named):
+        extra = sorted(set(named) ^ set(layout["keys"]))
+        raise CheckpointError(f"{source}: the weights no longer match the recorded research layout (keys "
+                              f"{', '.join(extra[:5])}); convert without the layout record")
+    out: dict[str, torch.Tensor] = OrderedDict() if layout["container"] == "OrderedDict" else {}
+    for key in layout["keys"]:
+        out[key] = named[key]
+    if layout["metadata"] is not None:
+        metadata = OrderedDict((name, dict(value)) for name, value in layout["metadata"])
+        out._metadata = metadata  # type: ignore[attr-defined]
+    return out
 
 
 def official_metadata(arch: Any, num_layers: int, prefix: str = OFFICIAL_PREFIXES[0]) -> OrderedDict:
@@ -129,7 +185,8 @@ def official_all_config(config: Any, init_dtype: torch.dtype) -> dict[str, Any]:
     arch = config.arch
     forward = arch.forward_dtype if arch.forward_dtype != "auto" else str(init_dtype).removeprefix("torch.")
     arch_block = {
-        "name": OFFICIAL_MODEL_CLASS, "loss": {"name": OFFICIAL_LOSS, "loss_type": arch.loss_type},
+        "name": RESEARCH_MODEL_CLASSES.get(arch.name, OFFICIAL_MODEL_CLASS),
+        "loss": {"name": OFFICIAL_LOSS, "loss_type": arch.loss_type},
         "H_cycles": arch.H_cycles, "L_cycles": arch.L_cycles, "H_layers": arch.H_layers,
         "L_layers": arch.L_layers,
         "hidden_size": arch.hidden_size, "num_heads": arch.num_heads, "expansion": arch.expansion,
@@ -138,6 +195,15 @@ def official_all_config(config: Any, init_dtype: torch.dtype) -> dict[str, Any]:
         "halt_max_steps": arch.halt_max_steps, "halt_exploration_prob": arch.halt_exploration_prob,
         "forward_dtype": forward, "mlp_t": arch.mlp_t, "no_ACT_continue": arch.no_ACT_continue,
     }
+    if arch.name != "trm":  # the research model's encoder keys (etrm-reference §4.1, §5)
+        arch_block["loss"]["kl_weight"] = arch.kl_weight
+        arch_block.update({f"encoder_{key}": getattr(arch, f"encoder_{key}") for key in (
+            "num_layers", "pooling_method", "set_layers", "layer_scale_init", "norm_style")})
+        if arch.name == "etrm":
+            arch_block["encoder_type"] = arch.encoder_type
+        else:
+            arch_block.update({key: getattr(arch, key) for key in (
+                "recurrent_encoder_type", "encoder_h_cycles", "encoder_l_cycles", "encoder_l_layers")})
     top = {key: getattr(config, key) for key in (
         "data_paths", "data_paths_test", "global_batch_size", "epochs", "lr", "lr_min_ratio",
         "lr_warmup_steps", "beta1", "beta2", "weight_decay", "puzzle_emb_lr", "puzzle_emb_weight_decay",
@@ -147,20 +213,27 @@ def official_all_config(config: Any, init_dtype: torch.dtype) -> dict[str, Any]:
     return top
 
 
-def trmlab_to_official(src: str | Path, dst: str | Path, *, use_ema: bool = True) -> Path:
-    """Export a trmlab TRM bundle as an official folder ``dst``: ``step_N`` + ``all_config.yaml``.
+def trmlab_to_official(src: str | Path, dst: str | Path, *, use_ema: bool = True,
+                       require_research: bool = False) -> Path:
+    """Export a trmlab TRM bundle as an official folder ``dst``: ``step_N`` + ``all_config.yaml`` (a
+    research-numerics ETRM/ETRMTRM bundle: in the research code's layout).
 
     Uses ``ema.safetensors`` when present (the official files hold the EMA weights), unless ``use_ema`` is
     False. H_init/L_init are written in the forward dtype, as the official trainer stores them.
+    ``require_research``: refuse a TRM (``checkpoint convert --to research``).
     """
     src, dst = Path(src), Path(dst)
     if dst.exists():
         raise CheckpointError(f"{dst} already exists; choose a new output folder")
     bundle = read_checkpoint(src, verify=True)
     resolved = bundle.config()
-    if resolved.config.arch.name != "trm":
-        raise CheckpointError(f"{src} holds a {resolved.config.arch.name} model; only TRM has an official "
-                              "layout")
+    arch = resolved.config.arch
+    if require_research and arch.name == "trm":
+        raise CheckpointError(f"{src} holds a TRM, which has no research-code layout; use --to official")
+    if arch.name != "trm" and arch.encoder_numerics != "research":
+        raise CheckpointError(f"{src} holds a {arch.name} model with trmlab's own encoder numerics; only TRM "
+                              "(official layout) and research-numerics ETRM/ETRMTRM (arch.encoder_numerics="
+                              "research, the research code's layout) can be exported")
     state = dict(bundle.tensors(EMA_FILE if use_ema and bundle.has(EMA_FILE) else MODEL_FILE))
     if bundle.has(TABLE_FILE):
         state[TABLE_KEY] = bundle.tensors(TABLE_FILE)["weights"]
@@ -171,7 +244,11 @@ def trmlab_to_official(src: str | Path, dst: str | Path, *, use_ema: bool = True
     tmp = Path(tempfile.mkdtemp(prefix=f".{dst.name}.", suffix=".tmp", dir=dst.parent))
     tmp.chmod(0o755)
     try:
-        torch.save(official_state_dict(state, resolved.config.arch), tmp / name)
+        if arch.name == "trm":
+            torch.save(official_state_dict(state, arch), tmp / name)
+        else:
+            layout = (bundle.manifest.get("source") or {}).get("research_layout")
+            torch.save(research_state_dict(state, arch, layout, str(src)), tmp / name)
         if bundle.has(OFFICIAL_CONFIG_COPY):
             shutil.copyfile(src / OFFICIAL_CONFIG_COPY, tmp / "all_config.yaml")
         else:

@@ -11,6 +11,7 @@ import torch
 
 from trmlab.errors import CheckpointError, TrmlabError
 from trmlab.interop.official_keys import TABLE_KEY, canonical_to_official, detect_prefix
+from trmlab.interop.research_keys import is_research_state
 
 BUFFERS = ("core.h_init", "core.l_init")
 CODE_BESIDE = ("trm.py", "losses.py")
@@ -55,9 +56,6 @@ def _inspect_official(path: Path, config: Any, seq_len: int | None) -> Inspectio
     from trmlab.interop.safe_load import safe_torch_load
 
     raw = checked_state_dict(safe_torch_load(path, mmap=True), path)
-    prefix = detect_prefix(list(raw))
-    state = strip_official(raw, str(path))
-    shapes = _shapes_from_state(state)
     notes = [f"ignored, never imported: {name} beside the checkpoint" for name in CODE_BESIDE
              if (path.parent / name).exists()]
     has_config = (path.parent / "all_config.yaml").is_file()
@@ -69,8 +67,50 @@ def _inspect_official(path: Path, config: Any, seq_len: int | None) -> Inspectio
         resolved, source = official_config(path, config), "given with --preset/--set"
     else:
         resolved, source = None, "unknown: no all_config.yaml beside the file and no --preset/--set"
+    if is_research_state(list(raw)):
+        return _inspect_research(path, raw, resolved, source, seq_len, notes, conflicts)
+    prefix = detect_prefix(list(raw))
+    state = strip_official(raw, str(path))
+    shapes = _shapes_from_state(state)
     stored_keys = {canonical: prefix + (canonical_to_official(canonical) or "?") for canonical in shapes}
     report = _report(path, f"official torch.save state dict (key prefix {prefix!r})", shapes, stored_keys,
+                     resolved, source, seq_len, notes)
+    report.inconsistencies += conflicts
+    return report
+
+
+ETRMTRM_TRAINING_NOTE = (
+    "training differs from the research code on purpose: it detached the recurrent encoder's carry and read "
+    "the context from it, so no task-loss gradient ever reached an encoder parameter (etrm-reference §5, "
+    "§9.5); trmlab keeps the gradient of the step's context (evaluation numerics are the same)")
+
+
+def _inspect_research(path: Path, raw: dict[str, torch.Tensor], resolved: Any, source: str,
+                      seq_len: int | None, notes: list[str], conflicts: list[str]) -> Inspection:
+    """A research ETRM/ETRMTRM ``step_N``: keys through the research map, notes on what differs on purpose."""
+    from trmlab.config.diff import is_research_config, research_drift
+    from trmlab.interop.loading import research_config
+    from trmlab.interop.research_keys import canonical_to_research, family_of, research_prefix, strip_research
+
+    keys = list(raw)
+    prefix = research_prefix(keys, str(path))
+    if resolved is None:
+        raise CheckpointError(f"{path} is a research ETRM checkpoint without all_config.yaml beside it: "
+                              "name its architecture (--preset etrm-arc1 --set ...), since the encoder type "
+                              "decides how its keys map")
+    resolved = research_config(path, None if source.startswith("all_config") else resolved)
+    family = family_of(resolved.config.arch)
+    state = strip_research(raw, family, str(path))
+    stored = {key: prefix + (canonical_to_research(key, family) or "?") for key in state}
+    notes = [*notes, f"research-code checkpoint ({family}): trmlab builds it with arch.encoder_numerics="
+             "research, which computes what the research code computes; rows without any demo get a zero "
+             "context instead of the research code's NaN"]
+    if resolved.config.arch.name == "etrmtrm":
+        notes.append(ETRMTRM_TRAINING_NOTE)
+    if is_research_config(resolved.config):
+        notes += [f"drift: {line}" for line in research_drift(resolved.config)]
+    shapes = _shapes_from_state(state)
+    report = _report(path, f"research torch.save state dict (key prefix {prefix!r})", shapes, stored,
                      resolved, source, seq_len, notes)
     report.inconsistencies += conflicts
     return report
@@ -92,13 +132,13 @@ def _conflicts(stored: Any, config: Any, path: Path) -> list[str]:
 def _inspect_trmlab(path: Path, config: Any, seq_len: int | None) -> Inspection:
     from trmlab.checkpoints.bundle import EMA_FILE, MODEL_FILE, TABLE_FILE, read_checkpoint
 
-    notes = []
+    notes, checksum_problems = [], []
     try:
         bundle = read_checkpoint(path, verify=True)
         notes.append("checksums: every file matches manifest.json")
     except CheckpointError as error:
         bundle = read_checkpoint(path, verify=False)
-        notes.append(f"CHECKSUM PROBLEM: {error}")
+        checksum_problems.append(f"CHECKSUM PROBLEM: {error}")  # an inconsistency: the exit code says so
     manifest = bundle.manifest
     weights = EMA_FILE if bundle.has(EMA_FILE) else MODEL_FILE
     tables = manifest.get("tensors", {})
@@ -118,7 +158,7 @@ def _inspect_trmlab(path: Path, config: Any, seq_len: int | None) -> Inspection:
     length = seq_len or (manifest.get("model") or {}).get("seq_len")
     report = _report(path, f"trmlab checkpoint (format {manifest.get('format_version')})", shapes,
                      stored_keys, resolved, source, length, notes)
-    report.inconsistencies += conflicts
+    report.inconsistencies = checksum_problems + report.inconsistencies + conflicts
     return report
 
 
@@ -210,8 +250,9 @@ def format_inspection(report: Inspection) -> str:
               "inferred from shapes: " + ", ".join(f"{k}={v}" for k, v in report.inferred.items()), "",
               f"architecture ({report.architecture_source}):"]
     if report.architecture:
+        encoder_model = report.architecture.get("name") != "trm"
         shown = {k: v for k, v in report.architecture.items()
-                 if not k.startswith(("encoder", "recurrent", "kl_weight"))}
+                 if encoder_model or not k.startswith(("encoder", "recurrent", "kl_weight"))}
         lines += [f"  {k}: {v}" for k, v in shown.items()]
     else:
         lines.append("  (none: shapes cannot tell H_cycles, L_cycles, num_heads, halt_max_steps...; pass "

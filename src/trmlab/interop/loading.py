@@ -15,7 +15,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from trmlab.errors import CheckpointError, ConfigError
+from trmlab.errors import CheckpointError, ConfigError, TrmlabError
 from trmlab.interop.official_keys import TABLE_KEY, canonical_to_official, strip_official
 
 ENCODER_ARCH_KEYS = ("arch.encoder_type", "arch.encoder_num_layers", "arch.encoder_pooling_method",
@@ -60,7 +60,7 @@ def reconcile_architecture(checkpoint_config: Any, user_config: Any, allow_misma
     same_variant = ckpt.arch.name == user.arch.name
     keys = [key for key, info in schema_fields().items() if info.arch and key not in NOT_RECONCILED
             and (same_variant or key not in VARIANT_ARCH_KEYS)]
-    values, provenance, conflicts = {}, dict(user_prov), []
+    values, provenance, conflicts, overridden = {}, dict(user_prov), [], []
     for key in keys:
         mine, theirs = get_value(user, key), get_value(ckpt, key)
         user_set = not user_prov.get(key, "schema default").startswith("schema default")
@@ -68,13 +68,25 @@ def reconcile_architecture(checkpoint_config: Any, user_config: Any, allow_misma
             values[key] = theirs
             provenance[key] = f"checkpoint {source}" + (f" ({ckpt_prov[key]})" if key in ckpt_prov else "")
         elif allow_mismatch:
+            overridden.append(key)
             provenance[key] = (f"{user_prov.get(key)} — overrides checkpoint value {theirs!r} "
                                "(allow_arch_mismatch)")
         else:
             conflicts.append(key)
+    differing = conflicts or overridden
+    wanted = {k.removeprefix("arch."): get_value(user, k) for k in differing}
+    reshaped = shape_changes(ckpt.arch, dataclasses.replace(ckpt.arch, **wanted)) if differing else []
+    if reshaped:
+        # No opt-in can load weights into tensors of another shape: say so instead of crashing later.
+        settings = ", ".join(f"{k}={get_value(user, k)!r} (checkpoint: {get_value(ckpt, k)!r})"
+                             for k in differing)
+        more = "; …" if len(reshaped) > 3 else ""
+        raise CheckpointError(
+            f"{source}: your config sets {settings}, which changes tensor shapes ({'; '.join(reshaped[:3])}"
+            f"{more}), so these weights cannot be loaded into that model; remove the setting(s) to use the "
+            "checkpoint's architecture (allow_arch_mismatch only covers values that keep every shape)")
     if conflicts:
         # Only the conflicting values differ between the two columns, so the table shows just the problem.
-        wanted = {k.removeprefix("arch."): get_value(user, k) for k in conflicts}
         yours = dataclasses.replace(ckpt, arch=dataclasses.replace(ckpt.arch, **wanted))
         table = format_diff_table([(f"checkpoint {source}", ckpt), ("your config", yours)])
         raise CheckpointError(
@@ -84,6 +96,27 @@ def reconcile_architecture(checkpoint_config: Any, user_config: Any, allow_misma
             "setting(s), or set allow_arch_mismatch=true to run with yours (recorded in provenance).")
     arch = dataclasses.replace(user.arch, **{k.removeprefix("arch."): v for k, v in values.items()})
     return ResolvedConfig(dataclasses.replace(user, arch=arch), provenance)
+
+
+def shape_changes(arch: Any, other: Any) -> list[str]:
+    """How the tensors of the model ``other`` describes differ from ``arch``'s (``"key [a] → [b]"``, and
+    tensors only one has); empty when every shape agrees. Both are built on the meta device (no memory)."""
+    from trmlab.models import build_model
+
+    def shapes(config: Any) -> dict[str, list[int]]:
+        with torch.device("meta"):
+            model = build_model(config, seq_len=16, vocab_size=12, num_puzzle_identifiers=2)
+        return {key: list(value.shape) for key, value in model.state_dict().items()}
+
+    try:
+        before, after = shapes(arch), shapes(other)
+    except TrmlabError as error:
+        return [f"the resulting architecture cannot be built: {error}"]
+    changes = [f"{key} {before[key]} → {after[key]}" for key in before.keys() & after.keys()
+               if before[key] != after[key]]
+    changes += [f"{key} only in the checkpoint" for key in before.keys() - after.keys()]
+    changes += [f"{key} not in the checkpoint" for key in after.keys() - before.keys()]
+    return sorted(changes)
 
 
 def _config_and_provenance(config: Any) -> tuple[Any, dict[str, str]]:
@@ -172,18 +205,46 @@ def read_step_file(path: str | Path, config: Any = None) -> tuple[dict[str, torc
     from trmlab.interop.safe_load import safe_torch_load
 
     raw = checked_state_dict(safe_torch_load(path, mmap=True), path)
-    resolved = official_config(path, config)
-    arch = resolved.config.arch
     if not is_research_state(list(raw)):
-        if arch.name != "trm":
-            raise CheckpointError(f"{path}: its config names an {arch.name} model but the file has no "
-                                  "encoder keys (<prefix>encoder.*): it is not a research ETRM checkpoint")
-        return strip_official(raw, str(path)), resolved
-    if arch.name == "trm":
-        raise CheckpointError(f"{path} holds a demonstration encoder (keys *encoder.*) but its config names "
-                              "a TRM: give the research run's all_config.yaml (arch.name "
-                              "recursive_reasoning.etrm@TRMWithEncoder or …etrmtrm@TRMWithRecurrentEncoder)")
-    return strip_research(raw, family_of(arch), str(path)), _research_numerics(resolved, path)
+        return strip_official(raw, str(path)), official_config(path, config)
+    resolved = research_config(path, config)
+    return strip_research(raw, family_of(resolved.config.arch), str(path)), resolved
+
+
+def research_config(path: str | Path, config: Any = None) -> Any:
+    """The ResolvedConfig of a research ``step_N`` (:func:`official_config` with ``config``): it must name
+    the checkpoint's own encoder model (a user config that leaves arch.name unset takes it), and it gets
+    arch.encoder_numerics = research."""
+    sibling = Path(path).parent / "all_config.yaml"
+    if config is not None and sibling.is_file():
+        from trmlab.config.official import read_official_all_config
+
+        own = read_official_all_config(sibling)[0].config.arch.name
+        user = config if hasattr(config, "provenance") else _as_resolved(config)
+        if (user.config.arch.name != own and own != "trm"
+                and user.provenance.get("arch.name", "schema default").startswith("schema default")):
+            arch = dataclasses.replace(user.config.arch, name=own)
+            provenance = {**user.provenance, "arch.name": f"research checkpoint {path}"}
+            config = type(user)(dataclasses.replace(user.config, arch=arch), provenance)
+    resolved = official_config(path, config)
+    name = resolved.config.arch.name
+    if sibling.is_file():
+        from trmlab.config.official import read_official_all_config
+
+        own = read_official_all_config(sibling)[0].config.arch.name
+        if own == "trm":
+            raise CheckpointError(f"{path} holds a demonstration encoder (keys *encoder.*) but its "
+                                  "all_config.yaml names a TRM: give the research run's all_config.yaml "
+                                  "(arch.name recursive_reasoning.etrm@TRMWithEncoder or "
+                                  "…etrmtrm@TRMWithRecurrentEncoder)")
+        if name != own:
+            raise CheckpointError(f"{path} is a research {own} checkpoint; it cannot be used as arch.name="
+                                  f"{name} (set arch.name={own})")
+    elif name == "trm":
+        raise CheckpointError(f"{path} holds a demonstration encoder (keys *encoder.*), but the config "
+                              "names a TRM: name the research model (arch.name=etrm or etrmtrm, and its "
+                              "encoder keys)")
+    return _research_numerics(resolved, path)
 
 
 def _research_numerics(resolved: Any, path: str | Path) -> Any:

@@ -48,14 +48,47 @@ _GRID = (
     ("encoder.grid_encoder.pool_proj.weight", "encoder.grid.pool_proj.weight"),
 )
 
+# LPNGridEncoder (lpn_* and hybrid_* encoders): CLS pooling, pre-norm blocks without a self_attn module.
+_LPN_GRID = (
+    ("encoder.grid_encoder.input_embed.embedding_weight", "encoder.grid.input_embedding.weight"),
+    ("encoder.grid_encoder.output_embed.embedding_weight", "encoder.grid.output_embedding.weight"),
+    ("encoder.grid_encoder.cls_token", "encoder.grid.cls_token"),
+    *_block("encoder.grid_encoder.layers.{i}", "encoder.grid.layers.{i}",
+            (("qkv_proj.weight", "attn.qkv_proj.weight"), ("o_proj.weight", "attn.o_proj.weight"))),
+)
+_SET = (
+    ("encoder.set_encoder.query_tokens", "encoder.set_encoder.queries"),
+    *_block("encoder.set_encoder.layers.{i}", "encoder.set_encoder.layers.{i}", _CROSS_ATTENTION),
+)
+_LATENT = (("encoder.mu_proj.weight", "encoder.latent.mu.weight"),
+           ("encoder.mu_proj.bias", "encoder.latent.mu.bias"),
+           ("encoder.logvar_proj.weight", "encoder.latent.logvar.weight"),
+           ("encoder.logvar_proj.bias", "encoder.latent.logvar.bias"))
+
+# The paper-faithful LPN encoder (lpn, lpn_var): trmlab.models.lpn_paper.
+_PAPER_LPN_GRID = (
+    ("encoder.grid_encoder.cls_token", "encoder.grid.cls_token"),
+    ("encoder.grid_encoder.color_embed.weight", "encoder.grid.color_embedding.weight"),
+    ("encoder.grid_encoder.pos_row_embed.weight", "encoder.grid.row_embedding.weight"),
+    ("encoder.grid_encoder.pos_col_embed.weight", "encoder.grid.col_embedding.weight"),
+    ("encoder.grid_encoder.channel_embed.weight", "encoder.grid.channel_embedding.weight"),
+    *((f"encoder.grid_encoder.layers.{{i}}.{research}.weight", f"encoder.grid.layers.{{i}}.{ours}.weight")
+      for research, ours in (("qkv_proj", "qkv"), ("o_proj", "out"), ("mlp.fc1", "up"), ("mlp.fc2", "down"))),
+)
+
 # Model family (as ``family_of`` names it) → (research key, trmlab key) pairs, research file order.
 KEY_TABLES: dict[str, tuple[tuple[str, str], ...]] = {
-    "etrm/standard": (
-        *_GRID,
-        ("encoder.set_encoder.query_tokens", "encoder.set_encoder.queries"),
-        *_block("encoder.set_encoder.layers.{i}", "encoder.set_encoder.layers.{i}", _CROSS_ATTENTION),
-        *_DECODER,
-    ),
+    "etrm/standard": (*_GRID, *_SET, *_DECODER),
+    "etrm/lpn_standard": (*_LPN_GRID, ("encoder.output_proj.weight", "encoder.expand.weight"), *_DECODER),
+    "etrm/lpn_variational": (*_LPN_GRID, *_LATENT, ("encoder.output_proj.weight", "encoder.expand.weight"),
+                             *_DECODER),
+    "etrm/hybrid_standard": (*_LPN_GRID, *_SET, *_DECODER),
+    "etrm/hybrid_variational": (*_LPN_GRID, *_SET, *_LATENT,
+                                ("encoder.decode_proj.weight", "encoder.expand.weight"), *_DECODER),
+    "etrm/lpn": (*_PAPER_LPN_GRID, ("encoder.output_proj.weight", "encoder.expand.weight"), *_DECODER),
+    "etrm/lpn_var": (*_PAPER_LPN_GRID, ("encoder.mu_proj.weight", "encoder.latent_mu.weight"),
+                     ("encoder.logvar_proj.weight", "encoder.latent_logvar.weight"),
+                     ("encoder.output_proj.weight", "encoder.expand.weight"), *_DECODER),
     "etrmtrm/recurrent_standard": (
         *_GRID,
         ("encoder.z_e_init", "encoder.z_init"),

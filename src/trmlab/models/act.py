@@ -181,3 +181,33 @@ class ACTModel(nn.Module):
             return results
         finally:
             self.train(was_training)
+
+
+def answer_step(steps: list[dict[str, torch.Tensor]]) -> dict[str, torch.Tensor]:
+    """Per row, the outputs of the first step at which it halted (the last step for rows that never did).
+
+    ``steps`` is :meth:`rollout`'s list. With ``arch.eval_q_halting`` a row that halts early restarts on the
+    next call, so the last step would hold the restarted run's output; its answer is its first halting step.
+    Without q-halting rows halt only at the last step and this is ``steps[-1]``. Keys whose first dimension is
+    not the batch are taken from the last step.
+    """
+    last = steps[-1]
+    if "halted" not in last:
+        return last
+    halted = torch.stack([step["halted"] for step in steps])  # [T, B]
+    first = torch.where(halted.any(0), halted.int().argmax(0), len(steps) - 1)
+    if bool((first == len(steps) - 1).all()):
+        return last
+    rows = first.shape[0]
+    chosen = {}
+    for key, value in last.items():
+        if not isinstance(value, torch.Tensor) or value.dim() == 0 or value.shape[0] != rows:
+            chosen[key] = value
+            continue
+        picked = value
+        for index in range(len(steps) - 2, -1, -1):  # one step at a time: no [T, B, ...] stack of logits
+            mask = (first == index).view(-1, *([1] * (value.dim() - 1)))
+            picked = torch.where(mask, steps[index][key], picked)
+        chosen[key] = picked
+    return chosen
+

@@ -51,7 +51,9 @@ QUERY_INIT_STD = 1.0
 RESEARCH_QUERY_INIT_STD = 0.02
 RESEARCH_ROPE_THETA = 10000.0  # the research grid encoder's RoPE base, fixed whatever arch.rope_theta says
 # Encoder types whose research numerics trmlab reproduces (arch.encoder_numerics = research).
-RESEARCH_ENCODER_TYPES = ("standard",)
+RESEARCH_ENCODER_TYPES = ("standard", "lpn_standard", "lpn_variational", "hybrid_standard",
+                          "hybrid_variational", "lpn", "lpn_var")
+PAPER_LPN_TYPES = ("lpn", "lpn_var")  # research numerics only (trmlab.models.lpn_paper)
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -293,7 +295,8 @@ class GridEncoder(nn.Module):
                   layer_scale_init=layer_scale_init, eps=eps) for _ in range(num_layers))
         self.pre_norm = norm_style == "pre"
         if pooling == "cls":
-            self.cls_token = nn.Parameter(trunc_normal_(torch.empty(hidden), 0.02))
+            cls_shape = (1, 1, hidden) if research else (hidden,)
+            self.cls_token = nn.Parameter(trunc_normal_(torch.empty(cls_shape), 0.02))
         elif pooling == "attention":
             query_shape = (1, hidden) if research else (hidden,)
             self.pool_query = nn.Parameter(trunc_normal_(torch.empty(query_shape), 0.02))
@@ -301,14 +304,18 @@ class GridEncoder(nn.Module):
                                        separate_kv=research)
         elif pooling == "weighted":
             self.pool_score = CastLinear(hidden, 1, bias=not research)
-        if pooling != "none":  # "none": only token_states is used (encoder_set_memory = tokens)
+        # "none": only token_states is used (encoder_set_memory = tokens); the research LPN grid encoder
+        # returns the normalised CLS state as is.
+        if pooling != "none" and not (research and pooling == "cls"):
             self.pool_proj = CastLinear(hidden, hidden)
 
     def forward(self, demos: PackedDemos, dtype: torch.dtype) -> Tensor:
         """Demo vectors [N, D] (all-zero for a demo without any real token)."""
         h, _, keys, has_real = self.token_states(demos, dtype)
         pooled = self._pool(h, keys)
-        return torch.where(has_real[:, None], self.pool_proj(pooled), torch.zeros_like(pooled))
+        if hasattr(self, "pool_proj"):
+            pooled = self.pool_proj(pooled)
+        return torch.where(has_real[:, None], pooled, torch.zeros_like(pooled))
 
     def token_states(self, demos: PackedDemos, dtype: torch.dtype
                      ) -> tuple[Tensor, Tensor, Tensor, Tensor]:
@@ -509,10 +516,13 @@ class EncoderSettings:
         return self.numerics == "research"
 
     def grid_encoder(self, pooling: str | None = None) -> GridEncoder:
-        """The grid encoder these settings describe (``pooling`` overrides :attr:`pooling`)."""
+        """The grid encoder these settings describe (``pooling`` overrides :attr:`pooling`). The research LPN
+        grid encoder (CLS pooling) is pre-norm whatever encoder_norm_style says."""
+        pooling = pooling or self.pooling
+        norm_style = "pre" if self.research and pooling == "cls" else self.norm_style
         return GridEncoder(hidden=self.hidden, num_heads=self.num_heads, expansion=self.expansion,
                            num_layers=self.num_layers, vocab_size=self.vocab_size,
-                           pooling=pooling or self.pooling, norm_style=self.norm_style,
+                           pooling=pooling, norm_style=norm_style,
                            token_layout=self.token_layout, qk_norm=self.qk_norm,
                            layer_scale_init=self.layer_scale_init, eps=self.eps,
                            rope_theta=RESEARCH_ROPE_THETA if self.research else self.rope_theta,
@@ -559,7 +569,8 @@ class ContextHead(nn.Module):
 
 class DemoEncoder(nn.Module):
     """One of the ``arch.encoder_type`` encoders: ``standard``, ``lpn_standard``, ``lpn_variational``,
-    ``hybrid_standard``, ``hybrid_variational`` (see the module docstring).
+    ``hybrid_standard``, ``hybrid_variational`` (see the module docstring); with research numerics also the
+    research code's paper-faithful ``lpn`` / ``lpn_var`` (:mod:`trmlab.models.lpn_paper`).
 
     ``packing=False`` selects the naive layout (every slot at full canvas); results are the same up to float
     rounding, only slower. It exists for the benchmark and the equivalence test.
@@ -569,11 +580,12 @@ class DemoEncoder(nn.Module):
 
     def __init__(self, encoder_type: str, settings: EncoderSettings, *, packing: bool = True):
         super().__init__()
-        if encoder_type not in self.TYPES:
-            raise ConfigError(f"arch.encoder_type {encoder_type!r} is not one of {', '.join(self.TYPES)}")
+        if encoder_type not in (*self.TYPES, *PAPER_LPN_TYPES):
+            raise ConfigError(f"arch.encoder_type {encoder_type!r} is not one of "
+                              f"{', '.join((*self.TYPES, *PAPER_LPN_TYPES))}")
         s = settings
         lpn_family = encoder_type.startswith(("lpn", "hybrid"))
-        if lpn_family and s.pooling != "mean":
+        if lpn_family and s.pooling != "mean" and not s.research:  # the research code ignores it there
             raise ConfigError(f"arch.encoder_pooling_method={s.pooling!r} does not apply to encoder_type "
                               f"{encoder_type!r}, which pools each demo with a CLS token; leave it at 'mean' "
                               f"or use encoder_type=standard")
@@ -588,6 +600,9 @@ class DemoEncoder(nn.Module):
         if s.research:
             check_research_settings(s, encoder_type)
         self.encoder_type, self.packing, self.settings = encoder_type, packing, s
+        if encoder_type in PAPER_LPN_TYPES:
+            self._build_paper_lpn(s)
+            return
         pooling = "cls" if lpn_family else "none" if s.set_memory == "tokens" else s.pooling
         self.grid = s.grid_encoder(pooling)
         if encoder_type in ("standard", "hybrid_standard", "hybrid_variational"):
@@ -599,14 +614,43 @@ class DemoEncoder(nn.Module):
         if encoder_type == "lpn_standard":
             self.expand = CastLinear(s.hidden, s.prefix_len * s.hidden)
         if encoder_type.endswith("variational"):
-            self.latent = GaussianLatent(s.hidden, s.latent_dim)
-            self.expand = CastLinear(s.latent_dim, s.prefix_len * s.hidden)
+            latent_dim = s.hidden if s.research else s.latent_dim  # the research latents are D wide
+            self.latent = GaussianLatent(s.hidden, latent_dim)
+            self.expand = CastLinear(latent_dim, s.prefix_len * s.hidden)
         # The research context is the set encoder's RMS-normalised output as is (no gain).
         self.head = nn.Identity() if s.research else ContextHead(s.hidden, s.eps)
 
+    def _build_paper_lpn(self, s: EncoderSettings) -> None:
+        from trmlab.models import lpn_paper
+
+        if not s.research:
+            raise ConfigError(f"arch.encoder_type={self.encoder_type!r} exists only to load research "
+                              "checkpoints (arch.encoder_numerics=research); trmlab's own LPN-style "
+                              "encoders are lpn_standard / lpn_variational")
+        self.grid = lpn_paper.PaperLPNGridEncoder(s.vocab_size)
+        width = lpn_paper.WIDTH
+        if self.encoder_type == "lpn_var":
+            width = lpn_paper.LATENT_DIM
+            self.latent_mu = nn.Linear(lpn_paper.WIDTH, width, bias=False)
+            self.latent_logvar = nn.Linear(lpn_paper.WIDTH, width, bias=False)
+            nn.init.zeros_(self.latent_logvar.weight)
+        self.expand = nn.Linear(width, s.prefix_len * s.hidden, bias=False)
+        self.head = nn.Identity()
+
+    def _paper_lpn(self, vectors: Tensor, mask: Tensor) -> tuple[Tensor, Tensor | None]:
+        """The research ``lpn`` / ``lpn_var`` aggregation: (context before the head, per-sample KL | None)."""
+        kl = None
+        if self.encoder_type == "lpn_var":
+            mu = self.latent_mu(vectors)
+            logvar = self.latent_logvar(vectors).clamp(-LOGVAR_CLAMP, LOGVAR_CLAMP)
+            vectors = mu + torch.randn_like(mu) * (0.5 * logvar).exp() if self.training else mu
+            kl = masked_mean(0.5 * (mu.square() + logvar.exp() - 1 - logvar).sum(-1), mask)
+        h = self.expand(masked_mean(vectors, mask))
+        return h.view(vectors.shape[0], self.settings.prefix_len, self.settings.hidden), kl
+
     @property
     def variational(self) -> bool:
-        return self.encoder_type.endswith("variational")
+        return self.encoder_type.endswith(("variational", "_var"))
 
     def demo_vectors(self, demo_inputs: Tensor, demo_labels: Tensor, demo_mask: Tensor,
                      dtype: torch.dtype) -> tuple[Tensor, Tensor]:
@@ -628,7 +672,10 @@ class DemoEncoder(nn.Module):
         has_demos = mask.any(1)
         kl = None
         batch = vectors.shape[0]
-        if self.encoder_type in ("standard", "hybrid_standard"):
+        if self.encoder_type in PAPER_LPN_TYPES:
+            h, kl = self._paper_lpn(vectors, mask)
+            h = h.to(dtype)
+        elif self.encoder_type in ("standard", "hybrid_standard"):
             h = self.set_encoder(vectors, mask)
         elif self.encoder_type == "lpn_standard":
             h = self.expand(masked_mean(vectors, mask)).view(batch, s.prefix_len, s.hidden)

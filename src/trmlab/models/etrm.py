@@ -66,9 +66,11 @@ class EncoderModelMixin:
         return groups
 
     def param_groups(self, config: Any) -> list[dict[str, Any]]:
-        """Two AdamATan2 groups: the decoder at ``lr``, the encoder at ``lr × encoder_lr_scale``."""
+        """Two AdamATan2 groups: the decoder at ``lr`` and ``weight_decay``, the encoder at
+        ``lr × encoder_lr_scale`` and ``weight_decay × encoder_weight_decay_scale``."""
+        encoder = {"lr_scale": config.encoder_lr_scale, "wd_scale": config.encoder_weight_decay_scale}
         return [{"name": group, "params": [p for _, p in named if p.requires_grad],
-                 "lr_scale": config.encoder_lr_scale if group == "encoder" else 1.0, "wd_scale": 1.0}
+                 **(encoder if group == "encoder" else {"lr_scale": 1.0, "wd_scale": 1.0})}
                 for group, named in self.split_parameters().items()]
 
     def decoder_parameter_names(self) -> list[str]:

@@ -26,10 +26,12 @@ import yaml
 
 from trmlab.errors import DataError
 from trmlab.reports.png import grid_data_uri
+from trmlab.reports.puzzles import GRID_TASKS, puzzle_section
 
 SOLVED_MARK = "✔ solved"
 UNSOLVED_MARK = "✘ unsolved"
 HEADLINE_K = 2  # ARC's headline metric is pass@2: a task counts as solved when every test input passes at 2
+SCORE_PREFIXES = ("ARC/", "Sudoku/", "Maze/", "Grid/")  # evaluators' metric names (trmlab.evaluation)
 
 
 @dataclass
@@ -121,15 +123,26 @@ def _img(grid: Any, caption: str, css: str = "") -> str:
             f"<figcaption>{cap} <small>{shape}</small></figcaption></figure>")
 
 
+def _is_score(key: str, value: Any) -> bool:
+    """``ARC/pass@K``, ``Sudoku/exact_accuracy``, ``Maze/vote@8/token_accuracy`` ...: rates in [0, 1]."""
+    return key.startswith(SCORE_PREFIXES) and isinstance(value, int | float) and not isinstance(value, bool)
+
+
 def _metrics_table(metrics: dict[str, Any]) -> str:
     rows = "".join(f"<tr><th>{html.escape(k)}</th><td>{v * 100:.2f}%</td></tr>"
-                   for k, v in metrics.items() if k.startswith("ARC/") and isinstance(v, int | float))
+                   for k, v in metrics.items() if _is_score(k, v))
     counts = metrics.get("counts", {})
     count_rows = "".join(f"<tr><th>{html.escape(k)}</th><td>{v}</td></tr>" for k, v in counts.items())
     settings = "".join(f"<tr><th>{html.escape(k)}</th><td>{html.escape(str(v))}</td></tr>"
                        for k, v in metrics.items()
-                       if not k.startswith("ARC/") and k not in ("counts", "tasks"))
-    return (f'<div class="tables"><table><caption>scores</caption>{rows}</table>'
+                       if not _is_score(k, v) and k not in ("counts", "tasks"))
+    evaluated = ""
+    if "weights" in metrics:  # recorded by `trmlab eval` and by evaluations during training
+        checkpoint = metrics.get("checkpoint")
+        where = f" of <code>{html.escape(str(checkpoint))}</code>" if checkpoint else ""
+        evaluated = (f"<p>evaluated: <b>{html.escape(str(metrics['weights']))} weights</b>{where}, step "
+                     f"{html.escape(str(metrics.get('step')))}</p>")
+    return (f'{evaluated}<div class="tables"><table><caption>scores</caption>{rows}</table>'
             f"<table><caption>counts</caption>{count_rows}</table>"
             f"<table><caption>settings</caption>{settings}</table></div>")
 
@@ -204,7 +217,7 @@ def _curves(lines: list[dict[str, Any]]) -> str:
 def _eval_history(evals: list[EvalDir]) -> str:
     if not evals:
         return "<p>No evaluations yet.</p>"
-    keys = [k for k in evals[-1].metrics if k.startswith("ARC/")]
+    keys = [k for k, v in evals[-1].metrics.items() if _is_score(k, v)]
     head = "".join(f"<th>{html.escape(k)}</th>" for k in keys)
     body = "".join(
         f"<tr><th>{html.escape(e.label)}</th>"
@@ -271,6 +284,8 @@ def _task_section(task_id: str, pairs: list[dict[str, Any]], puzzle: dict[str, A
 
 
 def _tasks(evaluation: EvalDir, max_tasks: int | None, top: int) -> str:
+    if evaluation.metrics.get("task") in GRID_TASKS:  # Sudoku / Maze: one answer per puzzle, no votes
+        return puzzle_section(evaluation.path, evaluation.metrics, max_tasks)
     if evaluation.predictions is None:
         return f"<p>{html.escape(str(evaluation.path))} has no predictions.json: no per-task view.</p>"
     puzzles, note = _load_tasks(evaluation.metrics)

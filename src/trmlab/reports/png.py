@@ -30,14 +30,14 @@ def encode_png(rgb: np.ndarray) -> bytes:
             + _chunk(b"IEND", b""))
 
 
-def grid_image(grid: np.ndarray | list, cell: int = 10) -> np.ndarray:
-    """An ARC grid (colours 0..9) drawn as cells of ``cell`` pixels with 1-pixel grid lines."""
+def grid_image(grid: np.ndarray | list, cell: int = 10, palette: np.ndarray = ARC_PALETTE) -> np.ndarray:
+    """A grid of colour indices (ARC: 0..9) drawn as cells of ``cell`` pixels with 1-pixel grid lines."""
     cells = np.asarray(grid, dtype=np.int64)
     h, w = cells.shape
     step = cell + 1
     image = np.empty((h * step + 1, w * step + 1, 3), dtype=np.uint8)
     image[:] = GRID_LINE
-    colours = ARC_PALETTE[np.clip(cells, 0, 9)]
+    colours = palette[np.clip(cells, 0, len(palette) - 1)]
     for dy in range(cell):
         for dx in range(cell):
             image[1 + dy::step, 1 + dx::step][:h, :w] = colours

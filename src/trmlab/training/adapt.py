@@ -40,8 +40,10 @@ SUBSET = "adapt"
 SOURCE = "trmlab adapt"
 # Config keys adapt sets itself; each has an adapt setting instead (out=, mode=, steps=).
 OWNED_KEYS = ("data_paths", "data_paths_test", "init_from", "run_dir", "run_name", "resume",
-              "puzzle_emb_reinit", "freeze_weights", "max_steps", "eval_interval")
+              "puzzle_emb_reinit", "freeze_weights", "max_steps", "epochs", "eval_interval")
 DEFAULT_CHECKPOINT_EVERY = 1000
+NOMINAL_STEPS = 100_000  # max_minutes alone: the plan's length (the budget ends the run first)
+STEPS_PER_ITERATION = 4096
 SETTINGS_FILE = "adapt.json"
 
 
@@ -163,45 +165,53 @@ def build_adaptation_data(tasks: list[Any], output: Path, first_identifier: int,
     build_arc_from_tasks(options, [tasks], log=log)
 
 
-def epoch_capacity(tasks: list[Any]) -> int:
-    """Training items in one epoch (one puzzle per task, all its demonstrations)."""
-    return sum(len(task.pairs["train"]) for task in tasks)
+def demonstrations(tasks: list[Any]) -> tuple[int, int]:
+    """(training items in one epoch: every task's demonstrations, the most demonstrations of one task)."""
+    counts = [len(task.pairs["train"]) for task in tasks]
+    return sum(counts), max(counts)
+
+
+def epoch_plan(steps: int, batch: int, items: int, most: int) -> tuple[int, int]:
+    """(epochs, epochs per iteration) so the loader's batches and the official estimate both reach ``steps``.
+
+    A batch uses ``batch`` items and drops at most the rest of one puzzle (< ``most`` items), so
+    ``steps * (batch + most) / items`` epochs always yield ``steps`` batches; iterations (the sampler plans
+    one at a time, and checkpoints at each end) hold about ``STEPS_PER_ITERATION`` steps.
+    """
+    needed = -(-steps * (batch + most) // items) + 1
+    per_iteration = min(needed, -(-STEPS_PER_ITERATION * (batch + most) // items))
+    return -(-needed // per_iteration) * per_iteration, per_iteration
 
 
 # ------------------------------------------------------------------------------------------------ config
 
 
-def adaptation_config(recipe: Any, settings: AdaptSettings, data: Path, run: Path, capacity: int,
-                      world_size: int) -> Any:
+def adaptation_config(recipe: Any, settings: AdaptSettings, data: Path, run: Path, tasks: list[Any]) -> Any:
     """The run's ResolvedConfig: the checkpoint's recipe, adapt's settings, then the user's overrides."""
     from trmlab.config import parse_overrides
     from trmlab.config.loader import COMMAND_LINE, Entry, resolve
 
-    config = recipe.config
     values: dict[str, Any] = {
         "data_paths": [str(data)], "data_paths_test": [], "init_from": str(settings.checkpoint),
         "run_dir": str(run), "run_name": None, "resume": None, "puzzle_emb_reinit": "extend",
-        "freeze_weights": settings.mode == "embeddings", "eval_interval": None,
+        "freeze_weights": settings.mode == "embeddings",
         # embeddings: no averaged weight moves (the table is never averaged), so there is no EMA to keep.
         **({"ema": False} if settings.mode == "embeddings" else {}),
         "max_steps": settings.steps, "max_minutes": settings.max_minutes,
     }
-    if settings.steps is not None:
-        # Every epoch has at least one batch, so `steps` epochs always reach max_steps.
-        values["epochs"] = max(config.epochs, settings.steps)
-        if config.lr_warmup_steps > settings.steps // 10:
-            values["lr_warmup_steps"] = settings.steps // 10  # a pre-training warmup would never finish
-    fitting = (capacity // world_size) * world_size
-    if config.global_batch_size > fitting:
-        if fitting < 1:
-            raise DataError(f"{settings.tasks}: {capacity} demonstration pairs, fewer than the {world_size} "
-                            f"processes; adapt more tasks or run fewer processes")
-        values["global_batch_size"] = fitting  # one epoch (one augmentation per task) must fill a batch
-    if config.checkpoint_every is None:
+    steps = settings.steps or NOMINAL_STEPS
+    if recipe.config.lr_warmup_steps > steps // 10:
+        values["lr_warmup_steps"] = steps // 10  # a pre-training warmup (2,000 steps for ARC) would not end
+    if recipe.config.checkpoint_every is None:
         values["checkpoint_every"] = DEFAULT_CHECKPOINT_EVERY  # something to resume from if killed
-    layer = [Entry(key, value, f"{SOURCE} default") for key, value in values.items()]
     user = [Entry(key, value, COMMAND_LINE) for key, value in parse_overrides(settings.overrides)]
-    return resolve([layer, user], start=recipe)
+    resolved = resolve([[Entry(key, value, f"{SOURCE} default") for key, value in values.items()], user],
+                       start=recipe)
+    epochs, per_iteration = epoch_plan(steps, resolved.config.global_batch_size, *demonstrations(tasks))
+    # The evaluation hook does nothing during adaptation: eval_interval only sets the iteration length.
+    plan = [Entry("epochs", epochs, f"{SOURCE} default"),
+            Entry("eval_interval", None if per_iteration == epochs else per_iteration, f"{SOURCE} default")]
+    return resolve([plan], start=resolved)
 
 
 # ------------------------------------------------------------------------------------------------ output dir
@@ -242,12 +252,11 @@ def adapt(settings: AdaptSettings, *, progress: bool = True) -> AdaptResult | No
     from trmlab.training.loop import Trainer
 
     settings.check()
-    world = _world_size()
     recipe, rows = checkpoint_config_and_rows(settings.checkpoint)
     tasks = load_tasks(settings.tasks, settings.canvas)
     out = Path(settings.out)
     data, run = out / "data", out / "run"
-    resolved = adaptation_config(recipe, settings, data, run, epoch_capacity(tasks), world)
+    resolved = adaptation_config(recipe, settings, data, run, tasks)
     # The process group lives across training and prediction (the loop leaves a group it did not open).
     ctx = setup_distributed(resolved.config.device)
     try:
@@ -321,14 +330,6 @@ def score(out: Path, data: Path, solutions: str) -> dict[str, float]:
     _write_atomic(out / "predictions.json", json_bytes(result.predictions()))
     _say(describe(result))
     return dict(result.metrics)
-
-
-def _world_size() -> int:
-    import torch.distributed as dist
-
-    if dist.is_available() and dist.is_initialized():
-        return dist.get_world_size()
-    return int(os.environ.get("WORLD_SIZE", "1"))
 
 
 def _has_checkpoint(run: Path) -> bool:

@@ -13,6 +13,7 @@ TRAIN_EPILOG = """examples:
   torchrun --standalone --nproc-per-node 4 -m trmlab train trm-arc1 data_paths=[data/arc1concept-aug-1000]
   trmlab train resume=runs/arc1                  # newest valid checkpoint, the run's own config
   trmlab train trm-arc1 init_from=path/to/step_518071 data_paths=[...]   # transfer
+  trmlab train trm-arc1 data_paths=[data/arc1concept-aug-1000] --dry-run   # print the step plan only
 
 precedence (later wins): schema default < preset < --config files < key=value overrides.
 On resume the run's config.yaml is the base; overrides that change the architecture (or the step count)
@@ -49,6 +50,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     train.add_argument("--config", dest="files", action="append", default=[], metavar="FILE.yaml",
                        help="file of overrides; repeatable, applied in order")
     train.add_argument("--no-progress", action="store_true", help="no progress bar (logs only)")
+    train.add_argument("--dry-run", action="store_true",
+                       help="resolve the config, open the data and print the step plan (optimizer steps, "
+                            "batches per iteration, evaluation and checkpoint steps, lr); write nothing")
+    train.add_argument("--json", action="store_true", help="with --dry-run: the plan as one JSON object")
     train.set_defaults(func=_run_train)
 
     adapt = subparsers.add_parser(
@@ -109,16 +114,21 @@ def resume_config(run_dir: str, overrides: list[str]) -> Any:
     from trmlab.errors import ConfigError
 
     path = Path(run_dir) / "config.yaml"
+    if not Path(run_dir).is_dir():
+        state = "is not a directory" if Path(run_dir).exists() else "does not exist"
+        raise ConfigError(f"resume={run_dir}: the directory {state}; give the run directory of an earlier "
+                          f"`trmlab train` (it holds config.yaml and checkpoints/)")
     if not path.is_file():
         raise ConfigError(f"resume={run_dir}: {path} is missing; that is not a trmlab run directory")
     stored = load_resolved(path)
     parsed = parse_overrides(overrides)
     fields = schema_fields()
     # These decide what is computed or how many steps there are: changing them mid-run is not a resume.
+    # (data_paths may change, to follow a moved dataset: the trainer checks its fingerprint.)
     fixed = {k for k, info in fields.items() if info.arch} | {
-        "data_paths", "global_batch_size", "epochs", "max_steps", "seed", "max_train_groups", "run_dir",
-        "lr", "lr_warmup_steps", "lr_min_ratio", "ema", "ema_rate", "init_from", "freeze_decoder_steps",
-        "freeze_weights"}
+        "global_batch_size", "epochs", "eval_interval", "max_steps", "seed", "max_train_groups",
+        "run_dir", "lr", "lr_warmup_steps", "lr_min_ratio", "ema", "ema_rate", "init_from",
+        "freeze_decoder_steps", "freeze_weights"}
     refused = [key for key, _ in parsed if key in fixed]
     if refused:
         raise ConfigError(f"resume={run_dir}: cannot change {', '.join(refused)} when resuming (they "
@@ -149,16 +159,53 @@ def split_options(words: list[str]) -> tuple[list[str], list[str], bool]:
     return rest, files, no_progress
 
 
+def _plan_flags(args: argparse.Namespace) -> tuple[list[str], bool, bool]:
+    """(the other words, --dry-run, --json): the flags may also follow the overrides."""
+    from trmlab.errors import ConfigError
+
+    words = [w for w in args.words if w not in ("--dry-run", "--json")]
+    dry_run = args.dry_run or "--dry-run" in args.words
+    as_json = args.json or "--json" in args.words
+    if as_json and not dry_run:
+        raise ConfigError("--json only goes with --dry-run (trmlab train ... --dry-run --json)")
+    return words, dry_run, as_json
+
+
 def _run_train(args: argparse.Namespace) -> int:
     from trmlab.training.loop import Trainer
+    from trmlab.training.signals import TrainingInterrupted
 
-    words, files, no_progress = split_options(list(args.words))
+    words, dry_run, as_json = _plan_flags(args)
+    words, files, no_progress = split_options(words)
     resolved, resume = resolve_train_config(words, [*args.files, *files])
-    result = Trainer(resolved, resume=resume, progress=not (args.no_progress or no_progress)).run()
+    if dry_run:
+        from trmlab.training.plan import dry_run as plan_run
+
+        if int(os.environ.get("RANK", "0")) == 0:
+            print(plan_run(resolved, as_json=as_json))
+        return 0
+    trainer = Trainer(resolved, resume=resume, progress=not (args.no_progress or no_progress))
+    try:
+        result = trainer.run()
+    except TrainingInterrupted as stopped:
+        return _report_interruption(stopped)
+    except OSError as error:  # a full or read-only disk mid-run: incomplete checkpoints remove themselves
+        raise _run_write_failure(trainer.run_dir, error) from error
     if int(os.environ.get("RANK", "0")) == 0:  # under torchrun only rank 0 reports
         print(f"trained {result.step:,}/{result.total_steps:,} steps; run directory {result.run_dir}",
               file=sys.stderr)
     return 0
+
+
+def _run_write_failure(run_dir: Any, error: OSError) -> Exception:
+    from trmlab.errors import write_failure
+
+    failure = write_failure(f"run_dir {run_dir.path}", error)
+    steps = run_dir.checkpoint_steps()
+    next_step = (f"resume from step_{steps[0]} with: trmlab train resume={run_dir.path}" if steps
+                 else "no checkpoint was written yet; start the run again")
+    failure.args = (f"{failure}; {next_step}",)
+    return failure
 
 
 def parse_adapt_words(checkpoint: str, tasks: str, words: list[str]) -> Any:
@@ -189,9 +236,15 @@ def parse_adapt_words(checkpoint: str, tasks: str, words: list[str]) -> Any:
 
 def _run_adapt(args: argparse.Namespace) -> int:
     from trmlab.training.adapt import adapt
+    from trmlab.training.signals import TrainingInterrupted
 
     settings = parse_adapt_words(args.checkpoint, args.tasks, list(args.words))
-    result = adapt(settings, progress=not args.no_progress)
+    try:
+        result = adapt(settings, progress=not args.no_progress)
+    except TrainingInterrupted as stopped:
+        print(f"interrupted at step {stopped.step}; checkpoint step_{stopped.step} written; resume with the "
+              f"same trmlab adapt command", file=sys.stderr, flush=True)
+        return stopped.exit_code
     if result is not None:
         stop = f", stopped early ({result.stopped_early})" if result.stopped_early else ""
         print(f"adapted {result.step:,}/{result.total_steps:,} steps{stop}; {result.out / 'submission.json'}",
@@ -199,8 +252,19 @@ def _run_adapt(args: argparse.Namespace) -> int:
     return 0
 
 
+def _report_interruption(stopped: Any) -> int:
+    """A run stopped by SIGTERM/SIGUSR1/SIGINT: one line (rank 0) and 128 + the signal number."""
+    if int(os.environ.get("RANK", "0")) == 0:
+        print(stopped, file=sys.stderr, flush=True)
+    return stopped.exit_code
+
+
 def _run_demo(args: argparse.Namespace) -> int:
     from trmlab.training.demo import run_demo
+    from trmlab.training.signals import TrainingInterrupted
 
-    run_demo(list(args.overrides), out=args.out, data=args.data)
+    try:
+        run_demo(list(args.overrides), out=args.out, data=args.data)
+    except TrainingInterrupted as stopped:
+        return _report_interruption(stopped)
     return 0

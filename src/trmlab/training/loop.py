@@ -3,9 +3,9 @@
 One optimizer step per ACT step; the carry persists across batches, epochs and evaluations; the loss sum
 is divided by the *global* batch size; gradients are summed over ranks, optionally clipped (global norm,
 after the reduction), then AdamATan2 and the puzzle-table sign-SGD step with the scheduled lr, then the EMA.
-The number of optimizer steps is exact and known before the first batch (the sampler's exact batches per
-epoch × epochs, capped by ``max_steps``); the loop stops exactly there, so the EMA never moves without
-an update.
+The step plan is the official trainer's and known before the first batch (``trmlab.training.plan``):
+``min(batches, official estimate)`` optimizer steps, optionally capped by ``max_steps``, with the estimate as
+the LR schedule's length; the loop stops exactly there, so the EMA never moves without an update.
 
 Model hooks (all optional, documented in design.md "Training"):
 
@@ -45,8 +45,9 @@ from trmlab.training.distributed import (
 )
 from trmlab.training.ema import EMA
 from trmlab.training.optim import AdamATan2, SparseSignSGD
-from trmlab.training.run_dir import RunDir
+from trmlab.training.run_dir import RunDir, with_absolute_data_paths
 from trmlab.training.schedule import lr_at
+from trmlab.training.signals import StopOnSignal, TrainingInterrupted
 
 
 @dataclass
@@ -97,17 +98,6 @@ def param_groups(model: torch.nn.Module, config: Any) -> list[ParamGroup]:
     return groups
 
 
-def total_optimizer_steps(sampler: Any, epochs: int, max_steps: int | None) -> tuple[int, list[int]]:
-    """(exact optimizer steps of the run, cumulative step count at the end of each epoch)."""
-    ends, total = [], 0
-    for epoch in range(epochs):
-        total += sampler.batches_per_epoch(epoch)
-        ends.append(total)
-        if max_steps is not None and total >= max_steps:
-            break
-    return (min(total, max_steps) if max_steps is not None else total), ends
-
-
 def normalise_metrics(sums: dict[str, float], steps: int, global_batch_size: int) -> dict[str, float]:
     """Turn metric sums over ``steps`` optimizer steps into the logged means (documented in docs/training.md).
 
@@ -142,8 +132,8 @@ class Trainer:
 
     def __init__(self, resolved: Any, *, resume: str | Path | None = None, progress: bool = True,
                  evaluate: Callable[[Trainer, int], dict[str, Any]] | None = None) -> None:
-        self.resolved = resolved
-        self.config = resolved.config
+        self.resolved = with_absolute_data_paths(resolved)  # resume works from any directory
+        self.config = self.resolved.config
         self.progress = progress
         self.evaluate_fn = evaluate
         self.started = time.monotonic()  # max_minutes counts from here
@@ -154,18 +144,15 @@ class Trainer:
     # -- construction ----------------------------------------------------------------------------------------
 
     def _build(self) -> None:
-        from trmlab.data.dataset import ArcDataset, TrainSampler
         from trmlab.models import build_model
+        from trmlab.training.plan import make_sampler, plan_steps
 
         config, ctx = self.config, self.ctx
         if not config.data_paths:
             raise ConfigError("data_paths is empty: name the training dataset directories (data_paths=[DIR])")
         _seed_everything(config.seed)
-        self.dataset = ArcDataset(list(config.data_paths), "train")
-        self.sampler = TrainSampler(self.dataset, config.global_batch_size, config.seed, rank=ctx.rank,
-                                    world_size=ctx.world_size, max_demos=config.max_demos,
-                                    max_groups=config.max_train_groups,
-                                    leave_one_out=config.demo_sampling == "leave_one_out")
+        self.dataset = self._open_dataset()
+        self.sampler = make_sampler(config, self.dataset, ctx.rank, ctx.world_size)
         self.init_variant: str | None = None
         if config.init_from and not self.resume_dir:
             from trmlab.training.transfer import reconcile_init_config
@@ -208,14 +195,26 @@ class Trainer:
             from trmlab.training.evaluate import check_eval_data
 
             check_eval_data(config)  # fail now, not after days of training
-        self.total_steps, self.epoch_ends = total_optimizer_steps(self.sampler, config.epochs,
-                                                                  config.max_steps)
-        self.eval_steps = self._eval_steps()
+        self.plan = plan_steps(self.sampler, config)
+        self.total_steps, self.schedule_steps = self.plan.optimizer_steps, self.plan.schedule_steps
+        self.eval_steps = set(self.plan.eval_steps)
         self.step = 0
         self.carry: Any = None
         self._saved_carry: dict[str, Any] | None = None
         self.run_dir = RunDir(self._run_dir_path())
         self.loggers: list[Any] = []
+
+    def _open_dataset(self) -> Any:
+        from trmlab.data.dataset import ArcDataset
+        from trmlab.errors import DataError
+
+        try:
+            return ArcDataset(list(self.config.data_paths), "train")
+        except DataError as error:
+            if self.resume_dir is None:
+                raise
+            raise DataError(f"{error} (if the dataset moved, resume with data_paths=[NEW_DIR]: its "
+                            f"fingerprint must match the checkpoint's)") from None
 
     def _decoder_names(self) -> list[str]:
         if self.config.freeze_decoder_steps <= 0:
@@ -230,17 +229,6 @@ class Trainer:
         if unknown:
             raise ConfigError(f"model.decoder_parameter_names() lists non-trainable parameters {unknown[:3]}")
         return names
-
-    def _eval_steps(self) -> set[int]:
-        """Steps after which to evaluate: the end of every eval_interval-th epoch, and the last step."""
-        interval, steps = self.config.eval_interval, set()
-        if interval is not None:
-            for epoch, end in enumerate(self.epoch_ends, start=1):
-                if epoch % interval == 0 and epoch // interval >= self.config.min_eval_interval \
-                        and end <= self.total_steps:
-                    steps.add(end)
-        steps.add(self.total_steps)
-        return steps
 
     def _run_dir_path(self) -> Path:
         if self.resume_dir is not None:
@@ -282,9 +270,11 @@ class Trainer:
                  f"  device {self.ctx.device} × {self.ctx.world_size} process(es), forward dtype "
                  f"{getattr(self.model, 'forward_dtype', 'n/a')}, "
                  f"global batch {self.config.global_batch_size}",
-                 f"  optimizer steps: {self.total_steps:,} exactly ({len(self.epoch_ends)} epoch(s), "
-                 f"{self.sampler.batches_per_epoch(0)} batches in epoch 0"
-                 + (f", capped by max_steps={self.config.max_steps}" if self.config.max_steps else "") + ")",
+                 f"  optimizer steps: {self.total_steps:,} exactly ({len(self.plan.batches_per_iteration)} "
+                 f"iteration(s) of {self.plan.epochs_per_iteration} epoch(s), "
+                 f"{self.plan.batches_per_iteration[0]:,} batches in the first; LR schedule "
+                 f"{self.schedule_steps:,} steps"
+                 + (f"; capped by max_steps={self.config.max_steps}" if self.config.max_steps else "") + ")",
                  f"  run directory: {self.run_dir.path}"]
         if self.step:
             lines.append(f"  resumed at step {self.step:,}")
@@ -293,37 +283,67 @@ class Trainer:
     def _train(self, result: TrainResult) -> None:
         from tqdm import tqdm
 
-        show = self.progress and self.ctx.is_main
-        bar = tqdm(total=self.total_steps, initial=self.step, disable=not show, dynamic_ncols=True,
-                   unit="step", file=sys.stderr)
+        bar = tqdm(total=self.total_steps, initial=self.step, disable=not self.show_progress,
+                   dynamic_ncols=True, unit="step", file=sys.stderr)
         window = _MetricWindow()
+        stop = StopOnSignal(self.ctx).install()
         try:
+            if self._evaluation_lost():
+                result.evaluations.append(self._evaluate())
             while self.step < self.total_steps:
-                epoch = self.sampler.state_dict()["epoch"]
-                for batch in self.sampler.iter_epoch(epoch):
+                iteration = self.sampler.state_dict()["iteration"]
+                for batch in self.sampler.iter_iteration(iteration):
                     metrics = self._train_step(batch)
                     window.add(metrics)
                     bar.update(1)
                     if self.step % self.config.log_every == 0 or self.step == self.total_steps:
-                        record = self._log(window, epoch)
+                        record = self._log(window, iteration)
                         result.last_metrics = record
                         bar.set_postfix(loss=f"{record.get('train/lm_loss', float('nan')):.4f}",
                                         exact=f"{record.get('train/exact_accuracy', float('nan')):.3f}")
-                    if self.step in self.eval_steps:
-                        result.evaluations.append(self._evaluate())
-                    over_budget = self._over_budget()
-                    if self._checkpoint_due() or over_budget:
-                        result.checkpoints.append(self.save_checkpoint())
+                        if not self.show_progress:
+                            self._say(log_line(record, self.total_steps))
+                    self._checkpoint_then_evaluate(result)
                     result.step = self.step
-                    if over_budget:
+                    if self._over_budget():
+                        if not self._checkpoint_due():
+                            result.checkpoints.append(self.save_checkpoint())
                         result.stopped_early = "max_minutes"
                         self._say(f"max_minutes={self.config.max_minutes:g} reached at step {self.step:,} of "
                                   f"{self.total_steps:,}: checkpoint written, stopping (resume continues)")
                         return
                     if self.step >= self.total_steps:
                         break
+                    self._stop_if_signalled(stop, result)
         finally:
+            stop.close()
             bar.close()
+
+    def _checkpoint_then_evaluate(self, result: TrainResult) -> None:
+        # Checkpoint first: a crash or kill during the (long) evaluation loses no training.
+        if self._checkpoint_due():
+            result.checkpoints.append(self.save_checkpoint())
+        if self.step in self.eval_steps:
+            result.evaluations.append(self._evaluate())
+
+    def _stop_if_signalled(self, stop: StopOnSignal, result: TrainResult) -> None:
+        """After a stop signal (agreed by all ranks): checkpoint this step, then raise TrainingInterrupted."""
+        signum = stop.should_stop()
+        if signum is None:
+            return
+        if not self._checkpoint_due():
+            result.checkpoints.append(self.save_checkpoint())
+        raise TrainingInterrupted(self.step, signum, self.run_dir.path.resolve())
+
+    def _evaluation_lost(self) -> bool:
+        """On resume: the run was killed during the evaluation of the step it resumes from (checkpoint
+        written, evaluation record not), so evaluate that step again. Decided by rank 0 for every rank."""
+        if self.resume_dir is None or self.step not in self.eval_steps:
+            return False
+        lost = torch.zeros(1, device=self.ctx.device)
+        if self.ctx.is_main:
+            lost += not self.run_dir.has_eval_record(self.step)
+        return bool(all_reduce_sum(lost, self.ctx).item())
 
     def _over_budget(self) -> bool:
         """True once max_minutes have passed and steps remain; rank 0's clock decides for every rank."""
@@ -372,12 +392,12 @@ class Trainer:
 
         for opt_group, group in zip(self.adam.param_groups, self.groups):
             opt_group["lr"] = lr_at(self.step, config.lr * group.lr_scale, config.lr_warmup_steps,
-                                    self.total_steps, config.lr_min_ratio)
+                                    self.schedule_steps, config.lr_min_ratio)
         self.adam.step()
         self.adam.zero_grad(set_to_none=True)
         if self.sparse is not None:
-            self.sparse.lr = lr_at(self.step, config.puzzle_emb_lr, config.lr_warmup_steps, self.total_steps,
-                                   config.lr_min_ratio)
+            self.sparse.lr = lr_at(self.step, config.puzzle_emb_lr, config.lr_warmup_steps,
+                                   self.schedule_steps, config.lr_min_ratio)
             self.sparse.step()
             self.sparse.zero_grad()
         if self.ema is not None:
@@ -392,7 +412,7 @@ class Trainer:
 
     # -- metrics -------------------------------------------------------------------------------------------
 
-    def _log(self, window: _MetricWindow, epoch: int) -> dict[str, Any]:
+    def _log(self, window: _MetricWindow, iteration: int) -> dict[str, Any]:
         """Reduce the window over ranks and write one metrics.jsonl line (rank 0)."""
         sums, steps = window.take()
         names = sorted(sums)
@@ -400,7 +420,9 @@ class Trainer:
         stacked = torch.stack([sums[n].to(self.ctx.device) for n in names if n not in per_rank])
         all_reduce_sum(stacked, self.ctx)
         reduced = dict(zip([n for n in names if n not in per_rank], stacked.tolist()))
-        record: dict[str, Any] = {"step": self.step, "epoch": epoch, "split": "train",
+        # "epoch": the iteration's first epoch, as the official trainer prints it.
+        record: dict[str, Any] = {"step": self.step, "epoch": iteration * self.plan.epochs_per_iteration,
+                                  "split": "train",
                                   "lr": self.adam.param_groups[0]["lr"]}
         record.update(normalise_metrics(reduced, steps, self.config.global_batch_size))
         for name in per_rank & set(sums):
@@ -438,7 +460,8 @@ class Trainer:
                 metrics = evaluate(self, self.step)
             finally:
                 self.model.train()
-        record = {"step": self.step, "epoch": self.sampler.state_dict()["epoch"], "split": "eval", **metrics}
+        epoch = self._iteration_of(self.step) * self.plan.epochs_per_iteration
+        record = {"step": self.step, "epoch": epoch, "split": "eval", **metrics}
         if self.ctx.is_main:
             self.run_dir.append_metrics(record)
             for logger in self.loggers:
@@ -447,6 +470,11 @@ class Trainer:
             if shown:
                 self._say(f"eval at step {self.step}: {shown}")
         return record
+
+    def _iteration_of(self, step: int) -> int:
+        """0-based iteration whose batches include ``step``."""
+        return next((i for i, end in enumerate(self.plan.iteration_ends) if step <= end),
+                    len(self.plan.iteration_ends) - 1)
 
     # -- checkpoints -----------------------------------------------------------------------------------------
 
@@ -463,9 +491,27 @@ class Trainer:
         if self.ctx.is_main:
             self.run_dir.truncate_metrics(self.step)
 
+    @property
+    def show_progress(self) -> bool:
+        """Progress bars only on rank 0 of an interactive terminal: in a log file their carriage-return
+        updates are noise; there (and with ``--no-progress``) a line is printed every ``log_every`` steps."""
+        return self.progress and self.ctx.is_main and sys.stderr.isatty() and sys.stdout.isatty()
+
     def _say(self, message: str) -> None:
         if self.ctx.is_main:
             print(message, file=sys.stderr, flush=True)
+
+
+def log_line(record: dict[str, Any], total_steps: int) -> str:
+    """One training log line: ``step 20/100 (epoch 4): lm_loss 1.2345, accuracy 0.5000, ...``."""
+    shown = [f"{key.removeprefix('train/')} {record[key]:.4f}" for key in LOGGED_METRICS if key in record]
+    shown += [f"lr {record['lr']:.3g}"] if "lr" in record else []
+    shown += [f"{record['steps_per_s']:.2f} steps/s"] if "steps_per_s" in record else []
+    return f"step {record['step']:,}/{total_steps:,} (epoch {record['epoch']}): {', '.join(shown)}"
+
+
+LOGGED_METRICS = ("train/lm_loss", "train/accuracy", "train/exact_accuracy", "train/q_halt_accuracy",
+                  "grad_norm")
 
 
 class _MetricWindow:
@@ -506,5 +552,4 @@ def train(resolved: Any, *, resume: str | Path | None = None, progress: bool = T
     return Trainer(resolved, resume=resume, progress=progress).run()
 
 
-__all__ = ["ParamGroup", "TrainResult", "Trainer", "normalise_metrics", "param_groups",
-           "total_optimizer_steps", "train"]
+__all__ = ["ParamGroup", "TrainResult", "Trainer", "normalise_metrics", "param_groups", "train"]

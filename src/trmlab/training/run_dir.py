@@ -12,6 +12,7 @@ N counts optimizer updates. Writes are atomic (temporary file or directory, then
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import random
@@ -21,7 +22,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from trmlab.errors import ConfigError
+from trmlab.errors import ConfigError, write_failure
 
 _ADJECTIVES = ("amber", "brisk", "calm", "dapper", "eager", "fuzzy", "gentle", "hardy", "icy", "jolly",
                "keen", "lucid", "mellow", "nimble", "odd", "plucky", "quiet", "rapid", "sunny", "tidy",
@@ -35,6 +36,28 @@ def generate_run_name() -> str:
     """A readable unique-enough name: ``<adjective>-<noun>-<YYYYmmdd-HHMMSS>`` (own RNG: seeds untouched)."""
     rng = random.Random()
     return f"{rng.choice(_ADJECTIVES)}-{rng.choice(_NOUNS)}-{time.strftime('%Y%m%d-%H%M%S')}"
+
+
+DATA_PATH_KEYS = ("data_paths", "data_paths_test")
+
+
+def with_absolute_data_paths(resolved: Any) -> Any:
+    """``resolved`` with relative ``data_paths``/``data_paths_test`` made absolute (against the current
+    directory), so the run resumes from any directory; the provenance keeps the spelling as given.
+
+    ``resolved``: a ResolvedConfig (or any dataclass with ``config`` and ``provenance``); not modified.
+    """
+    changes, provenance = {}, dict(resolved.provenance)
+    for key in DATA_PATH_KEYS:
+        given = list(getattr(resolved.config, key))
+        absolute = [str(Path(path).expanduser().resolve()) for path in given]
+        if absolute != given:
+            changes[key] = absolute
+            provenance[key] = f"{provenance.get(key, 'unknown')}; given as [{', '.join(given)}]"
+    if not changes:
+        return resolved
+    return dataclasses.replace(resolved, config=dataclasses.replace(resolved.config, **changes),
+                               provenance=provenance)
 
 
 def atomic_write_text(path: Path, text: str) -> None:
@@ -74,8 +97,9 @@ class RunDir:
 
     def create(self, resolved: Any) -> None:
         """Create a new run directory with the resolved config (refusing to reuse one that holds a run)."""
-        from trmlab.config import save_resolved
-
+        if self.path.exists() and not self.path.is_dir():
+            raise ConfigError(f"run_dir {self.path}: exists and is a file, not a directory; choose another "
+                              f"run_dir")
         if self.config_path.exists():
             if self.checkpoint_steps():
                 raise ConfigError(f"run_dir {self.path} already holds a run; continue it with "
@@ -84,8 +108,19 @@ class RunDir:
             print(f"trmlab train: {self.path} holds a run without any checkpoint; starting it over",
                   file=sys.stderr)
             self.metrics_path.unlink(missing_ok=True)
-        self.checkpoints_path.mkdir(parents=True, exist_ok=True)
-        save_resolved(resolved, self.config_path)
+        self._populate(resolved)
+
+    def _populate(self, resolved: Any) -> None:
+        from trmlab.config import save_resolved
+
+        created = [p for p in (self.path, *self.path.parents) if not p.exists()]
+        try:
+            self.checkpoints_path.mkdir(parents=True, exist_ok=True)
+            save_resolved(resolved, self.config_path)
+        except OSError as error:
+            if created:  # only what this call created: never a directory the user already had
+                shutil.rmtree(created[-1], ignore_errors=True)
+            raise write_failure(f"run_dir {self.path}", error) from error
 
     def append_metrics(self, record: dict[str, Any]) -> None:
         """Append one line to metrics.jsonl and flush it (a kill loses at most the line being written)."""
@@ -106,6 +141,19 @@ class RunDir:
             if int(record.get("step", 0)) <= step:
                 kept.append(line)
         atomic_write_text(self.metrics_path, "".join(f"{line}\n" for line in kept))
+
+    def has_eval_record(self, step: int) -> bool:
+        """Whether metrics.jsonl holds the evaluation of ``step``."""
+        if not self.metrics_path.exists():
+            return False
+        for line in self.metrics_path.read_text().splitlines():
+            try:
+                record = json.loads(line)
+            except json.JSONDecodeError:
+                continue
+            if record.get("split") == "eval" and record.get("step") == step:
+                return True
+        return False
 
     def checkpoint_steps(self) -> list[int]:
         """Steps of the checkpoint directories present, complete or not, newest first."""

@@ -214,10 +214,11 @@ def load_latest_checkpoint(trainer: Any) -> Path:
         raise CheckpointError(f"{path}: written by {state['world_size']} process(es) but resumed with "
                               f"{trainer.ctx.world_size}; resume with the same number of processes (each "
                               f"holds its own ACT carry)")
+    _check_same_dataset(bundle, trainer)
     if state["total_steps"] != trainer.total_steps:
         raise CheckpointError(f"{path}: the run had {state['total_steps']} optimizer steps but the config "
-                              f"now gives {trainer.total_steps}; epochs, max_steps, data and batch size must "
-                              f"not change on resume")
+                              f"now gives {trainer.total_steps}; epochs, eval_interval, max_steps, data and "
+                              f"batch size must not change on resume")
     weights = bundle.tensors("model.safetensors")
     if bundle.has("puzzle_embedding.safetensors"):
         weights[TABLE_PREFIX + "weights"] = bundle.tensors("puzzle_embedding.safetensors")["weights"]
@@ -235,3 +236,16 @@ def load_latest_checkpoint(trainer: Any) -> Path:
     trainer._say(f"trmlab train: resuming {trainer.run_dir.path} from {path.name} (step {trainer.step:,} of "
                  f"{trainer.total_steps:,})")
     return path
+
+
+def _check_same_dataset(bundle: Any, trainer: Any) -> None:
+    """Refuse to resume on data other than the checkpoint's (e.g. ``data_paths=`` naming another dataset)."""
+    from trmlab.errors import CheckpointError
+
+    recorded = bundle.manifest.get("dataset_fingerprint")
+    current = trainer.dataset.fingerprint()
+    if recorded is not None and recorded != current:
+        raise CheckpointError(
+            f"{bundle.path}: trained on a dataset with fingerprint {recorded[:12]}, but data_paths="
+            f"[{', '.join(trainer.config.data_paths)}] has fingerprint {current[:12]} (their "
+            f"train/dataset.json or identifiers.json differ); resume with data_paths= naming its dataset")

@@ -42,10 +42,18 @@ def reconcile_init_config(resolved: Any, path: str | Path) -> tuple[Any, str]:
     if path.is_dir():
         raise CheckpointError(f"init_from={path}: a directory without manifest.json; give a trmlab step_N/ "
                               f"directory or an official step_N file")
-    return official_config(path, resolved), "trm"  # official checkpoints are TRMs
+    from trmlab.interop.loading import checked_state_dict, research_config
+    from trmlab.interop.research_keys import is_research_state
+    from trmlab.interop.safe_load import safe_torch_load
+
+    if is_research_state(list(checked_state_dict(safe_torch_load(path, mmap=True), path))):
+        # A research ETRM/ETRMTRM: its own variant and numerics (the L_cycles guard: reconcile_architecture).
+        reconciled = research_config(path, resolved)
+        return reconciled, reconciled.config.arch.name
+    return official_config(path, resolved), "trm"  # otherwise official checkpoints are TRMs
 
 
-def _checkpoint_state(path: Path) -> tuple[dict[str, torch.Tensor], str | None, str]:
+def _checkpoint_state(path: Path, arch: Any) -> tuple[dict[str, torch.Tensor], str | None, str]:
     """(canonical state dict incl. the table, dataset fingerprint or None, description of the weights)."""
     if _is_bundle(path):
         from trmlab.checkpoints import read_checkpoint
@@ -56,16 +64,22 @@ def _checkpoint_state(path: Path) -> tuple[dict[str, torch.Tensor], str | None, 
         if bundle.has("puzzle_embedding.safetensors"):
             state[TABLE_KEY] = bundle.tensors("puzzle_embedding.safetensors")["weights"]
         return state, bundle.manifest.get("dataset_fingerprint"), f"{path}/{name}"
-    from trmlab.interop.loading import read_official_state
+    from trmlab.interop.loading import checked_state_dict
+    from trmlab.interop.official_keys import strip_official
+    from trmlab.interop.research_keys import family_of, is_research_state, strip_research
+    from trmlab.interop.safe_load import safe_torch_load
 
-    return dict(read_official_state(path)), None, str(path)
+    raw = checked_state_dict(safe_torch_load(path, mmap=True), path)
+    if is_research_state(list(raw)):  # the run's architecture was reconciled with the checkpoint's
+        return dict(strip_research(raw, family_of(arch), str(path))), None, str(path)
+    return dict(strip_official(raw, str(path))), None, str(path)
 
 
 def load_init_weights(trainer: Any, path: str | Path) -> dict[str, Any]:
     """Copy the checkpoint's weights into ``trainer.model``; returns a report (also printed on rank 0)."""
     path = Path(path)
     model, config = trainer.model, trainer.config
-    state, fingerprint, source = _checkpoint_state(path)
+    state, fingerprint, source = _checkpoint_state(path, config.arch)
     table = state.pop(TABLE_KEY, None)
     report: dict[str, Any] = {"init_from": source}
     same_data = fingerprint is not None and fingerprint == trainer.dataset.fingerprint()
