@@ -39,13 +39,17 @@ def test_shadow_is_fp32_and_swap_restores():
     assert torch.equal(model.weight.detach(), live)
 
 
-def test_no_update_without_call():
+def test_shadow_is_a_copy_that_moves_only_on_update():
     model = _model()
-    ema = EMA(model, 0.99)
-    before = ema.shadow["weight"].clone()
+    ema = EMA(model, 0.5)
+    start = ema.shadow["weight"].clone()
     with torch.no_grad():
-        model.weight.mul_(3)
-    assert torch.equal(ema.shadow["weight"], before)
+        model.weight.mul_(3).add_(1)
+    assert torch.equal(ema.shadow["weight"], start), "the shadow must not alias the live weights"
+    ema.update(model)
+    assert torch.equal(ema.shadow["weight"], 0.5 * model.weight.detach() + 0.5 * start)
+    # In training, the loop's EMA equals the hand-computed one step by step:
+    # tests/test_train.py::test_ema_is_one_official_update_per_optimizer_step.
 
 
 def test_state_dict_round_trip():

@@ -172,11 +172,71 @@ def test_frozen_decoder_gets_no_decay_during_freeze(data, tmp_path, monkeypatch)
     assert all(torch.equal(frozen[n], params[n].detach()) for n in frozen)
 
 
-def test_grad_clip_applies_to_the_global_norm(data, tmp_path):
-    config = tiny_config(data, tmp_path / "run", max_steps=2, grad_clip_norm=1e-3, log_every=1)
-    _run(config)
-    lines = _train_lines(tmp_path / "run")
-    assert len(lines) == 2 and all(line["grad_norm"] > 1e-3 for line in lines)  # the pre-clip norm
+def _record_optimizer_inputs(trainer):
+    """Wrap ``trainer.adam.step``: record the gradients it is given and the weights after each step."""
+    seen = {"grads": [], "weights": []}
+    step = trainer.adam.step
+    params = [p for g in trainer.groups for p in g.params]
+
+    def recording_step(*args, **kwargs):
+        seen["grads"].append([p.grad.detach().clone() for p in params])
+        out = step(*args, **kwargs)
+        seen["weights"].append([p.detach().clone() for p in params])
+        return out
+
+    trainer.adam.step = recording_step
+    return seen
+
+
+def _global_norm(tensors):
+    return torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(t) for t in tensors])).item()
+
+
+def test_grad_clip_scales_the_gradients_the_optimizer_sees(data, tmp_path):
+    clip = 1e-3
+    config = tiny_config(data, tmp_path / "run", max_steps=3, grad_clip_norm=clip, log_every=1)
+    trainer = Trainer(Resolved(config), progress=False, evaluate=_no_eval)
+    seen = _record_optimizer_inputs(trainer)
+    trainer.run()
+    logged = [line["grad_norm"] for line in _train_lines(tmp_path / "run")]
+    assert len(logged) == len(seen["grads"]) == 3 and all(norm > 100 * clip for norm in logged)  # pre-clip
+    for grads in seen["grads"]:
+        assert _global_norm(grads) == pytest.approx(clip, rel=1e-4)   # clipped to the global norm
+    # Unclipped, the same run gives gradients of the logged (pre-clip) norm at step 1.
+    free = Trainer(Resolved(tiny_config(data, tmp_path / "free", max_steps=1)), progress=False,
+                   evaluate=_no_eval)
+    unclipped = _record_optimizer_inputs(free)
+    free.run()
+    assert _global_norm(unclipped["grads"][0]) == pytest.approx(logged[0], rel=1e-4)
+    scale = clip / logged[0]  # one factor for every tensor: direction kept
+    for clipped, raw in zip(seen["grads"][0], unclipped["grads"][0]):
+        torch.testing.assert_close(clipped, raw * scale, rtol=1e-4, atol=1e-12)
+
+
+def test_ema_is_one_official_update_per_optimizer_step(data, tmp_path):
+    """The shadow equals the EMA recomputed by hand from the weights after each step; evaluation, logging
+    and checkpointing leave it alone (the loop's only update is the one after the optimizer step)."""
+    rate = 0.9
+    config = tiny_config(data, tmp_path / "run", epochs=2, eval_interval=1, checkpoint_every=1, ema_rate=rate)
+    shadows_at_eval = []
+
+    def evaluate(trainer, step):
+        shadows_at_eval.append({n: t.clone() for n, t in trainer.ema.shadow.items()})
+        return {}
+
+    trainer = Trainer(Resolved(config), progress=False, evaluate=evaluate)
+    names = [n for g in trainer.groups for n in g.names]
+    expected = [trainer.ema.shadow[n].clone() for n in names]
+    seen = _record_optimizer_inputs(trainer)
+    trainer.run()
+    assert len(seen["weights"]) == trainer.total_steps == 6
+    for step, weights in enumerate(seen["weights"], start=1):
+        expected = [(1 - rate) * w.float() + rate * s for w, s in zip(weights, expected)]
+        if step in (3, 6):
+            assert all(torch.equal(shadows_at_eval[step // 3 - 1][n], e) for n, e in zip(names, expected))
+    for name, value in zip(names, expected):
+        assert torch.equal(trainer.ema.shadow[name], value), name
+    assert trainer.ema.num_updates == 6
 
 
 def test_normalise_metrics_populations():
@@ -346,3 +406,43 @@ def test_resume_from_another_directory_and_a_moved_dataset(tmp_path, monkeypatch
     assert "fingerprint" in err and "step_3" in err and err.count("\n") == 1
     assert main(["train", f"resume={run}", "data_paths=[../moved]"]) == 0
     assert (run / "checkpoints" / "step_4" / "manifest.json").is_file()
+
+
+def test_resume_restores_every_rng_stream(data, tmp_path):
+    """After resuming from step_2 every RNG stream (exploration generator, torch, numpy, python) is where the
+    uninterrupted run had it after step 2. The bitwise resume tests stay green without the restore: on their
+    tiny runs the exploration draws change no result."""
+    import random
+    import shutil
+
+    import numpy as np
+
+    from trmlab.training.state import load_latest_checkpoint
+
+    config = tiny_config(data, tmp_path / "run", max_steps=4, checkpoint_every=2, keep_last=5)
+    trainer = Trainer(Resolved(config), progress=False, evaluate=_no_eval)
+    train_step, at_step_2 = trainer._train_step, {}
+
+    def step_and_record(batch):
+        metrics = train_step(batch)
+        random.random(), np.random.rand(), torch.rand(1)  # as user or model code drawing from global streams
+        if trainer.step == 2:
+            at_step_2.update(exploration=trainer.exploration.get_state(), torch=torch.get_rng_state(),
+                             numpy=np.random.get_state()[1].copy(), python=random.getstate())
+        return metrics
+
+    trainer._train_step = step_and_record
+    trainer.run()
+    shutil.rmtree(tmp_path / "run" / "checkpoints" / "step_4")
+    # Move every stream on, as a fresh process would start them elsewhere.
+    random.seed(99)
+    np.random.seed(99)
+    torch.manual_seed(99)
+    resumed = Trainer(Resolved(config), resume=tmp_path / "run", progress=False, evaluate=_no_eval)
+    resumed.exploration.manual_seed(99)
+    load_latest_checkpoint(resumed)
+    assert resumed.step == 2
+    assert torch.equal(resumed.exploration.get_state(), at_step_2["exploration"])
+    assert torch.equal(torch.get_rng_state(), at_step_2["torch"])
+    assert np.array_equal(np.random.get_state()[1], at_step_2["numpy"])
+    assert random.getstate() == at_step_2["python"]

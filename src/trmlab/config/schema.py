@@ -73,8 +73,8 @@ class ArchConfig:
                                     arch=True)
     loss_type: str = setting("stablemax_cross_entropy", "token loss", arch=True,
                              choices=("stablemax_cross_entropy", "softmax_cross_entropy"))
-    eval_q_halting: bool = setting(False, "stop rows early at evaluation when q says halt (official: off)",
-                                   arch=True)
+    eval_q_halting: bool = setting(False, "at evaluation, score each row at the first ACT step where q says "
+                                   "halt (official: off, every row runs halt_max_steps)", arch=True)
     # Demonstration encoder (etrm, etrmtrm).
     encoder_type: str = setting("standard", "demo encoder for etrm (lpn, lpn_var: research checkpoints only, "
                                 "with encoder_numerics=research)", arch=True, choices=ENCODER_TYPES)
