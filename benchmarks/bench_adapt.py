@@ -175,11 +175,11 @@ def fewshot_part(args: argparse.Namespace, out: Path) -> dict[str, Any]:
     from trmlab.data.synthetic import build_synthetic
 
     data = Path(args.data) if args.data else out / "data"
-    if not (data / "tasks.json").exists():
-        build_synthetic(data)  # the few-shot benchmark's default build (seed 0, 64 + 16 tasks per family)
+    if not (data / "tasks.json").exists():  # the few-shot benchmark's default build (bench_fewshot.py)
+        build_synthetic(data, families=args.families, num_aug=50)
     tasks = task_table(data)
     built = json.loads((data / "tasks.json").read_text())
-    held = [t for t in built["tasks"] if t["held_out"]]
+    held = [t for t in built["tasks"] if t["split"] == "held_out"]
     folder = out / "tasks"
     folder.mkdir(parents=True, exist_ok=True)
     (folder / "challenges.json").write_text(json.dumps(
@@ -256,6 +256,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--models", nargs="+", default=["trm"], choices=("trm", "etrm"),
                         help="fewshot: models pre-trained (TRM is the one adapted)")
     parser.add_argument("--data", default=None, help="fewshot: an existing build-synthetic directory")
+    parser.add_argument("--families", nargs="+", default=None, help="fewshot: rule families (default all)")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     out = Path(args.out)

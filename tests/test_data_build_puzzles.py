@@ -293,7 +293,26 @@ MAZE_CASES = {  # 7×7 room, S at (2, 1) → index 15, G at (2, 5) → 19, path 
     "stray path cell": (lambda q, a: (q, _maze_replace(a, 36, "o")),
                         "answer's path is not connected: row 6, column 2 is off the S→G path"),
     "wrong length": (lambda q, a: (q + " ", a), "question has 50 characters; expected 49"),
+    "separate loop": (lambda q, a: (q, _mark(a, [29, 30, 36, 37])),  # a chain from S to G plus a 2x2 ring
+                      "answer's path is not connected: row 5, column 2 is off the S→G path"),
 }
+
+
+def _mark(text: str, cells: list[int]) -> str:
+    for cell in cells:
+        text = _maze_replace(text, cell, "o")
+    return text
+
+
+def test_maze_path_need_not_be_a_chain(tmp_path):
+    """A connected path that is not a simple chain (a 2x2 block of path cells) is accepted."""
+    folder = maze_input(tmp_path, 7, train=4)
+    rows = [maze_row(7, 1 + k) for k in range(4)]
+    source, question, answer, rating = rows[1]
+    rows[1] = (source, question, _mark(answer, [23, 24]), rating)  # row 3 under the path's (2, 2) and (2, 3)
+    write_csv(folder / "train.csv", rows)
+    build_maze(MazeBuildOptions(input_dir=str(folder), output_dir=str(tmp_path / "out"), seed=0), log=quiet)
+    assert (tmp_path / "out" / "train" / "all__inputs.npy").is_file()
 
 
 @pytest.mark.parametrize("case", sorted(MAZE_CASES))
@@ -425,3 +444,16 @@ def test_copies_are_streamed_in_blocks(tmp_path, monkeypatch):
     build_sudoku(SudokuBuildOptions(input_dir=str(folder), output_dir=str(tmp_path / "b"), seed=0,
                                     num_aug=99), log=quiet)
     assert max(blocks) == 100  # one puzzle's 100 copies when they exceed a block
+
+
+def test_utf8_bom_is_accepted(tmp_path):
+    """Spreadsheet exports often start with a byte-order mark; it is not part of the header."""
+    folder = sudoku_input(tmp_path, 4)
+    plain = build_sudoku(SudokuBuildOptions(input_dir=str(folder), output_dir=str(tmp_path / "a"), seed=0),
+                         log=quiet)
+    train = folder / "train.csv"
+    train.write_bytes(b"\xef\xbb\xbf" + train.read_bytes())
+    with_bom = build_sudoku(SudokuBuildOptions(input_dir=str(folder), output_dir=str(tmp_path / "b"), seed=0),
+                            log=quiet)
+    assert with_bom.splits == plain.splits
+    assert_same_tree(tmp_path / "b", tmp_path / "a")

@@ -75,14 +75,17 @@ class MazeFormat:
         # The answer may only mark open cells as path.
         changed = (solved != maze) & ~((maze == OPEN) & (solved == PATH))
         on_path = (solved == START) | (solved == GOAL) | (solved == PATH)
-        unreached = self._unreached(on_path, solved == START)
+        checkable = ~(bad_chars[0] | bad_chars[1] | bad_ends | changed.any(axis=1))  # exactly one S and G
+        connected = np.ones(len(maze), dtype=bool)
+        connected[checkable] = self._connected(on_path[checkable], solved[checkable])
         return first_true([
             (bad_chars[0], lambda i: self._charset_reason("question", questions[i], maze[i])),
             (bad_chars[1], lambda i: self._charset_reason("answer", answers[i], solved[i])),
             (bad_ends, lambda i: f"question has {starts[i]} 'S', {goals[i]} 'G' and "
                                  f"{int((maze[i] == PATH).sum())} 'o'; a maze has one S, one G and no path"),
             (changed.any(axis=1), lambda i: self._changed_reason(maze[i], solved[i], changed[i])),
-            (unreached.any(axis=1), lambda i: self._unreached_reason(solved[i], unreached[i])),
+            (~connected, lambda i: self._unreached_reason(solved[i], self._unreached(
+                on_path[i:i + 1], solved[i:i + 1] == START)[0])),
         ])
 
     def _cell(self, index: int) -> str:
@@ -102,6 +105,57 @@ class MazeFormat:
         if unreached[solved == GOAL].any():
             return "answer's path does not connect S to G (no chain of adjacent 'o' cells)"
         return f"answer's path is not connected: {self._cell(int(np.argmax(unreached)))} is off the S→G path"
+
+    def _connected(self, on_path: np.ndarray, solved: np.ndarray) -> np.ndarray:
+        """Per maze [B]: do the path cells (S, G, o) form one 4-connected set (S and G included)?
+
+        The usual answer is a simple chain (S and G touch one path cell, every 'o' two; true of any shortest
+        path): such chains are walked from S, one step for all of them at once, and connected means the walk
+        reached G through every path cell. Other mazes are flood-filled (slower: one step per path cell, over
+        every cell).
+        """
+        side = self.side
+        grid = on_path.reshape(-1, side, side).astype(np.int8)
+        degree = np.zeros_like(grid)
+        degree[:, 1:] += grid[:, :-1]
+        degree[:, :-1] += grid[:, 1:]
+        degree[:, :, 1:] += grid[:, :, :-1]
+        degree[:, :, :-1] += grid[:, :, 1:]
+        ends = (solved == START) | (solved == GOAL)
+        chain = (~on_path | (degree.reshape(len(on_path), -1) == np.where(ends, 1, 2))).all(axis=1)
+        connected = np.empty(len(on_path), dtype=bool)
+        walked = np.flatnonzero(chain)
+        connected[walked] = self._walk_length(on_path[walked], solved[walked]) == on_path[walked].sum(axis=1)
+        rest = np.flatnonzero(~chain)
+        connected[rest] = ~self._unreached(on_path[rest], solved[rest] == START).any(axis=1)
+        return connected
+
+    def _walk_length(self, on_path: np.ndarray, solved: np.ndarray) -> np.ndarray:
+        """Cells walked from S to G along chains (each step goes to the path neighbour not just left)."""
+        cells = self.seq_len
+        if not hasattr(self, "_neighbours"):  # [cells + 1, 4]; index `cells` = outside the grid
+            row, col = np.divmod(np.arange(cells), self.side)
+            steps = [(row > 0, -self.side), (row < self.side - 1, self.side), (col > 0, -1),
+                     (col < self.side - 1, 1)]
+            table = np.stack([np.where(inside, np.arange(cells) + step, cells) for inside, step in steps], 1)
+            self._neighbours = np.vstack([table, np.full((1, 4), cells)])
+        padded = np.hstack([on_path, np.zeros((len(on_path), 1), dtype=bool)])
+        current = np.argmax(solved == START, axis=1)
+        goal = np.argmax(solved == GOAL, axis=1)
+        previous = np.full(len(on_path), cells)
+        length = np.ones(len(on_path), dtype=np.int64)
+        active = np.flatnonzero(current != goal)
+        for _ in range(cells):  # a chain has at most `cells` cells
+            if not len(active):
+                break
+            around = self._neighbours[current[active]]
+            onward = padded[active[:, None], around] & (around != previous[active, None])
+            previous[active] = current[active]
+            current[active] = around[np.arange(len(active)), np.argmax(onward, axis=1)]
+            length[active] += 1
+            active = active[current[active] != goal[active]]
+        length[active] = 0  # never reached G (impossible for a chain; kept as "not connected")
+        return length
 
     def _unreached(self, on_path: np.ndarray, start: np.ndarray) -> np.ndarray:
         """Path cells (S, G, o) not 4-connected to S through path cells, per maze [B, L]."""

@@ -16,8 +16,9 @@ replace=False)`` for ``subsample_size`` (done by a ``RandomState`` in C), then t
 
 How the work is done differs (the bytes do not): each CSV file is read twice in chunks, once to validate
 and count (nothing is written unless every row of both files is valid), once to encode; only the
-subsampled rows are kept in memory, and the copies are produced and streamed to disk in blocks, so peak
-memory depends neither on the input size nor on the number of augmentations.
+subsampled rows are kept in memory (and, when subsampling, an 8-byte slot per training row), and the copies
+are produced and streamed to disk in blocks, so peak memory does not grow with the number of augmentations
+and barely with the input size.
 """
 
 from __future__ import annotations
@@ -38,7 +39,8 @@ from trmlab.data.legacy_rng import LegacyDraws
 from trmlab.errors import ConfigError, DataError
 
 HEADER = ["source", "question", "answer", "rating"]
-CHUNK_ROWS = 65536  # CSV rows validated / encoded at a time
+CHUNK_ROWS = 65536  # CSV rows validated / encoded at a time, at most...
+CHUNK_CELLS = 1 << 22  # ...and at most this many cells (validation holds a few arrays of this size)
 BLOCK_ROWS = 8192   # output rows (copies) produced and written at a time
 HUB_EXTRA = "pip install 'trmlab[hub]'"
 INVALID = 255  # token lookup-table entry of a character outside a puzzle's charset
@@ -182,9 +184,9 @@ def first_question_length(path: Path) -> int:
 RawRows = tuple[list[int], list[str], list[str], list[str]]  # line numbers, questions, answers, ratings
 
 
-def _raw_rows(path: Path, limit: int = CHUNK_ROWS) -> Iterator[RawRows]:
+def _raw_rows(path: Path, limit: int) -> Iterator[RawRows]:
     try:
-        with open(path, newline="", encoding="utf-8") as f:
+        with open(path, newline="", encoding="utf-8-sig") as f:  # a leading BOM is not part of the header
             reader = csv.reader(f)
             header = next(reader, None)
             if header != HEADER:
@@ -218,7 +220,8 @@ def read_chunks(path: Path, seq_len: int, reference: str) -> Iterator[Chunk]:
 
     ``reference`` names where ``seq_len`` comes from, for the error message.
     """
-    for lines, questions, answers, ratings in _raw_rows(path):
+    rows_per_chunk = max(1, min(CHUNK_ROWS, CHUNK_CELLS // seq_len))
+    for lines, questions, answers, ratings in _raw_rows(path, rows_per_chunk):
         for line, question, answer in zip(lines, questions, answers):
             for column, text in (("question", question), ("answer", answer)):
                 if len(text) != seq_len:
