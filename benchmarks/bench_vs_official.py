@@ -18,16 +18,11 @@ rounds, alternating which model goes first, it times:
 
 It prints every round's samples/s and the median ratio trmlab / official (> 1: trmlab is faster).
 
-``--malloc both`` (CPU) runs every part twice in the same process: first with glibc's default malloc settings
-(how the official trainer runs), then after ``trmlab.training.cpu_memory.keep_cpu_memory()`` (what trmlab's
-commands do on CPU), which then applies to both models; it also prints trmlab-with-kept-memory over
-official-with-defaults, the speed a user sees moving from one to the other.
-
-``--numerics`` instead measures how far apart the two are in ``--dtype`` (bf16) against the official fp32
-result of the same weights, over a full evaluation rollout, next to the official code's own spread (the same
-rollout run again, and with the batch rows permuted, which changes kernel tiling on GPUs): trmlab's bf16
-results are "numerically unchanged" when their distance to the official bf16 run is within that spread and
-their error against fp32 is the official one's.
+``--numerics`` instead measures how far apart the two are in ``--dtype`` (bf16) against the official fp32 result
+of the same weights, over a full evaluation rollout, next to the official code's own spread (the same rollout
+run again, and with the batch rows permuted, which changes kernel tiling on GPUs): trmlab's bf16 results are
+"numerically unchanged" when their distance to the official bf16 run is within that spread and their error
+against fp32 is the official one's.
 """
 
 from __future__ import annotations
@@ -49,7 +44,6 @@ from trmlab.config.loader import load_config
 from trmlab.interop.official_keys import strip_official
 from trmlab.models import build_model
 from trmlab.models.losses import act_loss
-from trmlab.training.cpu_memory import keep_cpu_memory
 
 # (hidden, heads, H_cycles, L_cycles, L_layers, seq_len, batch): the shapes of the issue's measurements.
 SHAPES = {
@@ -80,8 +74,6 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--clock", choices=("wall", "cpu"), default="wall",
                         help="cpu: this process's CPU time instead of wall time (with --threads 1, robust to "
                         "other load on a shared machine; CPU devices only)")
-    parser.add_argument("--malloc", choices=("default", "keep", "both"), default="default",
-                        help="glibc malloc settings for the whole process (see above; CPU only)")
     parser.add_argument("--numerics", action="store_true",
                         help="compare final-step logits and predictions instead of timing (see above)")
     return parser.parse_args(argv)
@@ -262,45 +254,26 @@ def run(args: argparse.Namespace) -> dict[str, float]:
             c.carry = c.train_step(c.train_step(c.carry))
         if "eval" in args.parts:
             c.rollout()
-    phases = {"default": ["default"], "keep": ["keep"], "both": ["default", "keep"]}[args.malloc]
-    medians: dict[tuple[str, str], dict[str, float]] = {}
     ratios: dict[str, float] = {}
-    for phase in phases:
-        if phase == "keep" and not keep_cpu_memory():
-            raise SystemExit("--malloc keep: this C library has no mallopt (or TRMLAB_CPU_MALLOC=default)")
-        for part in args.parts:
-            medians[phase, part] = time_part(args, part, phase, contenders, rows, device)
-            ratios[part if len(phases) == 1 else f"{part}, malloc {phase}"] = (
-                medians[phase, part]["trmlab"] / medians[phase, part]["official"])
-    if len(phases) == 2:
-        for part in args.parts:
-            ratios[f"{part}, trmlab kept / official default"] = cross = (
-                medians["keep", part]["trmlab"] / medians["default", part]["official"])
-            print(f"{part}: trmlab with kept memory {medians['keep', part]['trmlab']:.1f} / official with "
-                  f"default malloc {medians['default', part]['official']:.1f} samples/s = {cross:.2f}")
+    for part in args.parts:
+        figures: dict[str, list[float]] = {c.name: [] for c in contenders}
+        print(f"\n{part}: samples/s per round ({args.clock} clock, alternating order)")
+        print("| round | official | trmlab | ratio |")
+        print("|---|---|---|---|")
+        for r in range(args.rounds):
+            order = contenders if r % 2 == 0 else contenders[::-1]
+            for c in order:
+                if part == "train":
+                    figures[c.name].append(time_train(c, args.train_steps, rows, device, args.clock))
+                else:
+                    figures[c.name].append(time_eval(c, args.rollouts, rows, device, args.clock))
+            o, t = figures["official"][-1], figures["trmlab"][-1]
+            print(f"| {r + 1} | {o:.1f} | {t:.1f} | {t / o:.2f} |", flush=True)
+        per_round = [t / o for o, t in zip(figures["official"], figures["trmlab"])]
+        ratios[part] = statistics.median(per_round)
+        print(f"median: official {statistics.median(figures['official']):.1f}, trmlab "
+              f"{statistics.median(figures['trmlab']):.1f} samples/s, ratio {ratios[part]:.2f}")
     return ratios
-
-
-def time_part(args: argparse.Namespace, part: str, phase: str, contenders: list[Contender], rows: int,
-              device: torch.device) -> dict[str, float]:
-    """Alternating rounds of one part; prints the table and returns each contender's median samples/s."""
-    figures: dict[str, list[float]] = {c.name: [] for c in contenders}
-    print(f"\n{part}, malloc {phase}: samples/s per round ({args.clock} clock, alternating order)")
-    print("| round | official | trmlab | ratio |")
-    print("|---|---|---|---|")
-    for r in range(args.rounds):
-        order = contenders if r % 2 == 0 else contenders[::-1]
-        for c in order:
-            if part == "train":
-                figures[c.name].append(time_train(c, args.train_steps, rows, device, args.clock))
-            else:
-                figures[c.name].append(time_eval(c, args.rollouts, rows, device, args.clock))
-        o, t = figures["official"][-1], figures["trmlab"][-1]
-        print(f"| {r + 1} | {o:.1f} | {t:.1f} | {t / o:.2f} |", flush=True)
-    medians = {name: statistics.median(values) for name, values in figures.items()}
-    print(f"median: official {medians['official']:.1f}, trmlab {medians['trmlab']:.1f} samples/s, "
-          f"ratio {medians['trmlab'] / medians['official']:.2f}")
-    return medians
 
 
 def _official_rollout(model: torch.nn.Module, batch: dict[str, torch.Tensor]) -> torch.Tensor:

@@ -16,7 +16,6 @@ import torch
 import torch.distributed as dist
 
 from trmlab.errors import ConfigError
-from trmlab.training.cpu_memory import keep_cpu_memory
 
 
 @dataclass
@@ -75,8 +74,6 @@ def setup_distributed(device_setting: str = "auto") -> DistContext:
 def _bind(device: torch.device) -> torch.device:
     if device.type == "cuda":
         torch.cuda.set_device(device)
-    else:
-        keep_cpu_memory()  # activations reuse heap pages instead of page-faulting every step (cpu_memory.py)
     return device
 
 
