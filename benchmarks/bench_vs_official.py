@@ -18,11 +18,11 @@ rounds, alternating which model goes first, it times:
 
 It prints every round's samples/s and the median ratio trmlab / official (> 1: trmlab is faster).
 
-``--numerics`` instead measures how far apart the two are in ``--dtype`` (bf16) against the official fp32 result
-of the same weights, over a full evaluation rollout, next to the official code's own spread (the same rollout
-run again, and with the batch rows permuted, which changes kernel tiling on GPUs): trmlab's bf16 results are
-"numerically unchanged" when their distance to the official bf16 run is within that spread and their error
-against fp32 is the official one's.
+``--numerics`` instead measures how far apart the two are in ``--dtype`` (bf16) against the official fp32
+result of the same weights, over a full evaluation rollout, next to the official code's own spread (the same
+rollout run again, and with the batch rows permuted, which changes kernel tiling on GPUs): trmlab's bf16
+results are "numerically unchanged" when their distance to the official bf16 run is within that spread and
+their error against fp32 is the official one's.
 """
 
 from __future__ import annotations
