@@ -312,3 +312,22 @@ def test_on_a_terminal_the_bar_replaces_the_lines(tiny_data, tmp_path, recorded_
     err = capsys.readouterr().err
     assert "\r" in err and not [line for line in err.splitlines() if line.startswith("step ")]
     assert recorded_eval == [True]  # the evaluation shows its own progress bar
+
+
+def test_train_with_a_full_disk_during_an_evaluation(tiny_data, tmp_path, monkeypatch, capsys):
+    import trmlab.training.evaluate as evaluate
+    from trmlab.errors import write_failure
+
+    def evaluation_on_a_full_disk(trainer, step):
+        full = OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        raise write_failure(str(trainer.run_dir.eval_path(step)), full)
+
+    monkeypatch.setattr(evaluate, "check_eval_data", lambda config: None)
+    monkeypatch.setattr(evaluate, "evaluate_during_training", evaluation_on_a_full_disk)
+    run = tmp_path / "run"
+    assert main(train_args(tiny_data, run, "max_steps=2", "eval_interval=null")) == 2
+    err = capsys.readouterr().err
+    assert "Traceback" not in err and err.count("trmlab: error:") == 1
+    assert err.splitlines()[-1] == (
+        f"trmlab: error: {run / 'eval/step_2'}: cannot write: No space left on device; free some space or "
+        f"write elsewhere; partial output was removed; resume from step_2 with: trmlab train resume={run}")

@@ -14,7 +14,7 @@ import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 
-from train_helpers import Resolved, tiny_config, write_tiny_dataset
+from train_helpers import Resolved, record_optimizer_inputs, tiny_config, write_tiny_dataset
 from trmlab.training.loop import Trainer
 
 
@@ -63,19 +63,6 @@ def test_two_gloo_processes_match_one(tmp_path):
     assert (tmp_path / "two" / "checkpoints" / f"step_{single.total_steps}" / "manifest.json").is_file()
 
 
-def _record_clipped_grads(trainer) -> list[list[torch.Tensor]]:
-    """The gradients ``trainer.adam.step`` receives, step by step."""
-    seen, step = [], trainer.adam.step
-    params = [p for g in trainer.groups for p in g.params]
-
-    def recording_step(*args, **kwargs):
-        seen.append([p.grad.detach().clone() for p in params])
-        return step(*args, **kwargs)
-
-    trainer.adam.step = recording_step
-    return seen
-
-
 def _clip_config(data, run_dir):
     return tiny_config(data, run_dir, max_steps=6, grad_clip_norm=1e-3, checkpoint_every=None,
                        **{"arch.halt_exploration_prob": 0.0})
@@ -93,7 +80,7 @@ def _clip_and_signal_worker(rank: int, world: int, port: int, data: str, run_dir
     dist.init_process_group("gloo", rank=rank, world_size=world, timeout=datetime.timedelta(seconds=60))
     try:
         trainer = Trainer(Resolved(_clip_config(data, run_dir)), progress=False, evaluate=lambda t, s: {})
-        seen = _record_clipped_grads(trainer)
+        seen = record_optimizer_inputs(trainer)["grads"]
         train_step = trainer._train_step
 
         def step_then_signal(batch):
@@ -124,7 +111,7 @@ def test_two_ranks_clip_after_the_reduction_and_stop_together(tmp_path):
     data = write_tiny_dataset(tmp_path / "data", groups=8)
     torch.set_num_threads(1)
     single = Trainer(Resolved(_clip_config(data, tmp_path / "one")), progress=False, evaluate=lambda t, s: {})
-    expected = _record_clipped_grads(single)
+    expected = record_optimizer_inputs(single)["grads"]
     single.run()
     out = tmp_path / "ranks"
     mp.spawn(_clip_and_signal_worker, args=(2, _free_port(), str(data), str(tmp_path / "two"), str(out)),

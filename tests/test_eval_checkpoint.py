@@ -143,3 +143,22 @@ def test_eval_weights_ema_or_raw_recorded_with_step_checkpoint_and_scored_tasks(
                  "device=cpu", "weights=raw"]) == 2
     assert "holds only the ema weights" in capsys.readouterr().err
     assert not (tmp_path / "no").exists()
+
+
+def test_eval_on_a_full_disk_is_one_line_and_leaves_nothing(official_trm_tiny, tiny_dataset, tmp_path,
+                                                            monkeypatch, capsys):
+    import errno
+    import os
+    from pathlib import Path
+
+    def full(self, data):
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    monkeypatch.setattr(Path, "write_bytes", full)
+    out = tmp_path / "evals" / "eval"
+    assert main(["eval", str(official_trm_tiny / "step_100"), str(tiny_dataset), f"out={out}", "batch_size=4",
+                 "device=cpu", "max_tasks=1", "num_augmentations=1"]) == 2
+    errors = [line for line in capsys.readouterr().err.splitlines() if line]
+    assert errors == [f"trmlab: error: {out}: cannot write: No space left on device; free some space or "
+                      f"write elsewhere; partial output was removed"]
+    assert os.listdir(tmp_path / "evals") == []

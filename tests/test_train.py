@@ -9,7 +9,7 @@ import json
 import pytest
 import torch
 
-from train_helpers import Resolved, tiny_config, write_tiny_dataset
+from train_helpers import Resolved, record_optimizer_inputs, tiny_config, write_tiny_dataset
 from trmlab.errors import ConfigError
 from trmlab.training.loop import Trainer, normalise_metrics
 from trmlab.training.plan import plan_steps
@@ -172,22 +172,6 @@ def test_frozen_decoder_gets_no_decay_during_freeze(data, tmp_path, monkeypatch)
     assert all(torch.equal(frozen[n], params[n].detach()) for n in frozen)
 
 
-def _record_optimizer_inputs(trainer):
-    """Wrap ``trainer.adam.step``: record the gradients it is given and the weights after each step."""
-    seen = {"grads": [], "weights": []}
-    step = trainer.adam.step
-    params = [p for g in trainer.groups for p in g.params]
-
-    def recording_step(*args, **kwargs):
-        seen["grads"].append([p.grad.detach().clone() for p in params])
-        out = step(*args, **kwargs)
-        seen["weights"].append([p.detach().clone() for p in params])
-        return out
-
-    trainer.adam.step = recording_step
-    return seen
-
-
 def _global_norm(tensors):
     return torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(t) for t in tensors])).item()
 
@@ -196,7 +180,7 @@ def test_grad_clip_scales_the_gradients_the_optimizer_sees(data, tmp_path):
     clip = 1e-3
     config = tiny_config(data, tmp_path / "run", max_steps=3, grad_clip_norm=clip, log_every=1)
     trainer = Trainer(Resolved(config), progress=False, evaluate=_no_eval)
-    seen = _record_optimizer_inputs(trainer)
+    seen = record_optimizer_inputs(trainer)
     trainer.run()
     logged = [line["grad_norm"] for line in _train_lines(tmp_path / "run")]
     assert len(logged) == len(seen["grads"]) == 3 and all(norm > 100 * clip for norm in logged)  # pre-clip
@@ -205,7 +189,7 @@ def test_grad_clip_scales_the_gradients_the_optimizer_sees(data, tmp_path):
     # Unclipped, the same run gives gradients of the logged (pre-clip) norm at step 1.
     free = Trainer(Resolved(tiny_config(data, tmp_path / "free", max_steps=1)), progress=False,
                    evaluate=_no_eval)
-    unclipped = _record_optimizer_inputs(free)
+    unclipped = record_optimizer_inputs(free)
     free.run()
     assert _global_norm(unclipped["grads"][0]) == pytest.approx(logged[0], rel=1e-4)
     scale = clip / logged[0]  # one factor for every tensor: direction kept
@@ -227,7 +211,7 @@ def test_ema_is_one_official_update_per_optimizer_step(data, tmp_path):
     trainer = Trainer(Resolved(config), progress=False, evaluate=evaluate)
     names = [n for g in trainer.groups for n in g.names]
     expected = [trainer.ema.shadow[n].clone() for n in names]
-    seen = _record_optimizer_inputs(trainer)
+    seen = record_optimizer_inputs(trainer)
     trainer.run()
     assert len(seen["weights"]) == trainer.total_steps == 6
     for step, weights in enumerate(seen["weights"], start=1):
@@ -283,13 +267,18 @@ def test_missing_log_extra_is_a_clear_error(data, tmp_path):
     assert not (tmp_path / "run").exists(), "nothing may be written before the check"
 
 
-def test_cli_train_then_resume_a_finished_run(data, tmp_path, monkeypatch, capsys):
+def _stub_cli_evaluation(monkeypatch):
     import trmlab.training.evaluate as evaluate
-    from trmlab.cli import main
 
     # The tiny dataset has no ARC test set: evaluation is stubbed (covered by the evaluator's tests).
     monkeypatch.setattr(evaluate, "check_eval_data", lambda config: None)
     monkeypatch.setattr(evaluate, "evaluate_during_training", lambda trainer, step: {"ARC/pass@1": 0.0})
+
+
+def test_cli_train_then_resume_a_finished_run(data, tmp_path, monkeypatch, capsys):
+    from trmlab.cli import main
+
+    _stub_cli_evaluation(monkeypatch)
     run = tmp_path / "run"
     words = ["train", "tiny", f"data_paths=[{data}]", f"run_dir={run}", "device=cpu", "global_batch_size=4",
              "max_steps=3", "--no-progress"]
@@ -360,14 +349,6 @@ def test_rerun_step_replaces_its_eval_directory(tmp_path):
     Trainer(Resolved(config), resume=run, progress=False).run()
     assert not (run / "eval" / "step_4" / "stale.txt").exists()
     assert json.loads((run / "eval" / "step_4" / "metrics.json").read_bytes()) == json.loads(first)
-
-
-def _stub_cli_evaluation(monkeypatch):
-    import trmlab.training.evaluate as evaluate
-
-    # The tiny dataset has no ARC test set: evaluation is stubbed (covered by the evaluator's tests).
-    monkeypatch.setattr(evaluate, "check_eval_data", lambda config: None)
-    monkeypatch.setattr(evaluate, "evaluate_during_training", lambda trainer, step: {"ARC/pass@1": 0.0})
 
 
 def test_resume_from_another_directory_and_a_moved_dataset(tmp_path, monkeypatch, capsys):

@@ -75,3 +75,19 @@ class Resolved:
 
     config: Config
     provenance: dict[str, str] = field(default_factory=dict)
+
+
+def record_optimizer_inputs(trainer) -> dict[str, list[list]]:
+    """Wrap ``trainer.adam.step``: record the gradients it receives and the weights after it, step by step."""
+    seen: dict[str, list[list]] = {"grads": [], "weights": []}
+    step = trainer.adam.step
+    params = [p for g in trainer.groups for p in g.params]
+
+    def recording_step(*args, **kwargs):
+        seen["grads"].append([p.grad.detach().clone() for p in params])
+        out = step(*args, **kwargs)
+        seen["weights"].append([p.detach().clone() for p in params])
+        return out
+
+    trainer.adam.step = recording_step
+    return seen

@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import csv
 import io
+import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,6 +25,8 @@ from trmlab.data.build_arc import check_output_dir
 from trmlab.data.format import staged_directory
 from trmlab.data.puzzle_csv import HEADER
 from trmlab.errors import ConfigError, DataError
+
+Log = Callable[[str], None]
 
 
 @dataclass(frozen=True)
@@ -135,9 +138,20 @@ def add_common_arguments(parser: argparse.ArgumentParser, what: str) -> None:
     parser.add_argument("--overwrite", action="store_true", help="replace an existing non-empty --output-dir")
 
 
+def draw_and_write(output: Path, candidates: Iterator[tuple[PuzzleRow, bytes]], train: int, test: int,
+                   describe: Callable[[list[PuzzleRow]], str], log: Log) -> dict[str, int]:
+    """Draw the disjoint splits, write them, log one line (``describe(rows)`` says what they are)."""
+    started = time.perf_counter()
+    train_rows, test_rows, counts = draw_disjoint(candidates, train, test)
+    write_splits(output, train_rows, test_rows)
+    rows = train_rows + test_rows
+    log(f"wrote {output}/train.csv ({counts.train}) and test.csv ({counts.test}): {describe(rows)}, "
+        f"{rating_summary(rows)}; {counts.duplicates} symmetric duplicates skipped; "
+        f"{time.perf_counter() - started:.1f} s")
+    return {"train": counts.train, "test": counts.test, "duplicates": counts.duplicates}
+
+
 def rating_summary(rows: list[PuzzleRow]) -> str:
     ratings = sorted(r.rating for r in rows)
     return f"rating min {ratings[0]}, median {ratings[len(ratings) // 2]}, max {ratings[-1]}"
 
-
-Log = Callable[[str], None]

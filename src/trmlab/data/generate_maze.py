@@ -17,7 +17,6 @@ Symmetry (for train/test disjointness): the 8 dihedral transforms of the questio
 from __future__ import annotations
 
 import argparse
-import time
 from collections import deque
 from collections.abc import Iterator
 
@@ -29,10 +28,8 @@ from trmlab.data.generate_csv import (
     PuzzleRow,
     add_common_arguments,
     check_counts,
-    draw_disjoint,
+    draw_and_write,
     prepare_output,
-    rating_summary,
-    write_splits,
 )
 from trmlab.errors import ConfigError
 
@@ -166,14 +163,8 @@ def generate_maze(output_dir: str, *, train: int, test: int, seed: int, side: in
     if min_path < 2:
         raise ConfigError(f"--min-path must be at least 2 (S and G apart with a path square), got {min_path}")
     output = prepare_output(output_dir, overwrite)
-    started = time.perf_counter()
-    candidates = _candidates(side, seed, min_path, loops)
-    train_rows, test_rows, counts = draw_disjoint(candidates, train, test)
-    write_splits(output, train_rows, test_rows)
-    log(f"wrote {output}/train.csv ({counts.train}) and test.csv ({counts.test}): {side}×{side} mazes, "
-        f"path length ≥ {min_path}, {rating_summary(train_rows + test_rows)}; {counts.duplicates} symmetric "
-        f"duplicates skipped; {time.perf_counter() - started:.1f} s")
-    return {"train": counts.train, "test": counts.test, "duplicates": counts.duplicates}
+    return draw_and_write(output, _candidates(side, seed, min_path, loops), train, test,
+                          lambda _rows: f"{side}×{side} mazes, path length ≥ {min_path}", log)
 
 
 # -- CLI ----------------------------------------------------------------------------------------------------

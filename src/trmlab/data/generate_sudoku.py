@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import argparse
 import itertools
-import time
 from collections.abc import Iterator
 from functools import cache
 
@@ -36,10 +35,8 @@ from trmlab.data.generate_csv import (
     PuzzleRow,
     add_common_arguments,
     check_counts,
-    draw_disjoint,
+    draw_and_write,
     prepare_output,
-    rating_summary,
-    write_splits,
 )
 from trmlab.errors import ConfigError
 
@@ -275,16 +272,14 @@ def generate_sudoku(output_dir: str, *, train: int, test: int, seed: int, size: 
     if min_rating < 0:
         raise ConfigError(f"--min-rating must be ≥ 0, got {min_rating}")
     output = prepare_output(output_dir, overwrite)
-    started = time.perf_counter()
     label = f"trmlab-sudoku{size}-" + (f"givens{givens}" if givens is not None else difficulty)
+
+    def describe(rows: list[PuzzleRow]) -> str:
+        mean_givens = np.mean([sum(ch != "." for ch in r.question) for r in rows])
+        return f"{size}×{size} Sudoku, mean {mean_givens:.1f} givens"
+
     candidates = _candidates(size, seed, target, min_rating, label)
-    train_rows, test_rows, counts = draw_disjoint(candidates, train, test)
-    write_splits(output, train_rows, test_rows)
-    mean_givens = np.mean([sum(ch != "." for ch in r.question) for r in train_rows + test_rows])
-    log(f"wrote {output}/train.csv ({counts.train}) and test.csv ({counts.test}): {size}×{size} Sudoku, "
-        f"mean {mean_givens:.1f} givens, {rating_summary(train_rows + test_rows)}; {counts.duplicates} "
-        f"symmetric duplicates skipped; {time.perf_counter() - started:.1f} s")
-    return {"train": counts.train, "test": counts.test, "duplicates": counts.duplicates}
+    return draw_and_write(output, candidates, train, test, describe, log)
 
 
 # -- CLI ----------------------------------------------------------------------------------------------------

@@ -196,7 +196,8 @@ def _evaluate_checkpoint(args: argparse.Namespace, settings: dict[str, Any], tes
         print(result.describe() if grid else describe(result.result))
         if research and not grid:  # a research checkpoint: its authors' evaluator divides by every task
             print(describe_research_figures(result.result.extra["research_evaluator"]))
-        print(f"{len(result.raw)} samples in {result.model_seconds:.1f}s of model time "
+        rows = result.counts["model_rows"] if grid else len(result.raw)  # votes run each puzzle K times
+        print(f"{rows} samples in {result.model_seconds:.1f}s of model time "
               f"({result.samples_per_second:.1f} samples/s); total {time.perf_counter() - started:.1f}s")
         written = "raw_predictions.npz" if grid else "submission.json, predictions.json, raw_predictions.npz"
         print(f"wrote {out}/metrics.json, {written}")

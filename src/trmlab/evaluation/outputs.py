@@ -18,7 +18,7 @@ from typing import Any
 
 import numpy as np
 
-from trmlab.errors import DataError
+from trmlab.errors import DataError, write_failure
 
 RAW_KEYS = ("inputs", "puzzle_identifiers", "preds", "q_halt_logits")
 
@@ -114,8 +114,10 @@ def write_output_dir(out_dir: str | Path, files: dict[str, bytes], *, replace: b
             else:
                 old.unlink()
         os.replace(staging, out)
-    except BaseException:
+    except BaseException as error:
         shutil.rmtree(staging, ignore_errors=True)
+        if isinstance(error, OSError):  # a full or read-only disk: one line naming the output directory
+            raise write_failure(str(out), error) from error
         raise
     return out
 

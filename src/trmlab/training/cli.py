@@ -15,9 +15,12 @@ TRAIN_EPILOG = """examples:
   trmlab train trm-arc1 init_from=path/to/step_518071 data_paths=[...]   # transfer
   trmlab train trm-arc1 data_paths=[data/arc1concept-aug-1000] --dry-run   # print the step plan only
 
+SIGTERM, SIGUSR1 or Ctrl-C: the run finishes its step, writes checkpoints/step_N, prints how to resume and
+exits with 128 + the signal number; a second signal (a second or more later) exits at once.
+
 precedence (later wins): schema default < preset < --config files < key=value overrides.
 On resume the run's config.yaml is the base; overrides that change the architecture (or the step count)
-are refused."""
+are refused; data_paths= may name the run's dataset in a new place (its fingerprint must match)."""
 
 
 ADAPT_EPILOG = """settings:
@@ -184,12 +187,14 @@ def _run_train(args: argparse.Namespace) -> int:
         if int(os.environ.get("RANK", "0")) == 0:
             print(plan_run(resolved, as_json=as_json))
         return 0
+    from trmlab.errors import OutputError
+
     trainer = Trainer(resolved, resume=resume, progress=not (args.no_progress or no_progress))
     try:
         result = trainer.run()
     except TrainingInterrupted as stopped:
         return _report_interruption(stopped)
-    except OSError as error:  # a full or read-only disk mid-run: incomplete checkpoints remove themselves
+    except (OSError, OutputError) as error:  # a full or read-only disk mid-run: partial outputs are removed
         raise _run_write_failure(trainer.run_dir, error) from error
     if int(os.environ.get("RANK", "0")) == 0:  # under torchrun only rank 0 reports
         print(f"trained {result.step:,}/{result.total_steps:,} steps; run directory {result.run_dir}",
@@ -197,14 +202,15 @@ def _run_train(args: argparse.Namespace) -> int:
     return 0
 
 
-def _run_write_failure(run_dir: Any, error: OSError) -> Exception:
-    from trmlab.errors import write_failure
+def _run_write_failure(run_dir: Any, error: Exception) -> Exception:
+    from trmlab.errors import OutputError, write_failure
 
-    failure = write_failure(f"run_dir {run_dir.path}", error)
+    # An OutputError already names what it could not write (the run directory, an evaluation directory).
+    failure = OutputError(str(error)) if isinstance(error, OutputError) else write_failure(
+        f"run_dir {run_dir.path}", error)
     steps = run_dir.checkpoint_steps()
-    next_step = (f"resume from step_{steps[0]} with: trmlab train resume={run_dir.path}" if steps
-                 else "no checkpoint was written yet; start the run again")
-    failure.args = (f"{failure}; {next_step}",)
+    if steps:
+        failure.args = (f"{failure}; resume from step_{steps[0]} with: trmlab train resume={run_dir.path}",)
     return failure
 
 

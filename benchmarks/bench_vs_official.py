@@ -1,0 +1,339 @@
+"""trmlab's TRM against the official model, side by side in one process, with the same weights.
+
+    python benchmarks/bench_vs_official.py --official /tmp/official                    # CPU, tiny shape
+    python benchmarks/bench_vs_official.py --official /tmp/official --shape mid
+    python benchmarks/bench_vs_official.py --official /tmp/official --shape arc --device cuda \
+        --dtype bfloat16 --compile                                          # the ARC shape on a GPU
+
+``--official`` is a checkout of SamsungSAILMontreal/TinyRecursiveModels kept outside this repository (its
+model needs ``pydantic`` and ``einops`` in the environment; nothing of it is copied here). Both models are
+built with the same architecture, the official weights are loaded into trmlab's model through the checkpoint
+key map, and the first ACT step's logits are compared before anything is timed. Then, for ``--rounds``
+rounds, alternating which model goes first, it times:
+
+- training ACT step: forward, the loss head (official ``ACTLossHead`` / trmlab ``act_loss``), backward,
+  gradients cleared; the carry persists across steps as in training;
+- evaluation rollout: a fresh carry, ``halt_max_steps`` ACT steps without gradients, as each evaluator runs it
+  (official: its loss head under ``inference_mode`` until ``all_finish``; trmlab: ``model.rollout``).
+
+It prints every round's samples/s and the median ratio trmlab / official (> 1: trmlab is faster).
+
+``--numerics`` instead measures how far apart the two are in ``--dtype`` (bf16) against the official fp32
+result of the same weights, over a full evaluation rollout, next to the official code's own spread (the same
+rollout run again, and with the batch rows permuted, which changes kernel tiling on GPUs): trmlab's bf16
+results are "numerically unchanged" when their distance to the official bf16 run is within that spread and
+their error against fp32 is the official one's.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import statistics
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
+
+from trmlab.config.loader import load_config
+from trmlab.interop.official_keys import strip_official
+from trmlab.models import build_model
+from trmlab.models.losses import act_loss
+
+# (hidden, heads, H_cycles, L_cycles, L_layers, seq_len, batch): the shapes of the issue's measurements.
+SHAPES = {
+    "tiny": (64, 2, 3, 4, 2, 100, 32),
+    "mid": (256, 4, 3, 4, 2, 400, 8),
+    "arc": (512, 8, 3, 4, 2, 900, 96),
+}
+VOCAB, NUM_IDS, PREFIX = 12, 64, 16
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--official", required=True, type=Path,
+                        help="checkout of the official TinyRecursiveModels repository")
+    parser.add_argument("--shape", choices=sorted(SHAPES), default="tiny")
+    parser.add_argument("--batch", type=int, default=None, help="rows per batch (default: the shape's)")
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--dtype", choices=("float32", "bfloat16"), default="float32")
+    parser.add_argument("--compile", action="store_true",
+                        help="torch.compile both models (compilation excluded from timing)")
+    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--train-steps", type=int, default=3, help="training ACT steps per round")
+    parser.add_argument("--rollouts", type=int, default=1, help="evaluation rollouts per round")
+    parser.add_argument("--halt-max-steps", type=int, default=16)
+    parser.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+    parser.add_argument("--parts", nargs="+", choices=("train", "eval"), default=["train", "eval"])
+    parser.add_argument("--clock", choices=("wall", "cpu"), default="wall",
+                        help="cpu: this process's CPU time instead of wall time (with --threads 1, robust to "
+                        "other load on a shared machine; CPU devices only)")
+    parser.add_argument("--numerics", action="store_true",
+                        help="compare final-step logits and predictions instead of timing (see above)")
+    return parser.parse_args(argv)
+
+
+def architecture(args: argparse.Namespace) -> dict[str, Any]:
+    hidden, heads, h_cycles, l_cycles, layers, seq_len, batch = SHAPES[args.shape]
+    return dict(hidden_size=hidden, num_heads=heads, H_cycles=h_cycles, L_cycles=l_cycles, L_layers=layers,
+                seq_len=seq_len, batch_size=args.batch or batch, expansion=4.0, puzzle_emb_ndim=hidden,
+                puzzle_emb_len=PREFIX, pos_encodings="rope", halt_max_steps=args.halt_max_steps,
+                halt_exploration_prob=0.1, forward_dtype=args.dtype, no_ACT_continue=True, mlp_t=False)
+
+
+def build_official(path: Path, arch: dict[str, Any]) -> tuple[torch.nn.Module, torch.nn.Module]:
+    """The official ACT model wrapped in its loss head (imported from ``path``)."""
+    sys.path.insert(0, str(path.resolve()))
+    trm = importlib.import_module("models.recursive_reasoning.trm")
+    losses = importlib.import_module("models.losses")
+    config = dict(arch, vocab_size=VOCAB, num_puzzle_identifiers=NUM_IDS, H_layers=0)
+    model = trm.TinyRecursiveReasoningModel_ACTV1(config)
+    return model, losses.ACTLossHead(model, "stablemax_cross_entropy")
+
+
+def build_trmlab(arch: dict[str, Any], official: torch.nn.Module) -> torch.nn.Module:
+    """trmlab's TRM with the same architecture, holding the official model's weights."""
+    keys = ("hidden_size", "num_heads", "H_cycles", "L_cycles", "L_layers", "expansion", "puzzle_emb_ndim",
+            "puzzle_emb_len", "pos_encodings", "halt_max_steps", "halt_exploration_prob", "forward_dtype",
+            "no_ACT_continue", "mlp_t")
+    overrides = [f"arch.{k}={str(arch[k]).lower() if isinstance(arch[k], bool) else arch[k]}" for k in keys]
+    resolved = load_config("tiny", overrides)
+    model = build_model(resolved, seq_len=arch["seq_len"], vocab_size=VOCAB, num_puzzle_identifiers=NUM_IDS)
+    state = strip_official(official.inner.state_dict(), "official model")
+    model.load_state_dict(state, strict=True)
+    return model
+
+
+def make_batch(arch: dict[str, Any], device: torch.device) -> dict[str, torch.Tensor]:
+    g = torch.Generator().manual_seed(0)
+    rows, seq_len = arch["batch_size"], arch["seq_len"]
+    inputs = torch.randint(0, VOCAB, (rows, seq_len), generator=g, dtype=torch.int32)
+    labels = torch.randint(0, VOCAB, (rows, seq_len), generator=g, dtype=torch.int32)
+    ids = torch.randint(1, NUM_IDS, (rows,), generator=g, dtype=torch.int32)
+    return {"inputs": inputs.to(device), "labels": labels.to(device), "puzzle_identifiers": ids.to(device)}
+
+
+def sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+class Contender:
+    """One model's training step and evaluation rollout, as its own code runs them."""
+
+    def __init__(self, name: str, train_step: Callable[[Any], Any], rollout: Callable[[], None],
+                 initial_carry: Callable[[], Any]) -> None:
+        self.name, self.train_step, self.rollout = name, train_step, rollout
+        self.initial_carry = initial_carry
+        self.carry = None
+
+
+def official_contender(head: torch.nn.Module, batch: dict[str, torch.Tensor], compile_: bool) -> Contender:
+    runner = torch.compile(head) if compile_ else head
+    rows = batch["inputs"].shape[0]
+
+    def initial_carry() -> Any:
+        carry = head.initial_carry(batch)
+        # The official carry is created on the CPU and moved by its trainer (`.cuda()` on every tensor).
+        device = batch["inputs"].device
+        carry.inner_carry.z_H, carry.inner_carry.z_L = (carry.inner_carry.z_H.to(device),
+                                                        carry.inner_carry.z_L.to(device))
+        carry.steps, carry.halted = carry.steps.to(device), carry.halted.to(device)
+        carry.current_data = {k: v.to(device) for k, v in carry.current_data.items()}
+        return carry
+
+    def train_step(carry: Any) -> Any:
+        head.train()
+        carry, loss, _, _, _ = runner(return_keys=[], carry=carry, batch=batch)
+        (loss / rows).backward()
+        head.zero_grad(set_to_none=True)
+        return carry
+
+    def rollout() -> None:
+        head.eval()
+        with torch.inference_mode():
+            carry = initial_carry()
+            while True:
+                carry, _, _, _, all_finish = runner(return_keys=["preds"], carry=carry, batch=batch)
+                if all_finish:
+                    break
+
+    return Contender("official", train_step, rollout, initial_carry)
+
+
+def trmlab_contender(model: torch.nn.Module, batch: dict[str, torch.Tensor], compile_: bool) -> Contender:
+    runner = torch.compile(model) if compile_ else model
+    rows = batch["inputs"].shape[0]
+    loss_type = model.arch.loss_type
+
+    def train_step(carry: Any) -> Any:
+        model.train()
+        carry, out = runner(carry, batch)
+        loss, _ = act_loss(out, loss_type)
+        (loss / rows).backward()
+        model.zero_grad(set_to_none=True)
+        return carry
+
+    def rollout() -> None:
+        model.rollout(batch["inputs"], batch["puzzle_identifiers"])
+
+    return Contender("trmlab", train_step, rollout, lambda: model.initial_carry(batch))
+
+
+def first_step_difference(official: torch.nn.Module, trmlab: torch.nn.Module,
+                          batch: dict[str, torch.Tensor]) -> float:
+    """Max |Δ logits| of the first evaluation step: the two models must compute the same thing."""
+    official.eval()
+    with torch.no_grad():
+        carry = official.initial_carry(batch)
+        device = batch["inputs"].device
+        carry.inner_carry.z_H = carry.inner_carry.z_H.to(device)
+        carry.inner_carry.z_L = carry.inner_carry.z_L.to(device)
+        carry.steps, carry.halted = carry.steps.to(device), carry.halted.to(device)
+        carry.current_data = {k: v.to(device) for k, v in carry.current_data.items()}
+        _, ref = official(carry, batch)
+        ours = trmlab.rollout(batch["inputs"], batch["puzzle_identifiers"], steps=1)[0]
+    return float((ref["logits"].float() - ours["logits"].float()).abs().max())
+
+
+CLOCKS = {"wall": time.perf_counter, "cpu": time.process_time}
+
+
+def time_train(contender: Contender, steps: int, rows: int, device: torch.device, clock: str) -> float:
+    sync(device)
+    start = CLOCKS[clock]()
+    for _ in range(steps):
+        contender.carry = contender.train_step(contender.carry)
+    sync(device)
+    return rows * steps / (CLOCKS[clock]() - start)
+
+
+def time_eval(contender: Contender, rollouts: int, rows: int, device: torch.device, clock: str) -> float:
+    sync(device)
+    start = CLOCKS[clock]()
+    for _ in range(rollouts):
+        contender.rollout()
+    sync(device)
+    return rows * rollouts / (CLOCKS[clock]() - start)
+
+
+def run(args: argparse.Namespace) -> dict[str, float]:
+    """Print the per-round table and the median ratios; returns {part: median ratio trmlab / official}."""
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    device = torch.device(args.device)
+    if args.clock == "cpu" and device.type != "cpu":
+        raise SystemExit("--clock cpu measures CPU time: only for --device cpu")
+    arch = architecture(args)
+    torch.manual_seed(0)
+    official_model, head = build_official(args.official, arch)
+    trmlab_model = build_trmlab(arch, official_model)
+    official_model.to(device)
+    trmlab_model.to(device)
+    batch = make_batch(arch, device)
+    rows = arch["batch_size"]
+    diff = first_step_difference(official_model, trmlab_model, batch)
+    hardware = torch.cuda.get_device_name(device) if device.type == "cuda" else \
+        f"CPU, {torch.get_num_threads()} threads"
+    print(f"shape {args.shape}: hidden {arch['hidden_size']}, heads {arch['num_heads']}, "
+          f"H{arch['H_cycles']} L{arch['L_cycles']}, {arch['L_layers']} layers, "
+          f"seq {arch['seq_len']} + {PREFIX}, "
+          f"batch {rows}, {args.dtype}, compile {args.compile}, {hardware}, torch {torch.__version__}")
+    print(f"first ACT step: max |logits official - trmlab| = {diff:.3g}")
+    contenders = [official_contender(head, batch, args.compile), trmlab_contender(trmlab_model, batch,
+                                                                                  args.compile)]
+    for c in contenders:  # warm-up: allocator, kernels, compilation
+        c.carry = c.initial_carry()
+        if "train" in args.parts:
+            c.carry = c.train_step(c.train_step(c.carry))
+        if "eval" in args.parts:
+            c.rollout()
+    ratios: dict[str, float] = {}
+    for part in args.parts:
+        figures: dict[str, list[float]] = {c.name: [] for c in contenders}
+        print(f"\n{part}: samples/s per round ({args.clock} clock, alternating order)")
+        print("| round | official | trmlab | ratio |")
+        print("|---|---|---|---|")
+        for r in range(args.rounds):
+            order = contenders if r % 2 == 0 else contenders[::-1]
+            for c in order:
+                if part == "train":
+                    figures[c.name].append(time_train(c, args.train_steps, rows, device, args.clock))
+                else:
+                    figures[c.name].append(time_eval(c, args.rollouts, rows, device, args.clock))
+            o, t = figures["official"][-1], figures["trmlab"][-1]
+            print(f"| {r + 1} | {o:.1f} | {t:.1f} | {t / o:.2f} |", flush=True)
+        per_round = [t / o for o, t in zip(figures["official"], figures["trmlab"])]
+        ratios[part] = statistics.median(per_round)
+        print(f"median: official {statistics.median(figures['official']):.1f}, trmlab "
+              f"{statistics.median(figures['trmlab']):.1f} samples/s, ratio {ratios[part]:.2f}")
+    return ratios
+
+
+def _official_rollout(model: torch.nn.Module, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+    """Final-step logits of an official evaluation rollout (halt_max_steps steps, fresh carry)."""
+    model.eval()
+    device = batch["inputs"].device
+    with torch.inference_mode():
+        carry = model.initial_carry(batch)
+        carry.inner_carry.z_H = carry.inner_carry.z_H.to(device)
+        carry.inner_carry.z_L = carry.inner_carry.z_L.to(device)
+        carry.steps, carry.halted = carry.steps.to(device), carry.halted.to(device)
+        carry.current_data = {k: v.to(device) for k, v in carry.current_data.items()}
+        for _ in range(model.config.halt_max_steps):
+            carry, out = model(carry, batch)
+    return out["logits"].float()
+
+
+def compare_numerics(args: argparse.Namespace) -> dict[str, tuple[float, float]]:
+    """{comparison: (max |Δ logits|, share of predicted tokens that differ)} for the final rollout step."""
+    device = torch.device(args.device)
+    reference_arch = dict(architecture(args), forward_dtype="float32")
+    torch.manual_seed(0)
+    reference, _ = build_official(args.official, reference_arch)
+    low_arch = architecture(args)
+    low, _ = build_official(args.official, low_arch)
+    low.inner.load_state_dict(reference.inner.state_dict())  # same weights, H/L_init rounded to the dtype
+    ours = build_trmlab(reference_arch, reference)
+    ours.core.forward_dtype_override = getattr(torch, args.dtype)
+    for model in (reference, low, ours):
+        model.to(device)
+    batch = make_batch(low_arch, device)
+    perm = torch.randperm(low_arch["batch_size"], generator=torch.Generator().manual_seed(1)).to(device)
+    permuted = {k: v[perm] for k, v in batch.items()}
+    fp32 = _official_rollout(reference, batch)
+    runs = {
+        "official": _official_rollout(low, batch),
+        "official, again": _official_rollout(low, batch),
+        "official, rows permuted": _official_rollout(low, permuted)[torch.argsort(perm)],
+        "trmlab": ours.rollout(batch["inputs"], batch["puzzle_identifiers"])[-1]["logits"].float(),
+    }
+
+    def distance(a: torch.Tensor, b: torch.Tensor) -> tuple[float, float]:
+        return float((a - b).abs().max()), float((a.argmax(-1) != b.argmax(-1)).float().mean())
+
+    results = {f"{name} {args.dtype} vs official float32": distance(v, fp32) for name, v in runs.items()}
+    for name in ("official, again", "official, rows permuted", "trmlab"):
+        results[f"{name} vs official ({args.dtype})"] = distance(runs[name], runs["official"])
+    print(f"numerics, shape {args.shape}, {args.dtype}, {args.device}, torch {torch.__version__}: final step "
+          f"of a {low_arch['halt_max_steps']}-step rollout, batch {low_arch['batch_size']}")
+    print("| comparison | max abs logit difference | predicted tokens that differ |")
+    print("|---|---|---|")
+    for name, (diff, share) in results.items():
+        print(f"| {name} | {diff:.3g} | {share:.2%} |")
+    return results
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = parse_args(argv)
+    compare_numerics(args) if args.numerics else run(args)
+
+
+if __name__ == "__main__":
+    main()
