@@ -230,6 +230,8 @@ def test_cross_field_rules_for_encoder_variants() -> None:
         _problems("trm-arc1", ["arch.encoder_token_layout=paired"])
     assert "arch.contrastive_weight = 0.1 (command line) has no effect with arch.name = trm" in \
         _problems("trm-arc1", ["arch.contrastive_weight=0.1"])
+    assert "arch.context_refine_steps = 3 (command line) has no effect with arch.name = etrmtrm" in \
+        _problems("etrmtrm-arc1", ["arch.context_refine_steps=3"])
     assert "demo_sampling = loo (command line): must be one of fixed, leave_one_out" in \
         _problems("etrm-arc1", ["demo_sampling=loo"])
     assert "demo_sampling = leave_one_out (command line) has no effect with arch.name = trm" in \

@@ -14,7 +14,7 @@ from test_encoders import SEQ, demo_batch
 from trmlab.config.schema import ArchConfig
 from trmlab.errors import DataError
 from trmlab.models import build_model
-from trmlab.models.losses import act_loss
+from trmlab.models.losses import act_loss, stablemax_cross_entropy
 
 
 def tiny_arch(name: str = "etrm", **overrides) -> ArchConfig:
@@ -93,6 +93,39 @@ def test_eval_cache_matches_recomputing_every_step(name, overrides):
             torch.testing.assert_close(outputs["logits"], cached[step]["logits"])
     assert torch.isfinite(outputs["context"]).all()
     assert outputs["context"][3].abs().sum() == 0  # the zero-demo row
+
+
+def rollout(model, batch: dict[str, torch.Tensor]) -> list[dict[str, torch.Tensor]]:
+    return model.rollout(batch["inputs"], batch["puzzle_identifiers"], demo_inputs=batch["demo_inputs"],
+                         demo_labels=batch["demo_labels"], demo_mask=batch["demo_mask"])
+
+
+def test_context_refinement_fits_the_demos_and_leaves_the_weights_alone():
+    refining = build(tiny_arch("etrm", context_refine_steps=3, context_refine_lr=0.05)).eval()
+    batch = make_batch(seed=1)
+    weights = {k: v.clone() for k, v in refining.state_dict().items()}
+
+    def demo_loss(context: torch.Tensor) -> torch.Tensor:  # per row: reproducing its own demos
+        rows, slots = batch["demo_mask"].nonzero(as_tuple=True)
+        labels = batch["demo_labels"][rows, slots].long()
+        logits = refining._decode_fresh(batch["demo_inputs"][rows, slots], context[rows])
+        per_demo = stablemax_cross_entropy(logits, torch.where(labels == 0, -100, labels)).sum(-1)
+        return torch.zeros(len(batch["inputs"])).index_add(0, rows, per_demo.float())
+
+    with torch.no_grad():
+        steps = rollout(refining, batch)
+        encoded = refining.encoder(batch["demo_inputs"], batch["demo_labels"], batch["demo_mask"]).context
+        refined = steps[0]["context"]
+        before, after = demo_loss(encoded), demo_loss(refined)
+    assert (after[:3] < before[:3]).all()  # rows with demos fit them better
+    assert not torch.equal(refined[:3], encoded[:3])
+    assert refined[3].abs().sum() == 0  # the zero-demo row is left alone
+    assert all(torch.equal(v, weights[k]) for k, v in refining.state_dict().items())
+    assert all(p.grad is None for p in refining.parameters())
+    plain = build(tiny_arch("etrm")).eval()  # same seed, same weights, no refinement
+    with torch.no_grad():
+        unrefined = rollout(plain, batch)
+    torch.testing.assert_close(unrefined[0]["context"], encoded)
 
 
 def test_eval_recomputes_only_restarted_rows():

@@ -105,6 +105,12 @@ class ArchConfig:
     contrastive_weight: float = setting(0.0, "weight of the contrastive context loss (rows of one puzzle are "
                                         "positives; 0 disables)", ge=0)
     contrastive_temperature: float = setting(0.1, "temperature of the contrastive context loss", gt=0)
+    context_refine_steps: int = setting(
+        0, "evaluation only (etrm): gradient steps on each row's context, decoder and encoder frozen, so "
+        "the decoder reproduces the row's own demos before it decodes the query (test-time refinement as in "
+        "latent program networks; 0 disables)", ge=0)
+    context_refine_lr: float = setting(0.1, "step of the context refinement, as a fraction of the context's "
+                                       "RMS per row (the gradient is normalised per row)", gt=0)
     recurrent_encoder_type: str = setting("recurrent_standard", "etrmtrm encoder", arch=True,
                                           choices=RECURRENT_ENCODER_TYPES)
     encoder_h_cycles: int = setting(3, "etrmtrm trm_style encoder outer cycles", arch=True, ge=1)

@@ -40,6 +40,8 @@ _USED_BY: dict[str, tuple[str, ...]] = {
     "arch.contrastive_temperature": ENCODER_VARIANTS,
     "arch.encoder_type": ("etrm",),
     "arch.encoder_set_memory": ("etrm",),
+    "arch.context_refine_steps": ("etrm",),
+    "arch.context_refine_lr": ("etrm",),
     "arch.encoder_token_layout": ENCODER_VARIANTS,
     "arch.encoder_numerics": ENCODER_VARIANTS,
     "arch.recurrent_encoder_type": ("etrmtrm",),

@@ -17,6 +17,7 @@ in training, ``context_groups`` [B] (each row's puzzle identifier, for the contr
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any
 
 import torch
@@ -27,7 +28,7 @@ from trmlab.models.act import ACTModel
 from trmlab.models.core import ReasoningCore, prefix_length
 from trmlab.models.diagnostics import context_diagnostics
 from trmlab.models.encoders import DemoEncoder, EncoderOutput, EncoderSettings
-from trmlab.models.losses import act_loss, contrastive_context_loss
+from trmlab.models.losses import IGNORE_LABEL, TOKEN_LOSSES, act_loss, contrastive_context_loss
 
 DEMO_KEYS = ("demo_inputs", "demo_labels", "demo_mask")
 ENCODER_PREFIX = "encoder."
@@ -115,6 +116,46 @@ class ETRM(EncoderModelMixin, ACTModel):
     def _encode(self, demos: dict[str, Tensor]) -> EncoderOutput:
         return self.encoder(*demo_batch(demos, "ETRM"), dtype=self.core.forward_dtype)
 
+    def _encode_for_eval(self, demos: dict[str, Tensor]) -> EncoderOutput:
+        out = self._encode(demos)
+        if self.arch.context_refine_steps > 0:
+            out = dataclasses.replace(out, context=self.refine_context(out.context, demos))
+        return out
+
+    def refine_context(self, context: Tensor, demos: dict[str, Tensor]) -> Tensor:
+        """``arch.context_refine_steps`` gradient steps on each row's context [B, P, D] (weights untouched)
+        that lower the token loss of the decoder reproducing the row's own demo outputs from their inputs,
+        as the row itself is decoded (``halt_max_steps`` ACT steps from fresh latents). Each step moves a
+        row's context by ``arch.context_refine_lr`` × its RMS along its normalised gradient."""
+        inputs, labels, mask = demo_batch(demos, "ETRM")
+        rows, slots = mask.nonzero(as_tuple=True)
+        if rows.numel() == 0:
+            return context
+        demo_inputs = inputs[rows, slots]
+        targets = labels[rows, slots].long()
+        targets = torch.where(targets == 0, IGNORE_LABEL, targets)  # raw labels: PAD (0) is not scored
+        token_loss = TOKEN_LOSSES[self.arch.loss_type]
+        refined = context.detach().float()
+        scale = refined.pow(2).mean(dim=(1, 2), keepdim=True).sqrt()
+        with torch.enable_grad():
+            for _ in range(self.arch.context_refine_steps):
+                refined.requires_grad_(True)
+                loss = token_loss(self._decode_fresh(demo_inputs, refined[rows]), targets).sum()
+                (grad,) = torch.autograd.grad(loss, refined)
+                grad_rms = grad.pow(2).mean(dim=(1, 2), keepdim=True).sqrt().clamp_min(1e-12)
+                refined = (refined - self.arch.context_refine_lr * scale * grad / grad_rms).detach()
+        return refined.to(context.dtype)
+
+    def _decode_fresh(self, inputs: Tensor, prefix: Tensor) -> Tensor:
+        """Logits [N, S, V] after ``halt_max_steps`` ACT steps of the decoder from fresh latents."""
+        z_H, z_L = self.core.initial_latents(inputs.shape[0], inputs.device)
+        z_H, z_L = self.core.reset_latents(z_H, z_L, torch.ones(inputs.shape[0], dtype=torch.bool,
+                                                                 device=inputs.device))
+        x = self.core.embed(inputs, prefix)
+        for _ in range(self.arch.halt_max_steps):
+            (z_H, z_L), (logits, _, _) = self.core.step(z_H, z_L, x)
+        return logits
+
     def initial_prefix_state(self, batch: dict[str, Tensor]) -> dict[str, Tensor]:
         """Evaluation cache: the context (and KL) of each row, and which rows must (re)compute it."""
         size, device = batch["inputs"].shape[0], batch["inputs"].device
@@ -138,11 +179,11 @@ class ETRM(EncoderModelMixin, ACTModel):
                                         "context_groups": data["puzzle_identifiers"]}
         context, kl, stale = state["context"], state["kl"], state["stale"]
         if bool(stale.all()):
-            out = self._encode(data)
+            out = self._encode_for_eval(data)
             context, kl = out.context, out.kl if out.kl is not None else kl
         elif bool(stale.any()):
             rows = stale.nonzero(as_tuple=True)[0]
-            out = self._encode(subset_rows(data, rows))
+            out = self._encode_for_eval(subset_rows(data, rows))
             context = context.index_copy(0, rows, out.context.to(context.dtype))
             if out.kl is not None:
                 kl = kl.index_copy(0, rows, out.kl)

@@ -34,7 +34,7 @@ ADAPT_EPILOG = """settings:
 
 examples:
   trmlab adapt arc_v1_public/step_518071 arc-agi_test_challenges.json out=runs/adapt steps=2000
-  trmlab adapt runs/demo/checkpoints/step_3923 tasks.json out=runs/adapt-demo mode=embeddings steps=300 \\
+  trmlab adapt runs/demo/checkpoints/step_4036 tasks.json out=runs/adapt-demo mode=embeddings steps=300 \\
       num_aug=8 canvas=6 solutions=solutions.json"""
 ADAPT_KEYS = {"out": str, "mode": str, "steps": int, "max_minutes": float, "num_aug": int, "canvas": int,
               "aug_seed": int, "solutions": str}
