@@ -146,13 +146,6 @@ def count_solutions(size: int, grid: list[int], limit: int = 2) -> int:
     return Solver(Geometry(size), grid).solve(limit)
 
 
-def search_rating(geometry: Geometry, grid: list[int]) -> int:
-    """Branching nodes of the exhaustive search (digits in ascending order): the puzzle's ``rating``."""
-    solver = Solver(geometry, grid)
-    solver.solve(limit=2)
-    return solver.branch_nodes
-
-
 def random_solution(geometry: Geometry, rng: np.random.Generator) -> list[int]:
     solver = Solver(geometry, [0] * geometry.cells, rng)
     solver.solve(limit=1)
