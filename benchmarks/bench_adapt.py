@@ -69,9 +69,12 @@ def write_task_files(tasks: list[Any], folder: Path) -> tuple[Path, Path]:
     return folder / "challenges.json", folder / "solutions.json"
 
 
+DEVICE = "cpu"  # every run's device= (set from --device in main)
+
+
 def pretrain(preset: str, data: Path, run: Path, overrides: list[str]) -> tuple[dict[str, Any], Path]:
     """Train ``preset`` on ``data`` (evaluated once, at the end, on its test split)."""
-    resolved = load_config(preset, [f"data_paths=[{data}]", f"run_dir={run}", "device=cpu",
+    resolved = load_config(preset, [f"data_paths=[{data}]", f"run_dir={run}", f"device={DEVICE}",
                                     "eval_interval=null", *overrides])
     with Clock() as clock:
         result = Trainer(resolved, progress=False).run()
@@ -85,7 +88,7 @@ def run_adapt(checkpoint: Path, challenges: Path, solutions: Path, out: Path, mo
               num_aug: int, canvas: int, overrides: list[str]) -> dict[str, Any]:
     settings = AdaptSettings(checkpoint=str(checkpoint), tasks=str(challenges), out=str(out), mode=mode,
                              steps=steps, num_aug=num_aug, canvas=canvas, solutions=str(solutions),
-                             overrides=["device=cpu", *overrides])
+                             overrides=[f"device={DEVICE}", *overrides])
     with Clock() as clock:
         result = adapt(settings, progress=False)
     logged = [json.loads(line) for line in (out / "run" / "metrics.jsonl").read_text().splitlines()]
@@ -189,7 +192,7 @@ def fewshot_part(args: argparse.Namespace, out: Path) -> dict[str, Any]:
                                                        for t in held}))
     summary: dict[str, Any] = {"data": str(data), "held_out_tasks": len(held), "all_tasks": len(tasks),
                                "models": {}, "adapted": []}
-    overrides = [f"max_steps={args.pretrain_steps}", "eval_interval=null", "device=cpu"]
+    overrides = [f"max_steps={args.pretrain_steps}", "eval_interval=null", f"device={DEVICE}"]
     for name in args.models:
         with Clock() as clock:
             summary["models"][name] = run_model(name, data, out, tasks, overrides, 1, args.vote_augmentations,
@@ -249,6 +252,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--adapt-steps", type=int, nargs="+", default=[500], help="adaptation steps (sweep)")
     parser.add_argument("--modes", nargs="+", default=["full", "embeddings"], choices=("full", "embeddings"))
     parser.add_argument("--threads", type=int, default=1, help="torch intra-op threads")
+    parser.add_argument("--device", default="cpu", help="device of every run (cpu: the CPU figures; cuda)")
     parser.add_argument("--skip-official", action="store_true",
                         help="arc: do not re-train the official-protocol model (it is exactly `make demo`)")
     parser.add_argument("--num-aug", type=int, default=8, help="adaptation: augmentations per task (fewshot)")
@@ -260,6 +264,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--families", nargs="+", default=None, help="fewshot: rule families (default all)")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
+    global DEVICE
+    DEVICE = args.device
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     if args.part == "arc":

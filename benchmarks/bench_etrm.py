@@ -49,11 +49,11 @@ def random_pair(rng: random.Random) -> tuple[list[list[int]], list[list[int]]]:
     return grid, [row[::-1] for row in grid]
 
 
-def task_pool(rng: random.Random) -> tuple[list[list[tuple]], str]:
+def task_pool(rng: random.Random, arc_json: Path = ARC_JSON) -> tuple[list[list[tuple]], str]:
     """Lists of (input, output) pairs per task: ARC-AGI-1 training tasks (train pairs + test pairs)."""
-    if ARC_JSON.exists():
-        data = json.loads(ARC_JSON.read_text())
-        return [task["train"] for task in data.values()], f"ARC-AGI-1 training demos ({ARC_JSON.name})"
+    if arc_json.exists():
+        data = json.loads(arc_json.read_text())
+        return [task["train"] for task in data.values()], f"ARC-AGI-1 training demos ({arc_json.name})"
     tasks = [[random_pair(rng) for _ in range(6)] for _ in range(64)]
     return [[{"input": i, "output": o} for i, o in t] for t in tasks], "random 3-20 side grids (no ARC JSON)"
 
@@ -137,6 +137,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--steps", type=int, default=5, help="timed training steps per layout")
     parser.add_argument("--warmup", type=int, default=2)
     parser.add_argument("--device", default="cpu")
+    parser.add_argument("--arc-json", type=Path, default=ARC_JSON,
+                        help="ARC-AGI-1 training challenges (default: ../shared's; random grids if absent)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--json", help="also write the results to this JSON file")
     parser.add_argument("--threads", type=int, default=None, help="intra-op CPU threads (default: torch's)")
@@ -145,7 +147,7 @@ def main(argv: list[str] | None = None) -> int:
         torch.set_num_threads(args.threads)
     device = torch.device(args.device)
     rng = random.Random(args.seed)
-    pool, source = task_pool(rng)
+    pool, source = task_pool(rng, args.arc_json)
     batches = [{k: v.to(device) for k, v in make_batch(pool, args.batch, rng).items()}
                for _ in range(args.warmup + args.steps)]
     real = torch.stack([b["demo_mask"].sum(1) for b in batches]).float().mean().item()

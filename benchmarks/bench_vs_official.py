@@ -74,6 +74,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--clock", choices=("wall", "cpu"), default="wall",
                         help="cpu: this process's CPU time instead of wall time (with --threads 1, robust to "
                         "other load on a shared machine; CPU devices only)")
+    parser.add_argument("--peak-tflops", type=float, default=None,
+                        help="the chip's measured dense matmul rate in --dtype: adds TFLOP/s and MFU")
     parser.add_argument("--numerics", action="store_true",
                         help="compare final-step logits and predictions instead of timing (see above)")
     return parser.parse_args(argv)
@@ -85,6 +87,20 @@ def architecture(args: argparse.Namespace) -> dict[str, Any]:
                 seq_len=seq_len, batch_size=args.batch or batch, expansion=4.0, puzzle_emb_ndim=hidden,
                 puzzle_emb_len=PREFIX, pos_encodings="rope", halt_max_steps=args.halt_max_steps,
                 halt_exploration_prob=0.1, forward_dtype=args.dtype, no_ACT_continue=True, mlp_t=False)
+
+
+def flops_per_sample(arch: dict[str, Any]) -> dict[str, float]:
+    """Matmul FLOPs per sample: ``train`` (one ACT step: all H cycles forward, the last one backward at 2x its
+    forward) and ``eval`` (``halt_max_steps`` forward steps). Per token and layer: QKV and output projections
+    (8·D²), attention scores and values (4·S·D), SwiGLU (6·D·I); the LM and Q heads are negligible."""
+    from trmlab.models.layers import swiglu_width
+
+    hidden, seq = arch["hidden_size"], arch["seq_len"] + PREFIX
+    inner = swiglu_width(hidden, arch["expansion"])
+    per_pass = arch["L_layers"] * seq * (8 * hidden**2 + 4 * seq * hidden + 6 * hidden * inner)
+    passes_per_cycle = arch["L_cycles"] + 1  # L updates of z_L, then one update of z_H
+    forward = arch["H_cycles"] * passes_per_cycle * per_pass
+    return {"train": forward + 2 * passes_per_cycle * per_pass, "eval": arch["halt_max_steps"] * forward}
 
 
 def build_official(path: Path, arch: dict[str, Any]) -> tuple[torch.nn.Module, torch.nn.Module]:
@@ -169,6 +185,8 @@ def official_contender(head: torch.nn.Module, batch: dict[str, torch.Tensor], co
 
 def trmlab_contender(model: torch.nn.Module, batch: dict[str, torch.Tensor], compile_: bool) -> Contender:
     runner = torch.compile(model) if compile_ else model
+    if compile_:
+        model.use_compiled_step(runner)  # as trmlab's trainer and `trmlab eval compile=true` do
     rows = batch["inputs"].shape[0]
     loss_type = model.arch.loss_type
 
@@ -273,6 +291,12 @@ def run(args: argparse.Namespace) -> dict[str, float]:
         ratios[part] = statistics.median(per_round)
         print(f"median: official {statistics.median(figures['official']):.1f}, trmlab "
               f"{statistics.median(figures['trmlab']):.1f} samples/s, ratio {ratios[part]:.2f}")
+        flops = flops_per_sample(arch)[part]
+        achieved = {name: statistics.median(v) * flops / 1e12 for name, v in figures.items()}
+        mfu = "" if not args.peak_tflops else ", MFU " + ", ".join(
+            f"{name} {100 * value / args.peak_tflops:.1f}%" for name, value in achieved.items())
+        print(f"matmul work: {flops / 1e12:.3f} TFLOP per sample; achieved " + ", ".join(
+            f"{name} {value:.1f}" for name, value in achieved.items()) + f" TFLOP/s{mfu}")
     return ratios
 
 

@@ -71,6 +71,32 @@ def test_eval_of_the_official_tiny_checkpoint_runs_end_to_end(official_trm_tiny,
     assert json.loads((rescored / "submission.json").read_text()) == submission
 
 
+def test_eval_compile_true_runs_the_compiled_step_with_the_same_scores(official_trm_tiny, tiny_dataset,
+                                                                       tmp_path, monkeypatch, capsys):
+    checkpoint = str(official_trm_tiny / "step_100")
+    plain, compiled = tmp_path / "plain", tmp_path / "compiled"
+    assert main(["eval", checkpoint, str(tiny_dataset), f"out={plain}", "batch_size=4", "device=cpu"]) == 0
+    real_compile, compiled_models = torch.compile, []
+
+    def eager_compile(model, **kwargs):  # dynamo tracing without a C++ toolchain
+        compiled_models.append(type(model).__name__)
+        return real_compile(model, backend="eager")
+
+    monkeypatch.setattr(torch, "compile", eager_compile)
+    assert main(["eval", checkpoint, str(tiny_dataset), f"out={compiled}", "batch_size=4", "device=cpu",
+                 "compile=true"]) == 0
+    assert compiled_models == ["TRM"]
+    scores = [{k: v for k, v in json.loads((d / "metrics.json").read_text()).items() if k.startswith("ARC/")}
+              for d in (plain, compiled)]
+    assert scores[0] == scores[1]
+    assert np.array_equal(load_raw_predictions(plain / "raw_predictions.npz").preds,
+                          load_raw_predictions(compiled / "raw_predictions.npz").preds)
+    capsys.readouterr()
+    assert main(["eval", checkpoint, str(tiny_dataset), f"out={tmp_path / 'bad'}", "compile=yes"]) == 2
+    assert "compile='yes' is not a valid boolean (true or false)" in capsys.readouterr().err
+    assert not (tmp_path / "bad").exists()
+
+
 def test_eval_refuses_a_dataset_whose_identifiers_do_not_match_the_table(official_trm_tiny, tmp_path, capsys):
     tasks = {"task0": simple_task(0)}
     root = build_dataset(tmp_path / "data", tasks, {"task0": AUGS}, side=6)  # 4 identifiers, table has 10

@@ -66,6 +66,32 @@ def test_rollout_matches_eval_vectors(official_trm_tiny):
         assert (step["logits"] - torch.from_numpy(vectors[f"eval_logits_{n}"])).abs().max() < 1e-4
 
 
+def test_rollout_runs_through_the_compiled_step_when_one_is_attached(official_trm_tiny):
+    model, vectors, batch = fixture_model_and_vectors(official_trm_tiny)
+    calls = []
+
+    def counting_step(carry, data):
+        calls.append(model.training)
+        return model(carry, data)
+
+    model.use_compiled_step(counting_step)
+    steps = model.rollout(batch["inputs"], batch["puzzle_identifiers"])
+    assert calls == [False] * 4, "every evaluation step goes through the attached step, in eval mode"
+    assert torch.equal(steps[-1]["preds"], torch.from_numpy(vectors["eval_preds_3"]))
+    assert not any("compiled" in k for k in model.state_dict()), "the step must stay out of the state dict"
+    assert not any(m is not model and m is counting_step for m in model.modules())
+    # A real torch.compile wrapper (eager backend: no C++ toolchain needed) gives the same answers.
+    model.use_compiled_step(torch.compile(model, backend="eager"))
+    compiled = model.rollout(batch["inputs"], batch["puzzle_identifiers"])
+    for n, step in enumerate(compiled):
+        assert torch.equal(step["preds"], torch.from_numpy(vectors[f"eval_preds_{n}"]))
+    assert set(model.state_dict()) == set(fixture_model_and_vectors(official_trm_tiny)[0].state_dict())
+    model.use_compiled_step(None)
+    calls.clear()
+    model.rollout(batch["inputs"], batch["puzzle_identifiers"])
+    assert calls == []
+
+
 def test_train_parity_loss_and_gradient_norms(official_trm_tiny):
     model, vectors, batch = fixture_model_and_vectors(official_trm_tiny)
     model.train()

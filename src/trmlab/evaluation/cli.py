@@ -14,8 +14,18 @@ from typing import Any
 
 from trmlab.errors import ConfigError
 
+
+def boolean(text: str) -> bool:
+    """``true`` / ``false``; anything else is a ValueError (never a silently truthy string)."""
+    if text.lower() in ("true", "false"):
+        return text.lower() == "true"
+    raise ValueError(text)
+
+
+boolean.__name__ = "boolean (true or false)"
+
 EVAL_KEYS = {"out": str, "weights": str, "max_tasks": int, "num_augmentations": int, "batch_size": int,
-             "device": str, "max_demos": int, "pass_ks": str, "votes": int}
+             "device": str, "max_demos": int, "pass_ks": str, "votes": int, "compile": boolean}
 SCORE_KEYS = {"out": str, "max_tasks": int, "num_augmentations": int, "pass_ks": str}
 
 
@@ -70,7 +80,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "all), batch_size=N (default: the checkpoint config's "
         "eval.global_batch_size or global_batch_size), device=cpu|cuda|cuda:N (default: cuda when "
         "available), max_demos=N (encoder models; default: the checkpoint config's), "
-        "pass_ks=1,2,5,10,100,1000. Sudoku / Maze datasets (no test_puzzles.json) get exact and token "
+        "pass_ks=1,2,5,10,100,1000, compile=true|false (torch.compile the ACT step; worth it on a GPU, "
+        "default false). Sudoku / Maze datasets (no test_puzzles.json) get exact and token "
         "accuracy instead (max_tasks=K: the first K test puzzles), and votes=K adds a vote over K symmetric "
         "copies of each input, reported separately (default: the checkpoint config's eval.symmetry_votes)")
     ev.add_argument("checkpoint", help="official step_N file or trmlab checkpoint directory")
@@ -171,6 +182,10 @@ def _evaluate_checkpoint(args: argparse.Namespace, settings: dict[str, Any], tes
     model = load_checkpoint(args.checkpoint, seq_len=test_set.seq_len, device=device,
                             use_ema=requested == "ema")
     evaluated = evaluated_weights(Path(args.checkpoint), model, requested, explicit="weights" in settings)
+    if settings.get("compile"):
+        import torch
+
+        model.use_compiled_step(torch.compile(model))
     _check_dataset_identity(Path(args.checkpoint), test_set.path, model, ctx.is_main)
     config = getattr(model, "config", None)
     config = getattr(config, "config", config)  # load_checkpoint attaches a ResolvedConfig

@@ -176,7 +176,10 @@ class SwiGLU(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         # Two matmuls on the halves of the fused weight instead of one and a chunk: each output element is
         # the same dot product (bit-identical), but gate and up come out contiguous, which makes silu and the
-        # product ~3x faster on CPU than on the strided halves of one [.., 2·inner] result.
+        # product ~3x faster on CPU than on the strided halves of one [.., 2·inner] result. On an H200 (bf16,
+        # ARC shape) it is faster too: eager training 1.09x / evaluation 1.13x the official code, against
+        # 1.01x / 1.04x with one fused matmul and a chunk, with the same logits either way
+        # (benchmarks/README.md, "GPU").
         weight, _ = self.gate_up.weights_in(x.dtype)
         inner = weight.shape[0] // 2
         gate, up = F.linear(x, weight[:inner]), F.linear(x, weight[inner:])

@@ -187,6 +187,8 @@ class Trainer:
         self.decoder_names = self._decoder_names()
         self.loss_fn = getattr(self.model, "compute_loss", None) or _default_loss(config)
         self.forward = torch.compile(self.model) if config.compile else self.model
+        if config.compile and hasattr(self.model, "use_compiled_step"):
+            self.model.use_compiled_step(self.forward)  # evaluation reuses the compiled step
 
         from trmlab.training.loggers import check_loggers
 
