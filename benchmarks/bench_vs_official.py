@@ -103,14 +103,20 @@ def flops_per_sample(arch: dict[str, Any]) -> dict[str, float]:
     return {"train": forward + 2 * passes_per_cycle * per_pass, "eval": arch["halt_max_steps"] * forward}
 
 
-def build_official(path: Path, arch: dict[str, Any]) -> tuple[torch.nn.Module, torch.nn.Module]:
-    """The official ACT model wrapped in its loss head (imported from ``path``)."""
+def build_official(path: Path, arch: dict[str, Any], device: torch.device
+                   ) -> tuple[torch.nn.Module, torch.nn.Module]:
+    """The official ACT model wrapped in its loss head (imported from ``path``), built on ``device`` as the
+    official trainer builds it (``with torch.device("cuda")``): its RoPE tables are computed there. Built on
+    the CPU and moved, a GPU model would hold CPU-computed tables, which differ from the GPU's cos/sin in the
+    last bit, and its logits would differ from the official trainer's (and trmlab's, which computes the
+    tables on the weights' device)."""
     sys.path.insert(0, str(path.resolve()))
     trm = importlib.import_module("models.recursive_reasoning.trm")
     losses = importlib.import_module("models.losses")
     config = dict(arch, vocab_size=VOCAB, num_puzzle_identifiers=NUM_IDS, H_layers=0)
-    model = trm.TinyRecursiveReasoningModel_ACTV1(config)
-    return model, losses.ACTLossHead(model, "stablemax_cross_entropy")
+    with torch.device(device):
+        model = trm.TinyRecursiveReasoningModel_ACTV1(config)
+        return model, losses.ACTLossHead(model, "stablemax_cross_entropy")
 
 
 def build_trmlab(arch: dict[str, Any], official: torch.nn.Module) -> torch.nn.Module:
@@ -250,7 +256,7 @@ def run(args: argparse.Namespace) -> dict[str, float]:
         raise SystemExit("--clock cpu measures CPU time: only for --device cpu")
     arch = architecture(args)
     torch.manual_seed(0)
-    official_model, head = build_official(args.official, arch)
+    official_model, head = build_official(args.official, arch, device)
     trmlab_model = build_trmlab(arch, official_model)
     official_model.to(device)
     trmlab_model.to(device)
@@ -320,9 +326,9 @@ def compare_numerics(args: argparse.Namespace) -> dict[str, tuple[float, float]]
     device = torch.device(args.device)
     reference_arch = dict(architecture(args), forward_dtype="float32")
     torch.manual_seed(0)
-    reference, _ = build_official(args.official, reference_arch)
+    reference, _ = build_official(args.official, reference_arch, device)
     low_arch = architecture(args)
-    low, _ = build_official(args.official, low_arch)
+    low, _ = build_official(args.official, low_arch, device)
     low.inner.load_state_dict(reference.inner.state_dict())  # same weights, H/L_init rounded to the dtype
     ours = build_trmlab(reference_arch, reference)
     ours.core.forward_dtype_override = getattr(torch, args.dtype)
