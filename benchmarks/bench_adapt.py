@@ -193,14 +193,17 @@ def fewshot_part(args: argparse.Namespace, out: Path) -> dict[str, Any]:
     summary: dict[str, Any] = {"data": str(data), "held_out_tasks": len(held), "all_tasks": len(tasks),
                                "models": {}, "adapted": []}
     overrides = [f"max_steps={args.pretrain_steps}", "eval_interval=null", f"device={DEVICE}"]
-    for name in args.models:
+    reused = reuse_fewshot_runs(args.from_fewshot, data)
+    summary["models"].update(reused["models"])
+    for name in [m for m in args.models if m not in reused["models"]]:
         with Clock() as clock:
             summary["models"][name] = run_model(name, data, out, tasks, overrides, 1, args.vote_augmentations,
                                                 args.threads)
         summary["models"][name].update(wall_s=clock.wall, cpu_s=clock.cpu)
         summary["models"][name].pop("curve", None)
         _say(f"{name}: {summary['models'][name]['scores']}")
-    checkpoint = sorted((out / "trm" / "checkpoints").glob("step_*"), key=lambda p: int(p.name[5:]))[-1]
+    trm_run = reused["runs"].get("trm", out)
+    checkpoint = sorted((trm_run / "trm" / "checkpoints").glob("step_*"), key=lambda p: int(p.name[5:]))[-1]
     canvas = built["canvas"]
     vote = [f"eval.num_augmentations={args.vote_augmentations}"]
     for mode in args.modes:
@@ -212,6 +215,23 @@ def fewshot_part(args: argparse.Namespace, out: Path) -> dict[str, Any]:
             summary["adapted"].append(record)
             _say(f"adapted: {record}")
     return summary
+
+
+def reuse_fewshot_runs(folders: list[str], data: Path) -> dict[str, Any]:
+    """Models already trained by ``bench_fewshot.py`` on the same build: {"models": {name: its result},
+    "runs": {name: its --out folder}}; a folder trained on another build is an error."""
+    models: dict[str, Any] = {}
+    runs: dict[str, Path] = {}
+    for folder in map(Path, folders):
+        results = json.loads((folder / "results.json").read_text())
+        if Path(results["data"]).resolve() != data.resolve():
+            raise SystemExit(f"{folder}: trained on {results['data']}, not on --data {data}")
+        for name, result in results["models"].items():
+            result = {k: v for k, v in result.items() if k != "curve"}
+            models[name] = {**result, "wall_s": result["train_seconds"],
+                            "cpu_s": result["process_cpu_seconds"], "reused_from": str(folder)}
+            runs[name] = folder
+    return {"models": models, "runs": runs}
 
 
 def fewshot_markdown(summary: dict[str, Any]) -> str:
@@ -262,6 +282,9 @@ def main(argv: list[str] | None = None) -> int:
                         help="fewshot: models pre-trained (TRM is the one adapted)")
     parser.add_argument("--data", default=None, help="fewshot: an existing build-synthetic directory")
     parser.add_argument("--families", nargs="+", default=None, help="fewshot: rule families (default all)")
+    parser.add_argument("--from-fewshot", nargs="+", default=[], metavar="DIR",
+                        help="fewshot: bench_fewshot.py --out folders trained on --data: their models (and "
+                        "TRM's final checkpoint) are used instead of pre-training again")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     global DEVICE
