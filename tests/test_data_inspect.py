@@ -81,3 +81,33 @@ def test_cli(synthetic: Path, capsys: pytest.CaptureFixture):
     assert out.startswith(f"dataset {synthetic / 'trm'}") and "test: layout official" in out
     assert main(["data", "inspect", str(synthetic)]) == 2
     assert "no train/dataset.json" in capsys.readouterr().err
+
+
+def test_sudoku_and_maze_datasets_are_drawn_as_boards_in_their_own_characters(tmp_path: Path):
+    from conftest import shared_path
+
+    sudoku = inspect_dataset(shared_path("fixtures/official-sudoku-build/small/output"), examples=2)
+    maze = inspect_dataset(shared_path("fixtures/official-maze-build/small/output"), examples=2)
+    for report, kind, alphabet in ((sudoku, "sudoku", set(".123456789")), (maze, "maze", set("# SGo"))):
+        for split in report["splits"].values():
+            assert split["kind"] == kind and split["sizes"] is None  # whole boards: no size histogram
+            side = split["canvas"]
+            for item in split["drawn"]:
+                for key in ("input", "output"):
+                    assert item[key].shape == (side, side)  # the whole board, never cropped
+                    assert set(item[key].ravel()) <= alphabet, (kind, key)
+                given = item["input"] != ("." if kind == "sudoku" else "o")
+                if kind == "sudoku":  # a solution keeps every given digit and fills every blank
+                    assert (item["output"][given] == item["input"][given]).all()
+                    assert "." not in set(item["output"].ravel())
+                else:  # a solved maze marks the path 'o' on open cells and keeps walls, start and goal
+                    assert "o" in set(item["output"].ravel())
+                    walls = item["input"] == "#"
+                    assert (item["output"][walls] == "#").all()
+        text = format_report(report)
+        assert f"{kind} boards" in text and "input grid size" not in text
+        first = next(iter(report["splits"].values()))["drawn"][0]
+        assert "".join(first["input"][0]) in text  # the board's first row, as the puzzle file wrote it
+    with pytest.raises(ConfigError, match="Sudoku / Maze boards are shown as text"):
+        draw_png(sudoku, tmp_path / "boards.png")
+    assert not (tmp_path / "boards.png").exists()

@@ -3,6 +3,8 @@
 Works on any dataset in the official layout (built by trmlab or the official code) and on the encoder layout.
 Grid sizes come from the token layout (a grid's cells are colour tokens ≥ 2, its surroundings EOS/PAD), read
 in chunks from the memory-mapped inputs, so even the 3.3 GB ARC-AGI-1 train split does not load into RAM.
+Sudoku and Maze datasets (no ``test_puzzles.json``) fill the whole board: they are drawn as boards in their
+own characters (digits and '.' for blanks; the maze charset ``# SGo``), without a size histogram.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from typing import Any
 
 import numpy as np
 
+from trmlab.data.build_maze import MAZE_CHARSET
 from trmlab.data.format import COLOR_OFFSET, SPLITS
 from trmlab.errors import ConfigError, DataError
 
@@ -66,17 +69,41 @@ def _size_histogram(dataset, side: int, max_scan: int) -> dict[str, Any]:
             "common_shapes": shapes.most_common(5)}
 
 
+def board(tokens: np.ndarray, side: int, kind: str) -> np.ndarray:
+    """A whole Sudoku / Maze board [side, side] of single characters (what the puzzle file showed)."""
+    tokens = np.asarray(tokens).reshape(side, side).astype(np.int64)
+    if kind == "sudoku":  # token 1 = blank, d + 1 = digit d
+        chars = ["?", "."] + [str(d) if d < 10 else chr(ord("A") + d - 10) for d in range(1, side + 1)]
+    elif kind == "maze":
+        chars = ["?", *MAZE_CHARSET]
+    else:  # another non-ARC grid task: the raw tokens, one character each
+        chars = [str(t) if t < 10 else chr(ord("a") + t - 10) for t in range(36)]
+    known = (tokens >= 0) & (tokens < len(chars))  # anything else shows as '?', never as another character
+    return np.where(known, np.array(chars)[np.where(known, tokens, 0)], "?")
+
+
+def _kind(root: Path, dataset: Any) -> str:
+    """``arc`` (a test_puzzles.json beside the splits: ARC and synthetic builds), ``sudoku``, ``maze`` or
+    ``grid`` (the evaluator's own classification of the other datasets)."""
+    if (root / "test_puzzles.json").is_file() or dataset.layout == "encoder":
+        return "arc"
+    from trmlab.evaluation.grid import dataset_task
+
+    return dataset_task(dataset)
+
+
 def _split_summary(root: Path, split: str, examples: int, max_scan: int) -> dict[str, Any]:
     from trmlab.data.dataset import ArcDataset
 
     dataset = ArcDataset([root], split)
     side = _side(dataset.seq_len, root / split / "dataset.json")
+    kind = _kind(root, dataset)
     summary: dict[str, Any] = {
-        "layout": dataset.layout, "seq_len": dataset.seq_len, "canvas": side, "groups": dataset.total_groups,
-        "puzzles": dataset.num_puzzles, "examples": dataset.num_examples,
+        "layout": dataset.layout, "kind": kind, "seq_len": dataset.seq_len, "canvas": side,
+        "groups": dataset.total_groups, "puzzles": dataset.num_puzzles, "examples": dataset.num_examples,
         "identifiers_used": int(np.unique(dataset.puzzle_identifiers).size),
         "num_puzzle_identifiers": dataset.num_puzzle_identifiers,
-        "sizes": _size_histogram(dataset, side, max_scan),
+        "sizes": _size_histogram(dataset, side, max_scan) if kind == "arc" else None,
     }
     if dataset.num_demos is not None:
         summary["demos"] = int(dataset.num_demos.sum())
@@ -91,12 +118,13 @@ def _split_summary(root: Path, split: str, examples: int, max_scan: int) -> dict
         puzzle = int(dataset.group_indices[group])
         example = int(dataset.puzzle_indices[puzzle])
         identifier = int(dataset.puzzle_identifiers[puzzle])
+        tokens = {key: dataset.gather(key, [example])[0] for key in ("inputs", "labels")}
         drawn.append({
             "puzzle": names[identifier] if names and identifier < len(names) else f"identifier {identifier}",
             "example": example,
             "demo": bool(dataset.num_demos is not None and dataset.num_demos[puzzle] > 0),
-            "input": crop(dataset.gather("inputs", [example])[0], side),
-            "output": crop(dataset.gather("labels", [example])[0], side),
+            "input": crop(tokens["inputs"], side) if kind == "arc" else board(tokens["inputs"], side, kind),
+            "output": crop(tokens["labels"], side) if kind == "arc" else board(tokens["labels"], side, kind),
         })
     summary["drawn"] = drawn
     return summary
@@ -127,7 +155,9 @@ def _count_test_puzzles(root: Path) -> int | None:
 
 
 def grid_text(grid: np.ndarray) -> list[str]:
-    """A grid as lines of colour digits (0 = black shown as '.')."""
+    """A grid as lines of colour digits (0 = black shown as '.'); a board of characters as it is."""
+    if grid.dtype.kind == "U":
+        return ["".join(row) for row in grid]
     return ["".join("." if v == 0 else str(int(v)) for v in row) for row in grid]
 
 
@@ -149,7 +179,8 @@ def format_report(report: dict[str, Any]) -> str:
     if not report["identifiers_json"]:
         lines.append("  identifiers.json: MISSING (names unknown; evaluation needs it)")
     for split, s in report["splits"].items():
-        lines.append(f"{split}: layout {s['layout']}, canvas {s['canvas']}x{s['canvas']} "
+        what = "" if s["kind"] == "arc" else f", {s['kind']} boards"
+        lines.append(f"{split}: layout {s['layout']}{what}, canvas {s['canvas']}x{s['canvas']} "
                      f"(seq_len {s['seq_len']})")
         lines.append(f"  groups {s['groups']:,}  puzzles {s['puzzles']:,}  examples {s['examples']:,}  "
                      f"identifiers used {s['identifiers_used']:,} of {s['num_puzzle_identifiers']:,}")
@@ -157,13 +188,15 @@ def format_report(report: dict[str, Any]) -> str:
             lines.append(f"  demos {s['demos']:,}  queries (targets) {s['queries']:,}  "
                          f"max demos per puzzle {s['max_demos']}")
         sizes = s["sizes"]
-        sample = "" if sizes["scanned"] == sizes["of"] else f" (evenly spaced sample of {sizes['scanned']:,})"
-        lines.append(f"  input grid size (longest side){sample}:")
-        peak = max(sizes["max_side"].values(), default=1)
-        for side, count in sizes["max_side"].items():
-            lines.append(f"    {side:>3} {'#' * max(1, round(30 * count / peak))} {count:,}")
-        common = ", ".join(f"{shape} ({count:,})" for shape, count in sizes["common_shapes"])
-        lines.append(f"  most common shapes: {common}")
+        if sizes is not None:
+            sample = "" if sizes["scanned"] == sizes["of"] else \
+                f" (evenly spaced sample of {sizes['scanned']:,})"
+            lines.append(f"  input grid size (longest side){sample}:")
+            peak = max(sizes["max_side"].values(), default=1)
+            for side, count in sizes["max_side"].items():
+                lines.append(f"    {side:>3} {'#' * max(1, round(30 * count / peak))} {count:,}")
+            common = ", ".join(f"{shape} ({count:,})" for shape, count in sizes["common_shapes"])
+            lines.append(f"  most common shapes: {common}")
         for item in s["drawn"]:
             kind = " (demo)" if item["demo"] else ""
             lines.append(f"  example {item['example']} of {item['puzzle']}{kind}: "
@@ -184,6 +217,9 @@ def draw_png(report: dict[str, Any], output: str | Path) -> Path:
     except ImportError:
         raise ConfigError("--png needs matplotlib: install the viz extra (pip install 'trmlab[viz]')") \
             from None
+    if any(s["kind"] != "arc" for s in report["splits"].values()):
+        raise ConfigError("--png draws ARC colour grids; Sudoku / Maze boards are shown as text only (drop "
+                          "--png)")
     items = [(split, item) for split, s in report["splits"].items() for item in s["drawn"]]
     if not items:
         raise ConfigError("--png: nothing to draw (use --examples K with K ≥ 1)")
