@@ -146,6 +146,26 @@ def test_build_arc_on_a_full_disk_removes_its_partial_output(official_arc_build_
     assert leftovers(tmp_path) == []
 
 
+def test_build_synthetic_on_a_full_disk_is_one_line_and_leaves_nothing(tmp_path, monkeypatch, capsys):
+    from trmlab.data import synthetic
+
+    real_write, calls = synthetic.write_json, []
+
+    def write_json(path, value):
+        calls.append(path)
+        if len(calls) == 4:  # after the first layout is complete on disk
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        real_write(path, value)
+
+    monkeypatch.setattr(synthetic, "write_json", write_json)
+    out = tmp_path / "synthetic"
+    assert main(["data", "build-synthetic", "--output-dir", str(out), "--families", "colour_permutation",
+                 "--train-tasks", "2", "--eval-tasks", "1"]) == 2
+    line = one_error_line(capsys)
+    assert f"--output-dir {out}: cannot write: No space left on device" in line
+    assert leftovers(tmp_path) == []
+
+
 def test_build_arc_over_a_file(official_arc_build_small, tmp_path, capsys):
     (tmp_path / "out").write_text("keep me")
     assert main(build_args(official_arc_build_small / "input/mini", tmp_path / "out")) == 2

@@ -45,9 +45,6 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
-import os
-import shutil
-import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -63,6 +60,7 @@ from trmlab.data.format import (
     EOS_ID,
     array_path,
     dataset_json,
+    staged_directory,
     write_json,
 )
 from trmlab.errors import ConfigError, DataError
@@ -721,16 +719,8 @@ def build_synthetic(output_dir: str | Path, seed: int = 0, families: list[str] |
     info = {"generator": "trmlab build-synthetic", "seed": seed, "families": families, "canvas": canvas,
             "num_aug": num_aug, "train_tasks_per_family": train_tasks, "val_tasks_per_family": val_tasks,
             "eval_tasks_per_family": eval_tasks, "max_grid_side": max_side}
-    output.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{output.name}.tmp-", dir=output.parent))
-    try:
+    with staged_directory(output, f"--output-dir {output_dir}") as staging:  # nothing half-written, ever
         build_layouts(tasks, staging, canvas, seed, info)
-        if output.exists():
-            shutil.rmtree(output)
-        os.replace(staging, output)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
     summary = {"tasks": len(tasks), **{split: sum(t.split == split for t in tasks) for split in SPLITS[1:]},
                "seconds": round(time.perf_counter() - started, 2)}
     log(f"wrote {output}/trm, {output}/encoder and {output}/tasks.json: {summary['tasks']} tasks "
