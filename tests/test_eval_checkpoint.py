@@ -188,3 +188,23 @@ def test_eval_on_a_full_disk_is_one_line_and_leaves_nothing(official_trm_tiny, t
     assert errors == [f"trmlab: error: {out}: cannot write: No space left on device; free some space or "
                       f"write elsewhere; partial output was removed"]
     assert os.listdir(tmp_path / "evals") == []
+
+
+@pytest.mark.parametrize("flag, shown", [([], True), (["--no-progress"], False)])
+def test_eval_progress_bar_on_a_terminal_unless_no_progress(official_trm_tiny, tiny_dataset, tmp_path,
+                                                             monkeypatch, flag, shown):
+    import sys
+
+    from trmlab.evaluation import runner
+
+    seen, real_evaluate = [], runner.evaluate
+
+    def evaluate(*args, **kwargs):
+        seen.append(kwargs["progress"])
+        return real_evaluate(*args, **kwargs)
+
+    monkeypatch.setattr(runner, "evaluate", evaluate)
+    monkeypatch.setattr(sys.stderr, "isatty", lambda: True)
+    assert main(["eval", str(official_trm_tiny / "step_100"), str(tiny_dataset), f"out={tmp_path / 'e'}",
+                 "batch_size=4", "device=cpu", *flag]) == 0
+    assert seen == [shown]

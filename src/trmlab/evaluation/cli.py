@@ -88,6 +88,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     ev.add_argument("data_dir", help="dataset directory (official layout): ARC (with test_puzzles.json), "
                     "Sudoku or Maze")
     ev.add_argument("settings", nargs="*", metavar="key=value", help="see below")
+    ev.add_argument("--no-progress", action="store_true",
+                    help="no progress bar (by default one is shown when stderr is a terminal)")
     ev.set_defaults(func=_run_eval)
 
     sc = subparsers.add_parser(
@@ -205,7 +207,7 @@ def _evaluate_checkpoint(args: argparse.Namespace, settings: dict[str, Any], tes
     info = {**evaluated, "device": str(device), "global_batch_size": eval_settings.global_batch_size}
     research = config is not None and config.arch.name != "trm" and config.arch.encoder_numerics == "research"
     result = evaluate(model, test_set.path, settings=eval_settings, out_dir=out, info=info,
-                      progress=sys.stderr.isatty(), research_figures=research)
+                      progress=sys.stderr.isatty() and not args.no_progress, research_figures=research)
     if result is not None:  # rank 0
         grid = getattr(test_set, "grid", False)
         print(result.describe() if grid else describe(result.result))
