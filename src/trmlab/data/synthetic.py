@@ -53,6 +53,7 @@ from typing import Any
 
 import numpy as np
 
+from trmlab.data.build_arc import check_output_dir
 from trmlab.data.format import (
     BLANK_IDENTIFIER,
     COLOR_OFFSET,
@@ -711,8 +712,7 @@ def build_synthetic(output_dir: str | Path, seed: int = 0, families: list[str] |
     if train_tasks < 1 or eval_tasks < 1 or val_tasks < 1 or num_aug < 0 or seed < 0:
         raise ConfigError("--train-tasks, --val-tasks and --eval-tasks must be ≥ 1, --num-aug and --seed ≥ 0")
     output = Path(output_dir)
-    if output.exists() and any(output.iterdir()) and not overwrite:
-        raise DataError(f"{output}: exists and is not empty; choose a new --output-dir or pass --overwrite")
+    check_output_dir(output, overwrite)
     started = time.perf_counter()
     max_side = min(canvas, MAX_SIDE)
     tasks = generate_tasks(seed, families, train_tasks, eval_tasks, max_side, val_tasks, num_aug)
