@@ -69,12 +69,9 @@ def write_task_files(tasks: list[Any], folder: Path) -> tuple[Path, Path]:
     return folder / "challenges.json", folder / "solutions.json"
 
 
-DEVICE = "cpu"  # every run's device= (set from --device in main)
-
-
 def pretrain(preset: str, data: Path, run: Path, overrides: list[str]) -> tuple[dict[str, Any], Path]:
     """Train ``preset`` on ``data`` (evaluated once, at the end, on its test split)."""
-    resolved = load_config(preset, [f"data_paths=[{data}]", f"run_dir={run}", f"device={DEVICE}",
+    resolved = load_config(preset, [f"data_paths=[{data}]", f"run_dir={run}",
                                     "eval_interval=null", *overrides])
     with Clock() as clock:
         result = Trainer(resolved, progress=False).run()
@@ -88,7 +85,7 @@ def run_adapt(checkpoint: Path, challenges: Path, solutions: Path, out: Path, mo
               num_aug: int, canvas: int, overrides: list[str]) -> dict[str, Any]:
     settings = AdaptSettings(checkpoint=str(checkpoint), tasks=str(challenges), out=str(out), mode=mode,
                              steps=steps, num_aug=num_aug, canvas=canvas, solutions=str(solutions),
-                             overrides=[f"device={DEVICE}", *overrides])
+                             overrides=overrides)
     with Clock() as clock:
         result = adapt(settings, progress=False)
     logged = [json.loads(line) for line in (out / "run" / "metrics.jsonl").read_text().splitlines()]
@@ -115,7 +112,7 @@ def arc_part(args: argparse.Namespace, out: Path) -> dict[str, Any]:
     fit_eval = [t for t in evaluation if t.max_side <= canvas]
     challenges, solutions = write_task_files(fit_eval, out / "tasks")
     summary: dict[str, Any] = {"tasks": {"training": len(fit_train), "evaluation": len(fit_eval)}}
-    steps = ["max_steps=" + str(args.pretrain_steps), "epochs=100000"]
+    steps = ["max_steps=" + str(args.pretrain_steps), "epochs=100000", f"device={args.device}"]
 
     if args.skip_official:
         summary["official_protocol"] = None  # `make demo` is the same run (preset, data, seed, steps)
@@ -139,7 +136,7 @@ def arc_part(args: argparse.Namespace, out: Path) -> dict[str, Any]:
     for mode in args.modes:
         for adapt_steps in args.adapt_steps:
             record = run_adapt(checkpoint, challenges, solutions, out / f"adapt-{mode}-{adapt_steps}", mode,
-                               adapt_steps, num_aug, canvas, [])
+                               adapt_steps, num_aug, canvas, [f"device={args.device}"])
             summary["adapted"].append(record)
             _say(f"adapted: { {k: v for k, v in record.items() if k != 'per_task'} }")
     return summary
@@ -192,7 +189,7 @@ def fewshot_part(args: argparse.Namespace, out: Path) -> dict[str, Any]:
                                                        for t in held}))
     summary: dict[str, Any] = {"data": str(data), "held_out_tasks": len(held), "all_tasks": len(tasks),
                                "models": {}, "adapted": []}
-    overrides = [f"max_steps={args.pretrain_steps}", "eval_interval=null", f"device={DEVICE}"]
+    overrides = [f"max_steps={args.pretrain_steps}", "eval_interval=null", f"device={args.device}"]
     reused = reuse_fewshot_runs(args.from_fewshot, data)
     summary["models"].update(reused["models"])
     for name in [m for m in args.models if m not in reused["models"]]:
@@ -205,12 +202,12 @@ def fewshot_part(args: argparse.Namespace, out: Path) -> dict[str, Any]:
     trm_run = reused["runs"].get("trm", out)
     checkpoint = sorted((trm_run / "trm" / "checkpoints").glob("step_*"), key=lambda p: int(p.name[5:]))[-1]
     canvas = built["canvas"]
-    vote = [f"eval.num_augmentations={args.vote_augmentations}"]
+    adapt_overrides = [f"eval.num_augmentations={args.vote_augmentations}", f"device={args.device}"]
     for mode in args.modes:
         for adapt_steps in args.adapt_steps:
             record = run_adapt(checkpoint, folder / "challenges.json", folder / "solutions.json",
                                out / f"adapt-{mode}-{adapt_steps}", mode, adapt_steps, args.num_aug, canvas,
-                               vote)
+                               adapt_overrides)
             record["families"] = per_family(record.pop("per_task"), tasks)["held_out"]
             summary["adapted"].append(record)
             _say(f"adapted: {record}")
@@ -287,8 +284,6 @@ def main(argv: list[str] | None = None) -> int:
                         "TRM's final checkpoint) are used instead of pre-training again")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
-    global DEVICE
-    DEVICE = args.device
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     if args.part == "arc":
