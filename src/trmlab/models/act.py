@@ -93,10 +93,10 @@ class ACTModel(nn.Module):
     def use_compiled_step(self, step: Any) -> None:
         """Make :meth:`rollout` run its ACT steps through ``step`` (``torch.compile(self)``; None: plain).
 
-        Training compiles the model's call; without this, evaluation would run the same model eagerly (on a
-        GPU, ~2.5x slower at the ARC shape). Kept in ``__dict__`` rather than as an attribute: a compiled
-        wrapper holds this module, so registering it as a submodule would make the module tree circular and
-        put its parameters into the state dict twice.
+        Training compiles the model's call; without this, evaluation would run the same model eagerly (2.3x
+        slower on an H200 at the ARC shape: benchmarks/README.md). Kept in ``__dict__`` rather than as an
+        attribute: a compiled wrapper holds this module, so registering it as a submodule would make the
+        module tree circular and put its parameters into the state dict twice.
         """
         self.__dict__["_compiled_step"] = step
 
