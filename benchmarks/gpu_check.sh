@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Issue 14's GPU measurements (and trmlab adapt's GPU cost) as one script for a lent H100/H200
-# (about 6.5 minutes on an H200).
+# (5.5 minutes on an H200, 2026-11-28).
 #
 # Prepare here (no GPU needed; both folders are ignored by git):
 #   mkdir -p .official && git -C <mirror of SamsungSAILMontreal/TinyRecursiveModels> archive HEAD models LICENSE \

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The few-shot benchmark (issue 11) and test-time adaptation (issue 13) on a lent GPU, as one script
-# (about 5 minutes on an H200). Every run is its own process on the one GPU, all at once: these models are
+# (not timed yet). Every run is its own process on the one GPU, all at once: these models are
 # small (hidden 64, batch 32), so each process is bound by its own kernel launches and they share the chip.
 # Not yet run on a GPU (prepared 2026-11-28, when the session's device time went to gpu_check.sh); the
 # benchmarks it calls run on the CPU with the same arguments.
