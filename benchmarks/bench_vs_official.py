@@ -28,6 +28,7 @@ their error against fp32 is the official one's.
 from __future__ import annotations
 
 import argparse
+import collections
 import importlib
 import statistics
 import sys
@@ -37,12 +38,13 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from torch.utils._python_dispatch import TorchDispatchMode
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
 from trmlab.config.loader import load_config
 from trmlab.interop.official_keys import strip_official
-from trmlab.models import build_model
+from trmlab.models import build_model, core
 from trmlab.models.losses import act_loss
 
 # (hidden, heads, H_cycles, L_cycles, L_layers, seq_len, batch): the shapes of the issue's measurements.
@@ -78,6 +80,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help="the chip's measured dense matmul rate in --dtype: adds TFLOP/s and MFU")
     parser.add_argument("--numerics", action="store_true",
                         help="compare final-step logits and predictions instead of timing (see above)")
+    parser.add_argument("--trace-ops", action="store_true",
+                        help="list the aten calls (shapes, strides, dtypes) only one model makes")
     return parser.parse_args(argv)
 
 
@@ -141,6 +145,15 @@ def make_batch(arch: dict[str, Any], device: torch.device) -> dict[str, torch.Te
     return {"inputs": inputs.to(device), "labels": labels.to(device), "puzzle_identifiers": ids.to(device)}
 
 
+def _official_carry_to(carry: Any, device: torch.device) -> Any:
+    """The official carry is created on the CPU; its trainer moves every tensor (``.cuda()``)."""
+    inner = carry.inner_carry
+    inner.z_H, inner.z_L = inner.z_H.to(device), inner.z_L.to(device)
+    carry.steps, carry.halted = carry.steps.to(device), carry.halted.to(device)
+    carry.current_data = {k: v.to(device) for k, v in carry.current_data.items()}
+    return carry
+
+
 def sync(device: torch.device) -> None:
     if device.type == "cuda":
         torch.cuda.synchronize(device)
@@ -161,14 +174,7 @@ def official_contender(head: torch.nn.Module, batch: dict[str, torch.Tensor], co
     rows = batch["inputs"].shape[0]
 
     def initial_carry() -> Any:
-        carry = head.initial_carry(batch)
-        # The official carry is created on the CPU and moved by its trainer (`.cuda()` on every tensor).
-        device = batch["inputs"].device
-        carry.inner_carry.z_H, carry.inner_carry.z_L = (carry.inner_carry.z_H.to(device),
-                                                        carry.inner_carry.z_L.to(device))
-        carry.steps, carry.halted = carry.steps.to(device), carry.halted.to(device)
-        carry.current_data = {k: v.to(device) for k, v in carry.current_data.items()}
-        return carry
+        return _official_carry_to(head.initial_carry(batch), batch["inputs"].device)
 
     def train_step(carry: Any) -> Any:
         head.train()
@@ -215,12 +221,7 @@ def first_step_difference(official: torch.nn.Module, trmlab: torch.nn.Module,
     """Max |Δ logits| of the first evaluation step: the two models must compute the same thing."""
     official.eval()
     with torch.no_grad():
-        carry = official.initial_carry(batch)
-        device = batch["inputs"].device
-        carry.inner_carry.z_H = carry.inner_carry.z_H.to(device)
-        carry.inner_carry.z_L = carry.inner_carry.z_L.to(device)
-        carry.steps, carry.halted = carry.steps.to(device), carry.halted.to(device)
-        carry.current_data = {k: v.to(device) for k, v in carry.current_data.items()}
+        carry = _official_carry_to(official.initial_carry(batch), batch["inputs"].device)
         _, ref = official(carry, batch)
         ours = trmlab.rollout(batch["inputs"], batch["puzzle_identifiers"], steps=1)[0]
     return float((ref["logits"].float() - ours["logits"].float()).abs().max())
@@ -309,13 +310,8 @@ def run(args: argparse.Namespace) -> dict[str, float]:
 def _official_rollout(model: torch.nn.Module, batch: dict[str, torch.Tensor]) -> torch.Tensor:
     """Final-step logits of an official evaluation rollout (halt_max_steps steps, fresh carry)."""
     model.eval()
-    device = batch["inputs"].device
     with torch.inference_mode():
-        carry = model.initial_carry(batch)
-        carry.inner_carry.z_H = carry.inner_carry.z_H.to(device)
-        carry.inner_carry.z_L = carry.inner_carry.z_L.to(device)
-        carry.steps, carry.halted = carry.steps.to(device), carry.halted.to(device)
-        carry.current_data = {k: v.to(device) for k, v in carry.current_data.items()}
+        carry = _official_carry_to(model.initial_carry(batch), batch["inputs"].device)
         for _ in range(model.config.halt_max_steps):
             carry, out = model(carry, batch)
     return out["logits"].float()
@@ -353,6 +349,13 @@ def compare_numerics(args: argparse.Namespace) -> dict[str, tuple[float, float]]
         results[f"{name} vs official ({args.dtype})"] = distance(runs[name], runs["official"])
     print(f"numerics, shape {args.shape}, {args.dtype}, {args.device}, torch {torch.__version__}: final step "
           f"of a {low_arch['halt_max_steps']}-step rollout, batch {low_arch['batch_size']}")
+    rope = getattr(reference.inner, "rotary_emb", None)  # the official RoPE module, built on `device`
+    if rope is not None:
+        cos, sin = ours.core.rotary(device)
+        pairs = ((rope.cos_cached, cos), (rope.sin_cached, sin))
+        cos_diff, sin_diff = (float((a - b).abs().max()) for a, b in pairs)
+        print(f"RoPE tables (both computed on {device.type}): max |official - trmlab| cos {cos_diff:.3g}, "
+              f"sin {sin_diff:.3g}")
     print("| comparison | max abs logit difference | predicted tokens that differ |")
     print("|---|---|---|")
     for name, (diff, share) in results.items():
@@ -360,9 +363,72 @@ def compare_numerics(args: argparse.Namespace) -> dict[str, tuple[float, float]]
     return results
 
 
+class _OpRecorder(TorchDispatchMode):
+    """Records every aten call as 'op shape·strides·dtype ...' for each tensor argument."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.calls: list[str] = []
+
+    def __torch_dispatch__(self, func: Any, types: Any, args: tuple = (), kwargs: dict | None = None) -> Any:
+        self.calls.append(f"{func.__name__} " + " ".join(_signature(a) for a in args))
+        return func(*args, **(kwargs or {}))
+
+
+def _signature(value: Any) -> str:
+    if isinstance(value, torch.Tensor):
+        return f"{tuple(value.shape)}{tuple(value.stride())}{str(value.dtype).removeprefix('torch.')}"
+    if isinstance(value, (list, tuple)):
+        return "[" + ",".join(_signature(v) for v in value) + "]"
+    return repr(value) if isinstance(value, (int, float, bool)) or value is None else type(value).__name__
+
+
+def trace_ops(args: argparse.Namespace) -> tuple[collections.Counter, collections.Counter]:
+    """The aten calls of one evaluation ACT step (the second, after the reset) that only the official model
+    makes and that only trmlab makes, with argument shapes, strides and dtypes. A kernel called with the same
+    signature on both sides computes the same bits on any device; what remains is what could differ. trmlab's
+    CPU row chunking is switched off: it is CPU-only and changes no arithmetic (tests/test_model.py)."""
+    device = torch.device(args.device)
+    arch = architecture(args)
+    torch.manual_seed(0)
+    official, _ = build_official(args.official, arch, device)
+    ours = build_trmlab(arch, official).to(device)
+    batch = make_batch(arch, device)
+    recorders = {"official": _OpRecorder(), "trmlab": _OpRecorder()}
+    official.eval()
+    ours.eval()
+    saved, core.CPU_CHUNK_ELEMENTS = core.CPU_CHUNK_ELEMENTS, 1 << 62
+    try:
+        with torch.no_grad():
+            for name, model in (("official", official), ("trmlab", ours)):
+                carry = model.initial_carry(batch)
+                if name == "official":
+                    carry = _official_carry_to(carry, device)
+                carry, _ = model(carry, batch)
+                with recorders[name]:
+                    model(carry, batch)
+    finally:
+        core.CPU_CHUNK_ELEMENTS = saved
+    counts = {name: collections.Counter(r.calls) for name, r in recorders.items()}
+    only_official, only_ours = counts["official"] - counts["trmlab"], counts["trmlab"] - counts["official"]
+    total = {name: c.total() for name, c in counts.items()}
+    print(f"aten calls of one evaluation ACT step, shape {args.shape}, batch {arch['batch_size']}, "
+          f"{args.dtype}, {device.type}: official {total['official']}, trmlab {total['trmlab']}; "
+          f"{'identical' if not (only_official or only_ours) else 'differing calls (count, op, arguments):'}")
+    for label, diff in (("official only", only_official), ("trmlab only", only_ours)):
+        for call, n in sorted(diff.items()):
+            print(f"  {label}: {n:4d} {call}")
+    return only_official, only_ours
+
+
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
-    compare_numerics(args) if args.numerics else run(args)
+    if args.trace_ops:
+        trace_ops(args)
+    elif args.numerics:
+        compare_numerics(args)
+    else:
+        run(args)
 
 
 if __name__ == "__main__":

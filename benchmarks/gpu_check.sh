@@ -11,26 +11,12 @@
 # Run there (carry .official and .whl):
 #   bash benchmarks/gpu_check.sh .official "$OUT"
 # Writes gpu_check.log (everything, in order) into the output folder; the tables go into benchmarks/README.md.
-# Each measurement has its own time limit, so one that hangs or crashes does not cost the others; the most
-# important run first.
+# The most important run first (gpu_numerics.sh is the short check of numerics alone).
 set -uo pipefail
 OFFICIAL=${1:?usage: gpu_check.sh OFFICIAL_CHECKOUT OUT_DIR}
 OUT=${2:?usage: gpu_check.sh OFFICIAL_CHECKOUT OUT_DIR}
 LOG="$OUT/gpu_check.log"
-if ls .whl/*.whl >/dev/null 2>&1; then
-    python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site \
-        .whl/*.whl || exit 1
-    export PYTHONPATH=/tmp/site:${PYTHONPATH:-}
-fi
-export PYTHONPATH=$PWD/src:$PWD/benchmarks:${PYTHONPATH:-} PYTHONUNBUFFERED=1
-step() {  # step SECONDS TITLE COMMAND...: run one measurement under a time limit, logged with its exit code
-    local limit=$1 title=$2; shift 2
-    echo "=== $title: $*" | tee -a "$LOG"
-    local start=$SECONDS
-    timeout "$limit" "$@" 2>&1 | tee -a "$LOG"
-    echo "=== $title: exit ${PIPESTATUS[0]} after $((SECONDS - start)) s" | tee -a "$LOG"
-}
-nvidia-smi --query-gpu=name,driver_version,clocks.sm,clocks.max.sm,power.limit --format=csv | tee -a "$LOG"
+source benchmarks/gpu_common.sh
 # The chip's dense bf16 matmul rate, measured here (the MFU denominator): 8192^3 products on random data.
 PEAK=$(python3 - <<'EOF' 2>>"$LOG"
 import torch
@@ -46,8 +32,7 @@ torch.cuda.synchronize()
 print(f"{20 * 2 * 8192**3 / (start.elapsed_time(end) / 1e3) / 1e12:.0f}")
 EOF
 )
-echo "torch $(python3 -c 'import torch; print(torch.__version__)'); measured bf16 matmul peak: $PEAK TFLOP/s" \
-    | tee -a "$LOG"
+echo "measured bf16 matmul peak: $PEAK TFLOP/s" | tee -a "$LOG"
 BENCH=(python3 benchmarks/bench_vs_official.py --official "$OFFICIAL" --shape arc --device cuda --dtype bfloat16)
 step 60 "bf16 numerics and the official code's own spread" "${BENCH[@]}" --numerics
 step 70 "eager" "${BENCH[@]}" --rounds 5 --peak-tflops "$PEAK"

@@ -14,6 +14,7 @@ import textwrap
 from pathlib import Path
 
 import pytest
+import torch
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -135,3 +136,29 @@ def test_bench_vs_official_numerics_table(stand_in_official: Path, capsys) -> No
     assert results["official bfloat16 vs official float32"][0] > 0
     assert results["trmlab vs official (bfloat16)"] == (0.0, 0.0)
     assert "| trmlab vs official (bfloat16) | 0 | 0.00% |" in capsys.readouterr().out
+
+
+def test_bench_vs_official_trace_ops_lists_differing_calls(stand_in_official: Path, capsys,
+                                                            monkeypatch) -> None:
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    import bench_vs_official
+
+    args = bench_vs_official.parse_args([
+        "--official", str(stand_in_official), "--shape", "tiny", "--batch", "2", "--trace-ops"])
+    only_official, only_ours = bench_vs_official.trace_ops(args)
+    assert not only_official and not only_ours  # the stand-in runs trmlab's own model: the same calls
+    assert "identical" in capsys.readouterr().out
+    # A model that computes one thing differently shows up with the op and its arguments.
+    build = bench_vs_official.build_official
+
+    def official_with_a_float64_head(*a, **k):
+        model, head = build(*a, **k)
+        lm_head = model.inner.model.core.lm_head
+        lm_head.forward = lambda x: torch.nn.functional.linear(x.double(), lm_head.weight.double()).float()
+        return model, head
+
+    monkeypatch.setattr(bench_vs_official, "build_official", official_with_a_float64_head)
+    only_official, only_ours = bench_vs_official.trace_ops(args)
+    assert any(call.startswith("mm") and "float64" in call for call in only_official)
+    assert any(call.startswith("mm") and "float32" in call for call in only_ours)
+    assert "differing calls" in capsys.readouterr().out
