@@ -30,6 +30,7 @@ from __future__ import annotations
 import argparse
 import collections
 import importlib
+import resource
 import statistics
 import sys
 import time
@@ -44,7 +45,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
 from trmlab.config.loader import load_config
 from trmlab.interop.official_keys import strip_official
-from trmlab.models import build_model, core
+from trmlab.models import build_model
 from trmlab.models.losses import act_loss
 
 # (hidden, heads, H_cycles, L_cycles, L_layers, seq_len, batch): the shapes of the issue's measurements.
@@ -282,18 +283,23 @@ def run(args: argparse.Namespace) -> dict[str, float]:
     ratios: dict[str, float] = {}
     for part in args.parts:
         figures: dict[str, list[float]] = {c.name: [] for c in contenders}
-        print(f"\n{part}: samples/s per round ({args.clock} clock, alternating order)")
-        print("| round | official | trmlab | ratio |")
-        print("|---|---|---|---|")
+        faults: dict[str, int] = {}
+        print(f"\n{part}: samples/s per round ({args.clock} clock, alternating order; page faults: the "
+              f"process's minor faults while each side ran: memory the allocator gave back and took again)")
+        print("| round | official | trmlab | ratio | page faults official | page faults trmlab |")
+        print("|---|---|---|---|---|---|")
         for r in range(args.rounds):
             order = contenders if r % 2 == 0 else contenders[::-1]
             for c in order:
+                before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
                 if part == "train":
                     figures[c.name].append(time_train(c, args.train_steps, rows, device, args.clock))
                 else:
                     figures[c.name].append(time_eval(c, args.rollouts, rows, device, args.clock))
+                faults[c.name] = resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before
             o, t = figures["official"][-1], figures["trmlab"][-1]
-            print(f"| {r + 1} | {o:.1f} | {t:.1f} | {t / o:.2f} |", flush=True)
+            print(f"| {r + 1} | {o:.1f} | {t:.1f} | {t / o:.2f} | {faults['official']} | "
+                  f"{faults['trmlab']} |", flush=True)
         per_round = [t / o for o, t in zip(figures["official"], figures["trmlab"])]
         ratios[part] = statistics.median(per_round)
         print(f"median: official {statistics.median(figures['official']):.1f}, trmlab "
@@ -386,8 +392,7 @@ def _signature(value: Any) -> str:
 def trace_ops(args: argparse.Namespace) -> tuple[collections.Counter, collections.Counter]:
     """The aten calls of one evaluation ACT step (the second, after the reset) that only the official model
     makes and that only trmlab makes, with argument shapes, strides and dtypes. A kernel called with the same
-    signature on both sides computes the same bits on any device; what remains is what could differ. trmlab's
-    CPU row chunking is switched off: it is CPU-only and changes no arithmetic (tests/test_model.py)."""
+    signature on both sides computes the same bits on any device; what remains is what could differ."""
     device = torch.device(args.device)
     arch = architecture(args)
     torch.manual_seed(0)
@@ -397,18 +402,14 @@ def trace_ops(args: argparse.Namespace) -> tuple[collections.Counter, collection
     recorders = {"official": _OpRecorder(), "trmlab": _OpRecorder()}
     official.eval()
     ours.eval()
-    saved, core.CPU_CHUNK_ELEMENTS = core.CPU_CHUNK_ELEMENTS, 1 << 62
-    try:
-        with torch.no_grad():
-            for name, model in (("official", official), ("trmlab", ours)):
-                carry = model.initial_carry(batch)
-                if name == "official":
-                    carry = _official_carry_to(carry, device)
-                carry, _ = model(carry, batch)
-                with recorders[name]:
-                    model(carry, batch)
-    finally:
-        core.CPU_CHUNK_ELEMENTS = saved
+    with torch.no_grad():
+        for name, model in (("official", official), ("trmlab", ours)):
+            carry = model.initial_carry(batch)
+            if name == "official":
+                carry = _official_carry_to(carry, device)
+            carry, _ = model(carry, batch)
+            with recorders[name]:
+                model(carry, batch)
     counts = {name: collections.Counter(r.calls) for name, r in recorders.items()}
     only_official, only_ours = counts["official"] - counts["trmlab"], counts["trmlab"] - counts["official"]
     total = {name: c.total() for name, c in counts.items()}

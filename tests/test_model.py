@@ -92,6 +92,29 @@ def test_rollout_runs_through_the_compiled_step_when_one_is_attached(official_tr
     assert calls == []
 
 
+def test_compiled_step_does_not_recompile_when_switching_between_training_and_evaluation():
+    """The trainer alternates training steps and evaluations through one compiled step: after the first of
+    each, switching back and forth must hit the compile cache (a recompile costs minutes on a GPU)."""
+    from torch._dynamo.utils import counters
+
+    torch._dynamo.reset()
+    torch.manual_seed(0)
+    model = build_model(arch(), seq_len=8, vocab_size=12, num_puzzle_identifiers=5)
+    compiled = torch.compile(model, backend="eager")  # dynamo's graphs, no C++ toolchain needed
+    model.use_compiled_step(compiled)
+    batch = small_batch()
+    carry = model.initial_carry(batch)
+    graphs = []
+    for _ in range(3):
+        model.train()
+        for _ in range(2):
+            carry, out = compiled(carry, batch)
+            act_loss(out, "stablemax_cross_entropy")[0].backward()
+        model.rollout(batch["inputs"], batch["puzzle_identifiers"])
+        graphs.append(counters["stats"]["unique_graphs"])
+    assert graphs[0] > 0 and graphs[1] == graphs[2] == graphs[0], graphs
+
+
 def test_train_parity_loss_and_gradient_norms(official_trm_tiny):
     model, vectors, batch = fixture_model_and_vectors(official_trm_tiny)
     model.train()
@@ -110,35 +133,6 @@ def test_train_parity_loss_and_gradient_norms(official_trm_tiny):
     table_grad = model.puzzle_embedding.local_weights.grad.norm().item()
     ref_table = float(vectors["grad_norm__puzzle_emb.local_weights"])
     assert abs(table_grad - ref_table) <= 1e-4 * ref_table
-
-
-def test_cpu_row_chunked_recursion_is_bit_identical(official_trm_tiny, monkeypatch):
-    """The CPU runs no-grad cycles a few batch rows at a time (cache locality); nothing may change."""
-    from trmlab.models import core
-
-    def run(chunk_elements):
-        monkeypatch.setattr(core, "CPU_CHUNK_ELEMENTS", chunk_elements)
-        model, vectors, batch = fixture_model_and_vectors(official_trm_tiny)
-        steps = model.rollout(batch["inputs"], batch["puzzle_identifiers"])
-        model.train()
-        _, out = model(model.initial_carry(batch), batch)
-        act_loss(out, "stablemax_cross_entropy")[0].backward()
-        grads = {name: p.grad.clone() for name, p in model.named_parameters() if p.grad is not None}
-        return vectors, steps, out, grads
-
-    per_row = run(1)  # one row per chunk: the fixture's 4 rows in 4 chunks
-    whole = run(10**9)
-    vectors = per_row[0]
-    monkeypatch.undo()
-    assert core.cpu_chunk_rows(torch.zeros(4, 52, 64)) >= 4  # the default keeps this batch whole
-    assert core.cpu_chunk_rows(torch.zeros(32, 116, 64)) == 8
-    for n, (a, b) in enumerate(zip(per_row[1], whole[1], strict=True)):
-        assert torch.equal(a["logits"], b["logits"]) and torch.equal(a["q_halt_logits"], b["q_halt_logits"])
-        assert torch.equal(a["preds"], torch.from_numpy(vectors[f"eval_preds_{n}"]))
-    assert torch.equal(per_row[2]["logits"], whole[2]["logits"])
-    assert per_row[3].keys() == whole[3].keys() and len(whole[3]) > 0
-    for name, grad in whole[3].items():
-        assert torch.equal(per_row[3][name], grad), name
 
 
 # -- architecture space -------------------------------------------------------------------------------------

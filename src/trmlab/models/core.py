@@ -45,19 +45,6 @@ def prefix_length(arch: Any) -> int:
     return arch.puzzle_emb_len
 
 
-# Activation elements (rows × positions × hidden) per chunk of the CPU's no-grad recursion: at hidden 64 and
-# 116 positions that is 8 rows, at the ARC shape one. Measured best on a 2-core EPYC (benchmarks/README.md).
-CPU_CHUNK_ELEMENTS = 65536
-
-
-def cpu_chunk_rows(x: torch.Tensor) -> int:
-    """Batch rows per chunk for the no-grad recursion on ``x`` [B, L, D]: all of them off the CPU and under
-    ``torch.compile`` (the compiler plans memory itself), else enough to fill ``CPU_CHUNK_ELEMENTS``."""
-    if x.device.type != "cpu" or torch.compiler.is_compiling():
-        return x.shape[0]
-    return max(1, CPU_CHUNK_ELEMENTS // (x.shape[1] * x.shape[2]))
-
-
 class ReasoningCore(nn.Module):
     """Embeddings, the shared blocks, the H/L recursion and the heads of one ACT step.
 
@@ -168,40 +155,14 @@ class ReasoningCore(nn.Module):
         update."""
         rotary = self.rotary(x.device)
         with torch.no_grad():
-            z_H, z_L = self._cycles_by_rows(z_H, z_L, x, rotary, self.arch.H_cycles - 1)
-        if torch.is_grad_enabled():
-            return self._cycle(z_H, z_L, x, rotary)
-        return self._cycles_by_rows(z_H, z_L, x, rotary, 1)
-
-    def _cycles_by_rows(self, z_H: torch.Tensor, z_L: torch.Tensor, x: torch.Tensor,
-                        rotary: tuple[torch.Tensor, torch.Tensor] | None, cycles: int
-                        ) -> tuple[torch.Tensor, torch.Tensor]:
-        """``cycles`` no-grad cycles, on the CPU a few batch rows at a time.
-
-        Every op of a cycle works within one batch row, so splitting the batch changes no arithmetic (the
-        tests pin bit-identity), but a few rows' activations stay in the CPU's cache across the whole
-        recursion: 1.3x faster at hidden 64 (benchmarks/README.md). Not under gradient: the weight gradients
-        would be summed per chunk, in another order than one matmul over all rows.
-        """
-        rows = cpu_chunk_rows(x)
-        if rows >= x.shape[0]:
-            for _ in range(cycles):
+            for _ in range(self.arch.H_cycles - 1):
                 z_H, z_L = self._cycle(z_H, z_L, x, rotary)
-            return z_H, z_L
-        parts_H, parts_L = [], []
-        for start in range(0, x.shape[0], rows):
-            h, lo, xs = (t[start:start + rows] for t in (z_H, z_L, x))
-            for _ in range(cycles):
-                h, lo = self._cycle(h, lo, xs, rotary)
-            parts_H.append(h)
-            parts_L.append(lo)
-        return torch.cat(parts_H), torch.cat(parts_L)
+        return self._cycle(z_H, z_L, x, rotary)
 
     def _cycle(self, z_H: torch.Tensor, z_L: torch.Tensor, x: torch.Tensor,
                rotary: tuple[torch.Tensor, torch.Tensor] | None) -> tuple[torch.Tensor, torch.Tensor]:
-        injection = z_H + x  # z_L + (z_H + x): order matters in bf16; z_H is fixed during the L updates
         for _ in range(self.arch.L_cycles):
-            z_L = self.reasoning_level(z_L, injection, rotary)
+            z_L = self.reasoning_level(z_L, z_H + x, rotary)  # z_L + (z_H + x): order matters in bf16
         z_H = self.reasoning_level(z_H, z_L, rotary)
         return z_H, z_L
 

@@ -49,27 +49,11 @@ def swiglu_width(hidden: int, expansion: float) -> int:
     return -(inner // -256) * 256
 
 
-def rms_norm(x: torch.Tensor, eps: float, *, overwrite: bool = False) -> torch.Tensor:
-    """Weightless RMSNorm over the last axis, computed in fp32 and returned in ``x``'s dtype.
-
-    ``overwrite=True`` says ``x`` is a temporary of the caller's: without autograd it is then scaled in place
-    (the same multiplication, one allocation fewer).
-    """
+def rms_norm(x: torch.Tensor, eps: float) -> torch.Tensor:
+    """Weightless RMSNorm over the last axis, computed in fp32 and returned in ``x``'s dtype."""
     x32 = x.float()
-    scale = torch.rsqrt(x32.square().mean(-1, keepdim=True) + eps)
-    if overwrite and not torch.is_grad_enabled():
-        return x32.mul_(scale).to(x.dtype)
-    return (x32 * scale).to(x.dtype)
-
-
-def residual_norm(h: torch.Tensor, update: torch.Tensor, eps: float) -> torch.Tensor:
-    """``rms_norm(h + update)``, the post-norm residual. ``update`` must be a fresh temporary (a layer's
-    output): without autograd the sum and the norm reuse its memory. On the CPU every fresh full-size
-    tensor costs allocation and cache misses comparable to the elementwise op itself (benchmarks/README.md);
-    the values are bit-identical (``update + h`` is ``h + update`` in IEEE arithmetic)."""
-    if torch.is_grad_enabled():
-        return rms_norm(h + update, eps)
-    return rms_norm(update.add_(h), eps, overwrite=True)
+    x32 = x32 * torch.rsqrt(x32.square().mean(-1, keepdim=True) + eps)
+    return x32.to(x.dtype)
 
 
 class CastLinear(nn.Module):
@@ -155,9 +139,7 @@ def apply_rotary(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch
     """Rotate ``x`` [B, L, heads, head_dim] in fp32 with tables [L, head_dim]; returns ``x``'s dtype."""
     x32 = x.float()
     cos, sin = cos.unsqueeze(-2), sin.unsqueeze(-2)
-    if torch.is_grad_enabled():
-        return (x32 * cos + rotate_half(x32) * sin).to(x.dtype)
-    return (x32 * cos).add_(rotate_half(x32).mul_(sin)).to(x.dtype)  # same sums, two allocations fewer
+    return (x32 * cos + rotate_half(x32) * sin).to(x.dtype)
 
 
 class SelfAttention(nn.Module):
@@ -177,7 +159,7 @@ class SelfAttention(nn.Module):
         q, k, v = qkv[:, :, :heads], qkv[:, :, heads : 2 * heads], qkv[:, :, 2 * heads :]
         if rotary is not None:
             # q and k rotated separately, as officially: attention then gets tensors of the official strides,
-            # so any device picks the same attention kernel for both (benchmarks/op_trace.py checks this).
+            # and an attention backend may choose its kernel by layout (`bench_vs_official.py --trace-ops`).
             q, k = apply_rotary(q, *rotary), apply_rotary(k, *rotary)
         attn = F.scaled_dot_product_attention(q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2))
         return self.out(attn.transpose(1, 2).reshape(batch, length, heads * self.head_dim))
@@ -202,9 +184,7 @@ class SwiGLU(nn.Module):
         weight, _ = self.gate_up.weights_in(x.dtype)
         inner = weight.shape[0] // 2
         gate, up = F.linear(x, weight[:inner]), F.linear(x, weight[inner:])
-        if torch.is_grad_enabled():
-            return self.down(F.silu(gate) * up)
-        return self.down(F.silu(gate, inplace=True).mul_(up))  # gate is ours: no allocations
+        return self.down(F.silu(gate) * up)
 
 
 class Block(nn.Module):
@@ -223,10 +203,8 @@ class Block(nn.Module):
     def forward(self, h: torch.Tensor, rotary: tuple[torch.Tensor, torch.Tensor] | None) -> torch.Tensor:
         if hasattr(self, "token_mixer"):
             # Mix along the sequence: the norm is over the sequence axis too, as officially.
-            # Not residual_norm: the sum must take t's transposed layout, as officially, for the norm's mean
-            # to add in the official order (a contiguous sum changes logits by ~1e-5).
             t = h.transpose(1, 2)
             h = rms_norm(t + self.token_mixer(t), self.eps).transpose(1, 2)
         else:
-            h = residual_norm(h, self.attn(h, rotary), self.eps)
-        return residual_norm(h, self.mlp(h), self.eps)
+            h = rms_norm(h + self.attn(h, rotary), self.eps)
+        return rms_norm(h + self.mlp(h), self.eps)
