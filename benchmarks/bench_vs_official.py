@@ -45,7 +45,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
 from trmlab.config.loader import load_config
 from trmlab.interop.official_keys import strip_official
-from trmlab.models import build_model
+from trmlab.models import build_model, layers
 from trmlab.models.losses import act_loss
 
 # (hidden, heads, H_cycles, L_cycles, L_layers, seq_len, batch): the shapes of the issue's measurements.
@@ -392,7 +392,8 @@ def _signature(value: Any) -> str:
 def trace_ops(args: argparse.Namespace) -> tuple[collections.Counter, collections.Counter]:
     """The aten calls of one evaluation ACT step (the second, after the reset) that only the official model
     makes and that only trmlab makes, with argument shapes, strides and dtypes. A kernel called with the same
-    signature on both sides computes the same bits on any device; what remains is what could differ."""
+    signature on both sides computes the same bits on any device; what remains is what could differ. On the
+    CPU trmlab rotates q and k as one tensor (``layers.rotate_qk``); the trace takes the GPU path instead."""
     device = torch.device(args.device)
     arch = architecture(args)
     torch.manual_seed(0)
@@ -402,14 +403,18 @@ def trace_ops(args: argparse.Namespace) -> tuple[collections.Counter, collection
     recorders = {"official": _OpRecorder(), "trmlab": _OpRecorder()}
     official.eval()
     ours.eval()
-    with torch.no_grad():
-        for name, model in (("official", official), ("trmlab", ours)):
-            carry = model.initial_carry(batch)
-            if name == "official":
-                carry = _official_carry_to(carry, device)
-            carry, _ = model(carry, batch)
-            with recorders[name]:
-                model(carry, batch)
+    layers.ROTATE_QK_TOGETHER_ON_CPU = False  # the GPU path, whatever the device
+    try:
+        with torch.no_grad():
+            for name, model in (("official", official), ("trmlab", ours)):
+                carry = model.initial_carry(batch)
+                if name == "official":
+                    carry = _official_carry_to(carry, device)
+                carry, _ = model(carry, batch)
+                with recorders[name]:
+                    model(carry, batch)
+    finally:
+        layers.ROTATE_QK_TOGETHER_ON_CPU = True
     counts = {name: collections.Counter(r.calls) for name, r in recorders.items()}
     only_official, only_ours = counts["official"] - counts["trmlab"], counts["trmlab"] - counts["official"]
     total = {name: c.total() for name, c in counts.items()}

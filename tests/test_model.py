@@ -115,6 +115,26 @@ def test_compiled_step_does_not_recompile_when_switching_between_training_and_ev
     assert graphs[0] > 0 and graphs[1] == graphs[2] == graphs[0], graphs
 
 
+def test_rotating_q_and_k_together_or_apart_gives_the_same_bits_on_the_cpu():
+    """The CPU rotates q|k as one tensor (faster), other devices separately (the official strides): values
+    and attention outputs must not depend on the choice."""
+    from trmlab.models.layers import rotary_tables, rotate_qk
+
+    torch.manual_seed(0)
+    heads, head_dim, length = 4, 16, 20
+    qkv = torch.randn(3, length, 3 * heads, head_dim)
+    cos, sin = rotary_tables(length, head_dim, 10000.0)
+    v = qkv[:, :, 2 * heads :].transpose(1, 2)
+    outputs = []
+    for together in (True, False):
+        q, k = rotate_qk(qkv, heads, cos, sin, together=together)
+        outputs.append((q, k, torch.nn.functional.scaled_dot_product_attention(
+            q.transpose(1, 2), k.transpose(1, 2), v)))
+    (q1, k1, a1), (q2, k2, a2) = outputs
+    assert torch.equal(q1, q2) and torch.equal(k1, k2) and torch.equal(a1, a2)
+    assert q2.is_contiguous() and not q1.is_contiguous()  # apart: the official layout
+
+
 def test_train_parity_loss_and_gradient_norms(official_trm_tiny):
     model, vectors, batch = fixture_model_and_vectors(official_trm_tiny)
     model.train()

@@ -142,6 +142,26 @@ def apply_rotary(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch
     return (x32 * cos + rotate_half(x32) * sin).to(x.dtype)
 
 
+# `bench_vs_official.py --trace-ops` sets this to False to trace, on the CPU, the calls a GPU makes.
+ROTATE_QK_TOGETHER_ON_CPU = True
+
+
+def rotate_qk(qkv: torch.Tensor, heads: int, cos: torch.Tensor, sin: torch.Tensor, *, together: bool
+              ) -> tuple[torch.Tensor, torch.Tensor]:
+    """q and k of a fused projection ``qkv`` [B, L, 3·heads, head_dim], rotated.
+
+    The values are the same either way; the layout is not. ``together`` rotates q|k as one tensor (fewer,
+    larger elementwise ops: 4% faster training steps, 8% faster evaluation on the CPU, whose attention gives
+    the same bits for both layouts). Otherwise q and k are rotated separately, as officially, and come out
+    with the official strides: a GPU attention backend may choose its kernel by layout
+    (``bench_vs_official.py --trace-ops``).
+    """
+    if together:
+        qk = apply_rotary(qkv[:, :, : 2 * heads], cos, sin)
+        return qk[:, :, :heads], qk[:, :, heads:]
+    return apply_rotary(qkv[:, :, :heads], cos, sin), apply_rotary(qkv[:, :, heads : 2 * heads], cos, sin)
+
+
 class SelfAttention(nn.Module):
     """Non-causal multi-head attention without mask; fused ``qkv`` output laid out Q|K|V, each head-major."""
 
@@ -158,9 +178,8 @@ class SelfAttention(nn.Module):
         qkv = self.qkv(h).view(batch, length, 3 * heads, self.head_dim)
         q, k, v = qkv[:, :, :heads], qkv[:, :, heads : 2 * heads], qkv[:, :, 2 * heads :]
         if rotary is not None:
-            # q and k rotated separately, as officially: attention then gets tensors of the official strides,
-            # and an attention backend may choose its kernel by layout (`bench_vs_official.py --trace-ops`).
-            q, k = apply_rotary(q, *rotary), apply_rotary(k, *rotary)
+            together = ROTATE_QK_TOGETHER_ON_CPU and h.device.type == "cpu"
+            q, k = rotate_qk(qkv, heads, *rotary, together=together)
         attn = F.scaled_dot_product_attention(q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2))
         return self.out(attn.transpose(1, 2).reshape(batch, length, heads * self.head_dim))
 
