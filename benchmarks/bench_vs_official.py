@@ -228,6 +228,29 @@ def first_step_difference(official: torch.nn.Module, trmlab: torch.nn.Module,
     return float((ref["logits"].float() - ours["logits"].float()).abs().max())
 
 
+def first_gradient_difference(head: torch.nn.Module, official: torch.nn.Module, trmlab: torch.nn.Module,
+                              batch: dict[str, torch.Tensor]) -> float:
+    """Max |Δ gradient| over the shared weights after one training ACT step from a fresh carry (loss summed
+    over the batch), each model through its own loss. Gradients are cleared afterwards."""
+    official.train()
+    trmlab.train()
+    carry = _official_carry_to(head.initial_carry(batch), batch["inputs"].device)
+    head(return_keys=[], carry=carry, batch=batch)[1].backward()
+    _, out = trmlab(trmlab.initial_carry(batch), batch)
+    act_loss(out, trmlab.arch.loss_type)[0].backward()
+    named = official.inner.state_dict(keep_vars=True)  # official key names, the Parameters themselves
+    theirs = strip_official({k: v.grad for k, v in named.items() if getattr(v, "grad", None) is not None},
+                            "official gradients")
+    ours = {k: p.grad for k, p in trmlab.named_parameters() if p.grad is not None}
+    shared = theirs.keys() & ours.keys()
+    if not shared:
+        raise SystemExit("no gradient names in common: the key map does not cover the official parameters")
+    diff = max(float((theirs[k].float() - ours[k].float()).abs().max()) for k in shared)
+    head.zero_grad(set_to_none=True)
+    trmlab.zero_grad(set_to_none=True)
+    return diff
+
+
 CLOCKS = {"wall": time.perf_counter, "cpu": time.process_time}
 
 
@@ -271,7 +294,9 @@ def run(args: argparse.Namespace) -> dict[str, float]:
           f"H{arch['H_cycles']} L{arch['L_cycles']}, {arch['L_layers']} layers, "
           f"seq {arch['seq_len']} + {PREFIX}, "
           f"batch {rows}, {args.dtype}, compile {args.compile}, {hardware}, torch {torch.__version__}")
-    print(f"first ACT step: max |logits official - trmlab| = {diff:.3g}")
+    grad_diff = first_gradient_difference(head, official_model, trmlab_model, batch)
+    print(f"first ACT step: max |logits official - trmlab| = {diff:.3g}; max |gradient official - trmlab| "
+          f"after one training step = {grad_diff:.3g}")
     contenders = [official_contender(head, batch, args.compile), trmlab_contender(trmlab_model, batch,
                                                                                   args.compile)]
     for c in contenders:  # warm-up: allocator, kernels, compilation

@@ -40,7 +40,7 @@ class Inner(torch.nn.Module):
         self.model = model
 
     def state_dict(self, *args, **kwargs):
-        return {canonical_to_official(k): v for k, v in self.model.state_dict().items()}
+        return {canonical_to_official(k): v for k, v in self.model.state_dict(*args, **kwargs).items()}
 
     def load_state_dict(self, state, strict=True):
         return self.model.load_state_dict(strip_official(state, "stand-in"), strict=strict)
@@ -118,7 +118,8 @@ def test_bench_vs_official_runs_and_reports_ratios(stand_in_official: Path, caps
         "--train-steps", "1", "--halt-max-steps", "2", "--threads", "1", "--clock", "cpu"])
     ratios = bench_vs_official.run(args)
     printed = capsys.readouterr().out
-    assert "first ACT step: max |logits official - trmlab| = 0" in printed  # same weights, same model
+    assert "first ACT step: max |logits official - trmlab| = 0; max |gradient official - trmlab| after one " \
+        "training step = 0" in printed  # same weights, same model
     assert set(ratios) == {"train", "eval"}
     assert all(r > 0 for r in ratios.values())
     assert printed.count("| 2 |") == 2  # two rounds of each part

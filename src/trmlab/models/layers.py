@@ -151,9 +151,9 @@ def rotate_qk(qkv: torch.Tensor, heads: int, cos: torch.Tensor, sin: torch.Tenso
     """q and k of a fused projection ``qkv`` [B, L, 3·heads, head_dim], rotated.
 
     The values are the same either way; the layout is not. ``together`` rotates q|k as one tensor (fewer,
-    larger elementwise ops: 4% faster training steps, 8% faster evaluation on the CPU, whose attention gives
-    the same bits for both layouts). Otherwise q and k are rotated separately, as officially, and come out
-    with the official strides: a GPU attention backend may choose its kernel by layout
+    larger elementwise ops: 3-8% faster steps on the CPU, ``benchmarks/ab_rotate_qk.py``; the CPU's attention
+    gives the same bits for both layouts). Otherwise q and k are rotated separately, as officially, and come
+    out with the official strides: a GPU attention backend may choose its kernel by layout
     (``bench_vs_official.py --trace-ops``).
     """
     if together:
