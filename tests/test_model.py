@@ -135,6 +135,20 @@ def test_rotating_q_and_k_together_or_apart_gives_the_same_bits_on_the_cpu():
     assert q2.is_contiguous() and not q1.is_contiguous()  # apart: the official layout
 
 
+def test_swiglu_split_and_fused_forms_give_the_same_bits():
+    """Without autograd the SwiGLU runs two matmuls on the weight's halves (faster), under autograd one fused
+    matmul (the official form, whose backward gives the official gradients): the values must not differ."""
+    from trmlab.models.layers import SwiGLU
+
+    torch.manual_seed(0)
+    mlp = SwiGLU(64, 4.0)
+    x = torch.randn(3, 20, 64)
+    with torch.no_grad():
+        split = mlp(x)
+    fused = mlp(x)
+    assert fused.requires_grad and torch.equal(split, fused.detach())
+
+
 def test_train_parity_loss_and_gradient_norms(official_trm_tiny):
     model, vectors, batch = fixture_model_and_vectors(official_trm_tiny)
     model.train()

@@ -194,15 +194,21 @@ class SwiGLU(nn.Module):
         self.down = CastLinear(inner, width)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        # Two matmuls on the halves of the fused weight instead of one and a chunk: each output element is
-        # the same dot product (bit-identical), but gate and up come out contiguous, which makes silu and the
-        # product ~3x faster on CPU than on the strided halves of one [.., 2·inner] result. On an H200 (bf16,
-        # ARC shape) it is faster too: eager training 1.09x / evaluation 1.13x the official code, against
-        # 1.01x / 1.04x with one fused matmul and a chunk, with the same logits either way
-        # (benchmarks/README.md, "GPU").
         weight, _ = self.gate_up.weights_in(x.dtype)
-        inner = weight.shape[0] // 2
-        gate, up = F.linear(x, weight[:inner]), F.linear(x, weight[inner:])
+        if torch.is_grad_enabled():
+            # Under autograd one matmul and a chunk, as officially: the split form below computes the same
+            # values, but its backward sums the input gradient of two matmuls, which moved gradients by up to
+            # 2.4e-7 from the official ones; this way they are bit-identical (benchmarks/README.md).
+            gate, up = F.linear(x, weight).chunk(2, dim=-1)
+        else:
+            # Without autograd, two matmuls on the halves of the fused weight: each output element is the same
+            # dot product (bit-identical), but gate and up come out contiguous, which makes silu and the
+            # product ~3x faster on CPU than on the strided halves of one [.., 2·inner] result. On an H200
+            # (bf16, ARC shape) it is faster too: eager training 1.09x / evaluation 1.13x the official code,
+            # against 1.01x / 1.04x with one fused matmul and a chunk, with the same logits either way
+            # (benchmarks/README.md, "GPU").
+            inner = weight.shape[0] // 2
+            gate, up = F.linear(x, weight[:inner]), F.linear(x, weight[inner:])
         return self.down(F.silu(gate) * up)
 
 
