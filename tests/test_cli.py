@@ -197,7 +197,10 @@ def test_ctrl_c_in_a_data_build(official_arc_build_small, tmp_path):
         def write_split(*args, **kwargs):
             real_write_split(*args, **kwargs)
             os.kill(os.getpid(), signal.SIGINT)
-            time.sleep(30)
+            # Short sleeps: the kernel may hand the signal to another thread (the writer's, numpy's), and
+            # then only the main thread's next bytecode, not an interrupted sleep, runs the handler.
+            for _ in range(300):
+                time.sleep(0.1)
 
         build_arc.write_split = write_split
         sys.exit(main({args!r}))
