@@ -428,7 +428,7 @@ def trace_ops(args: argparse.Namespace) -> tuple[collections.Counter, collection
     recorders = {"official": _OpRecorder(), "trmlab": _OpRecorder()}
     official.eval()
     ours.eval()
-    layers.ROTATE_QK_TOGETHER_ON_CPU = False  # the GPU path, whatever the device
+    saved, layers.ROTATE_QK_TOGETHER_ON_CPU = layers.ROTATE_QK_TOGETHER_ON_CPU, False  # the GPU path
     try:
         with torch.no_grad():
             for name, model in (("official", official), ("trmlab", ours)):
@@ -439,7 +439,7 @@ def trace_ops(args: argparse.Namespace) -> tuple[collections.Counter, collection
                 with recorders[name]:
                     model(carry, batch)
     finally:
-        layers.ROTATE_QK_TOGETHER_ON_CPU = True
+        layers.ROTATE_QK_TOGETHER_ON_CPU = saved
     counts = {name: collections.Counter(r.calls) for name, r in recorders.items()}
     only_official, only_ours = counts["official"] - counts["trmlab"], counts["trmlab"] - counts["official"]
     total = {name: c.total() for name, c in counts.items()}

@@ -176,8 +176,10 @@ class SelfAttention(nn.Module):
         batch, length, _ = h.shape
         heads = self.num_heads
         qkv = self.qkv(h).view(batch, length, 3 * heads, self.head_dim)
-        q, k, v = qkv[:, :, :heads], qkv[:, :, heads : 2 * heads], qkv[:, :, 2 * heads :]
-        if rotary is not None:
+        v = qkv[:, :, 2 * heads :]
+        if rotary is None:
+            q, k = qkv[:, :, :heads], qkv[:, :, heads : 2 * heads]
+        else:
             together = ROTATE_QK_TOGETHER_ON_CPU and h.device.type == "cpu"
             q, k = rotate_qk(qkv, heads, *rotary, together=together)
         attn = F.scaled_dot_product_attention(q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2))
@@ -204,8 +206,8 @@ class SwiGLU(nn.Module):
             # Without autograd, two matmuls on the halves of the fused weight: each output element is the same
             # dot product (bit-identical), but gate and up come out contiguous, which makes silu and the
             # product ~3x faster on CPU than on the strided halves of one [.., 2·inner] result. On an H200
-            # (bf16, ARC shape) it is faster too: eager training 1.09x / evaluation 1.13x the official code,
-            # against 1.01x / 1.04x with one fused matmul and a chunk, with the same logits either way
+            # (bf16, ARC shape, when this form also ran under autograd) eager evaluation was 1.13x the
+            # official code against 1.04x with one fused matmul and a chunk, with the same logits either way
             # (benchmarks/README.md, "GPU").
             inner = weight.shape[0] // 2
             gate, up = F.linear(x, weight[:inner]), F.linear(x, weight[inner:])

