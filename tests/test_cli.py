@@ -119,7 +119,7 @@ def test_build_arc_into_a_read_only_directory(official_arc_build_small, tmp_path
     read_only = tmp_path / "ro"
     read_only.mkdir()
     fail_under(monkeypatch, read_only, errno.EROFS)
-    assert main(build_args(official_arc_build_small / "input/mini", read_only / "out")) == 2
+    assert main(build_args(official_arc_build_small / "input/mini", read_only / "out")) == 3
     line = one_error_line(capsys)
     assert f"--output-dir {read_only / 'out'}: cannot write: Read-only file system" in line
     assert leftovers(read_only) == []
@@ -139,7 +139,7 @@ def test_build_arc_on_a_full_disk_removes_its_partial_output(official_arc_build_
         real_write(self, block)
 
     monkeypatch.setattr(build_arc.NpyStreamWriter, "write", write)
-    assert main(build_args(official_arc_build_small / "input/mini", tmp_path / "out")) == 2
+    assert main(build_args(official_arc_build_small / "input/mini", tmp_path / "out")) == 3
     line = one_error_line(capsys)
     assert f"--output-dir {tmp_path / 'out'}: cannot write: No space left on device" in line
     assert "partial output was removed" in line
@@ -160,7 +160,7 @@ def test_build_synthetic_on_a_full_disk_is_one_line_and_leaves_nothing(tmp_path,
     monkeypatch.setattr(synthetic, "write_json", write_json)
     out = tmp_path / "synthetic"
     assert main(["data", "build-synthetic", "--output-dir", str(out), "--families", "colour_permutation",
-                 "--train-tasks", "2", "--eval-tasks", "1"]) == 2
+                 "--train-tasks", "2", "--eval-tasks", "1"]) == 3
     line = one_error_line(capsys)
     assert f"--output-dir {out}: cannot write: No space left on device" in line
     assert leftovers(tmp_path) == []
@@ -260,7 +260,7 @@ def test_train_into_a_read_only_directory(tiny_data, tmp_path, no_eval, monkeypa
     read_only = tmp_path / "ro"
     read_only.mkdir()
     fail_under(monkeypatch, read_only, errno.EACCES)
-    assert main(train_args(tiny_data, read_only / "run", "max_steps=1")) == 2
+    assert main(train_args(tiny_data, read_only / "run", "max_steps=1")) == 3
     line = one_error_line(capsys)
     assert line.startswith(f"trmlab: error: run_dir {read_only / 'run'}: cannot write: Permission denied (")
     assert line.endswith("; choose a directory you can write to; partial output was removed")
@@ -281,7 +281,7 @@ def test_train_on_a_full_disk_keeps_the_last_complete_checkpoint(tiny_data, tmp_
     monkeypatch.setattr(bundle, "_write_part", write_part)
     run = tmp_path / "run"
     assert main(train_args(tiny_data, run, "max_steps=4", "checkpoint_every=2", "keep_last=5",
-                     "eval_interval=null")) == 2
+                     "eval_interval=null")) == 3
     err = capsys.readouterr().err
     assert "Traceback" not in err
     assert err.splitlines()[-1] == (
@@ -348,9 +348,24 @@ def test_train_with_a_full_disk_during_an_evaluation(tiny_data, tmp_path, monkey
     monkeypatch.setattr(evaluate, "check_eval_data", lambda config: None)
     monkeypatch.setattr(evaluate, "evaluate_during_training", evaluation_on_a_full_disk)
     run = tmp_path / "run"
-    assert main(train_args(tiny_data, run, "max_steps=2", "eval_interval=null")) == 2
+    assert main(train_args(tiny_data, run, "max_steps=2", "eval_interval=null")) == 3
     err = capsys.readouterr().err
     assert "Traceback" not in err and err.count("trmlab: error:") == 1
     assert err.splitlines()[-1] == (
         f"trmlab: error: {run / 'eval/step_2'}: cannot write: No space left on device; free some space or "
         f"write elsewhere; partial output was removed; resume from step_2 with: trmlab train resume={run}")
+
+
+def test_an_unexpected_exception_is_one_line_exit_4_with_the_traceback_in_a_file(monkeypatch, capsys):
+    import trmlab.cli as cli
+
+    def broken(argv):
+        raise ZeroDivisionError("boom")
+
+    monkeypatch.setattr(cli, "_dispatch", broken)
+    assert cli.main(["config", "show", "tiny"]) == 4
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "Traceback" not in err and "internal error" in err
+    saved = err.split("traceback written to ")[1].split(";")[0]
+    assert "ZeroDivisionError: boom" in Path(saved).read_text()
+    Path(saved).unlink()

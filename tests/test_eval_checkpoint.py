@@ -183,7 +183,7 @@ def test_eval_on_a_full_disk_is_one_line_and_leaves_nothing(official_trm_tiny, t
     monkeypatch.setattr(Path, "write_bytes", full)
     out = tmp_path / "evals" / "eval"
     assert main(["eval", str(official_trm_tiny / "step_100"), str(tiny_dataset), f"out={out}", "batch_size=4",
-                 "device=cpu", "max_tasks=1", "num_augmentations=1"]) == 2
+                 "device=cpu", "max_tasks=1", "num_augmentations=1"]) == 3
     errors = [line for line in capsys.readouterr().err.splitlines() if line]
     assert errors == [f"trmlab: error: {out}: cannot write: No space left on device; free some space or "
                       f"write elsewhere; partial output was removed"]

@@ -55,9 +55,11 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     """Run one ``trmlab`` command; every failure ends as one line on stderr and a non-zero exit code.
 
-    Exit codes: 2 bad input (a :class:`TrmlabError`), 1 another operating-system error (named with its
-    path), 130 interrupted (Ctrl-C outside the training loop, which handles its own signals), 141 stdout
-    closed by its reader (``trmlab ... | head``: quiet, like any Unix tool killed by SIGPIPE).
+    Exit codes (``../shared/style/cli.md``): 2 bad usage or input (a :class:`TrmlabError`), 3 the
+    environment failed (an :class:`~trmlab.errors.OutputError` or another operating-system error, named with
+    its path), 130 interrupted (Ctrl-C outside the training loop, which handles its own signals), 141 stdout
+    closed by its reader (``trmlab ... | head``: quiet, like any Unix tool killed by SIGPIPE), 4 a bug: the
+    traceback goes to a file that the one-line message names.
     """
     try:
         try:
@@ -65,7 +67,7 @@ def main(argv: list[str] | None = None) -> int:
         finally:
             sys.stdout.flush()  # a closed pipe shows up here when the output fitted in the buffer
     except TrmlabError as error:
-        return _fail(str(error), 2)
+        return _fail(str(error), error.exit_code)
     except KeyboardInterrupt:
         return _fail("interrupted", 130)
     except BrokenPipeError:
@@ -73,7 +75,27 @@ def main(argv: list[str] | None = None) -> int:
         return 141
     except OSError as error:
         where = f"{error.filename}: " if error.filename else ""
-        return _fail(f"{where}{error.strerror or error}", 1)
+        return _fail(f"{where}{error.strerror or error}", 3)
+    except Exception:
+        return _fail(f"internal error (a bug in trmlab); traceback written to {_save_traceback()}; "
+                     "please report it with that file", 4)
+
+
+def _save_traceback() -> str:
+    import tempfile
+    import time
+    import traceback
+
+    text = traceback.format_exc()
+    try:
+        handle, path = tempfile.mkstemp(prefix=f"trmlab-crash-{time.strftime('%Y%m%d-%H%M%S')}-",
+                                        suffix=".txt")
+        with os.fdopen(handle, "w", encoding="utf-8") as file:
+            file.write(text)
+        return path
+    except OSError:
+        sys.stderr.write(text)  # no writable temporary directory: the traceback itself is all we can give
+        return "stderr above"
 
 
 def _dispatch(argv: list[str] | None) -> int:

@@ -7,7 +7,13 @@ import errno
 
 
 class TrmlabError(Exception):
-    """Base class of every error trmlab raises for bad input."""
+    """Base class of every error trmlab raises for bad input.
+
+    ``exit_code`` is what the command line exits with (``../shared/style/cli.md``): 2 for bad usage or bad
+    input; subclasses for a failing environment use 3.
+    """
+
+    exit_code = 2
 
 
 class ConfigError(TrmlabError, ValueError):
@@ -23,7 +29,12 @@ class CheckpointError(TrmlabError, ValueError):
 
 
 class OutputError(TrmlabError):
-    """Writing an output failed: a read-only or full disk, or a file where a directory belongs."""
+    """Writing an output failed: a read-only or full disk, or a file where a directory belongs.
+
+    Exit code 3: the environment failed, not the user's input.
+    """
+
+    exit_code = 3
 
 
 _WRITE_HINTS = {
