@@ -26,6 +26,10 @@ boolean.__name__ = "boolean (true or false)"
 
 EVAL_KEYS = {"out": str, "weights": str, "max_tasks": int, "num_augmentations": int, "batch_size": int,
              "device": str, "max_demos": int, "pass_ks": str, "votes": int, "compile": boolean}
+# Test-time compute (trmlab.evaluation.test_time; docs/evaluation.md "Test-time compute"); seed may be 0.
+TEST_TIME_KEYS = {"samples": int, "noise": float, "select": str, "halt": str, "halt_threshold": float,
+                  "steps": int, "seed": str}
+EVAL_KEYS.update(TEST_TIME_KEYS)
 SCORE_KEYS = {"out": str, "max_tasks": int, "num_augmentations": int, "pass_ks": str}
 
 
@@ -81,9 +85,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "eval.global_batch_size or global_batch_size), device=cpu|cuda|cuda:N (default: cuda when "
         "available), max_demos=N (encoder models; default: the checkpoint config's), "
         "pass_ks=1,2,5,10,100,1000, compile=true|false (torch.compile the ACT step; worth it on a GPU, "
-        "default false). Sudoku / Maze datasets (no test_puzzles.json) get exact and token "
-        "accuracy instead (max_tasks=K: the first K test puzzles), and votes=K adds a vote over K symmetric "
-        "copies of each input, reported separately (default: the checkpoint config's eval.symmetry_votes)")
+        "default false), samples=K noise=SIGMA select=q|vote|valid halt=q halt_threshold=T steps=N seed=S "
+        "(test-time compute beyond the official protocol, reported under */test_time/* metrics: K "
+        "trajectories per input, the first clean, the others with Gaussian noise of scale SIGMA on z_L after "
+        "every L update; halting by the Q head with continuous batching; N ACT steps, also above "
+        "halt_max_steps; docs/evaluation.md). Sudoku / Maze datasets (no test_puzzles.json) get exact and "
+        "token accuracy instead (max_tasks=K: the first K test puzzles), and votes=K adds a vote over K "
+        "symmetric copies of each input, reported separately (default: the checkpoint config's "
+        "eval.symmetry_votes)")
     ev.add_argument("checkpoint", help="official step_N file or trmlab checkpoint directory")
     ev.add_argument("data_dir", help="dataset directory (official layout): ARC (with test_puzzles.json), "
                     "Sudoku or Maze")
@@ -291,4 +300,20 @@ def _eval_settings(settings: dict[str, Any], config: Any) -> Any:
     votes = settings.get("votes", config.eval.symmetry_votes if config is not None else 0)
     return EvalSettings(global_batch_size=batch, max_tasks=settings.get("max_tasks"),
                         num_augmentations=settings.get("num_augmentations"), pass_ks=pass_ks,
-                        max_demos=max_demos, symmetry_votes=votes)
+                        max_demos=max_demos, symmetry_votes=votes,
+                        test_time=make_test_time_settings(settings))
+
+
+def make_test_time_settings(settings: dict[str, Any]) -> Any:
+    """The TestTimeSettings of ``samples= noise= select= halt= halt_threshold= steps= seed=`` (None: none
+    given, the official protocol)."""
+    from trmlab.evaluation.test_time import TestTimeSettings
+
+    given = {k: settings[k] for k in TEST_TIME_KEYS if k in settings}
+    if not given:
+        return None
+    if "seed" in given:
+        if not given["seed"].isdigit():
+            raise ConfigError(f"trmlab eval: seed={given['seed']!r} is not a non-negative integer")
+        given["seed"] = int(given["seed"])
+    return TestTimeSettings(**given)

@@ -200,6 +200,13 @@ def evaluate_grid(model: torch.nn.Module, dataset: Any, settings: Any, *, votes:
         raise DataError(f"{dataset.paths[0]}: the test split has no rows to evaluate")
     inputs = np.asarray(dataset.gather("inputs", examples))
     identifiers = dataset.puzzle_identifiers[puzzles]
+    test_time = getattr(settings, "test_time", None)
+    if test_time is not None and not test_time.is_default:  # samples= noise= halt= steps= (test_time.py)
+        from trmlab.evaluation.test_time import evaluate_grid_trajectories
+
+        return evaluate_grid_trajectories(model, dataset, settings, task=task, examples=examples,
+                                          inputs=inputs, identifiers=identifiers, out_dir=out_dir, info=info,
+                                          progress=progress, rank=rank, world=world, replace=replace)
     symmetries = _symmetries(task, dataset, votes)
     started = time.perf_counter()
     runs = [_run_inputs(model, s.apply(inputs), identifiers, settings, rank, world, progress)

@@ -35,6 +35,7 @@ class EvalSettings:
     pass_ks: tuple[int, ...] = DEFAULT_PASS_KS
     max_demos: int = 10
     symmetry_votes: int = 0  # Sudoku / Maze only: vote over this many symmetric copies (0, 1 = off)
+    test_time: Any = None  # a trmlab.evaluation.test_time.TestTimeSettings (None: the official protocol)
 
     @classmethod
     def from_config(cls, config: Any) -> EvalSettings:
@@ -214,7 +215,13 @@ def evaluate(model: torch.nn.Module, data: Any, *, config: Any = None, settings:
                         f"num_augmentations={settings.num_augmentations})")
     started = time.perf_counter()
     diagnostics = DiagnosticsAccumulator()
-    local = _run_rows(model, dataset, examples, puzzles, settings, rank, world, progress, diagnostics)
+    test_time = settings.test_time is not None and not settings.test_time.is_default
+    if test_time:  # K trajectories per row, every one voting with the augmentations (test_time.py)
+        from trmlab.evaluation.test_time import run_arc_rows
+
+        local = run_arc_rows(model, dataset, examples, puzzles, settings, rank, world, progress)
+    else:
+        local = _run_rows(model, dataset, examples, puzzles, settings, rank, world, progress, diagnostics)
     seconds = time.perf_counter() - started
     rows = _gather_rows(local, rank, world)
     diagnostics = _gather_diagnostics(diagnostics, rank, world)
@@ -223,12 +230,19 @@ def evaluate(model: torch.nn.Module, data: Any, *, config: Any = None, settings:
     assert rows is not None and np.array_equal(rows["position"], np.arange(len(examples))), \
         "every selected row must come back exactly once from the ranks"
     inputs = np.asarray(test_set.inputs()[examples], dtype=np.uint8)  # one path: global example = file row
-    raw = RawPredictions(inputs, dataset.puzzle_identifiers[puzzles].astype(np.int32), rows["preds"],
-                         rows["q_halt_logits"].astype(np.float32))
+    identifiers = dataset.puzzle_identifiers[puzzles].astype(np.int32)
+    if test_time:
+        from trmlab.evaluation.test_time import flatten_arc_rows
+
+        inputs, identifiers, rows = flatten_arc_rows(inputs, identifiers, rows)
+    raw = RawPredictions(inputs, identifiers, rows["preds"], rows["q_halt_logits"].astype(np.float32))
     scorer = ArcScorer(test_set, test_set.selected_tasks(settings.max_tasks), settings.pass_ks)
     scorer.add(raw.inputs, raw.puzzle_identifiers, raw.preds, raw.q_halt_logits)
     result = scorer.finish()
     result.counts["rows"] = len(raw)
+    if test_time:
+        result.counts.update(rows["compute"])
+        result.extra["test_time"] = settings.test_time.as_dict()
     if research_figures:
         result.extra["research_evaluator"] = research_evaluator_figures(result, len(test_set.task_ids))
     encoder_metrics = diagnostics.result()

@@ -84,6 +84,9 @@ class ReasoningCore(nn.Module):
         self.register_buffer("l_init", self._initial_state_vector(arch.forward_dtype))
         self._rotary: tuple[torch.Tensor, torch.Tensor] | None = None
         self.forward_dtype_override: torch.dtype | None = None
+        # Test-time stochastic trajectories (trmlab.evaluation.test_time): called on z_L after every L-level
+        # update of every H cycle; None (always, outside that evaluation) leaves the official numerics alone.
+        self.z_L_noise: Any = None
 
     def _initial_state_vector(self, forward_dtype: str) -> torch.Tensor:
         """Truncated normal std 1 in the forward dtype. For ``auto`` (device unknown yet) the values are
@@ -163,6 +166,8 @@ class ReasoningCore(nn.Module):
                rotary: tuple[torch.Tensor, torch.Tensor] | None) -> tuple[torch.Tensor, torch.Tensor]:
         for _ in range(self.arch.L_cycles):
             z_L = self.reasoning_level(z_L, z_H + x, rotary)  # z_L + (z_H + x): order matters in bf16
+            if self.z_L_noise is not None:
+                z_L = self.z_L_noise(z_L)
         z_H = self.reasoning_level(z_H, z_L, rotary)
         return z_H, z_L
 
