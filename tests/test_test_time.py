@@ -313,3 +313,20 @@ def test_arc_trajectories_vote_with_the_augmentations(official_arc_build_small):
     assert doubled.metrics == default.metrics  # two clean copies: the same vote, twice
     assert np.array_equal(doubled.raw.preds[::2], default.raw.preds)
     assert doubled.result.counts["relative_compute"] == 2.0
+
+
+def test_report_draws_accuracy_against_compute_for_a_settings_directory(tmp_path):
+    import json
+
+    from trmlab.cli import main
+
+    evaluations = {"official": {"Sudoku/exact_accuracy": 0.9, "counts": {"rows": 10}},
+                   "halt-q": {"Sudoku/test_time/exact_accuracy": 0.875, "Sudoku/exact_accuracy": 0.1,
+                              "test_time": {"halt": "q"}, "counts": {"relative_compute": 0.4}}}
+    for name, metrics in evaluations.items():
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "metrics.json").write_text(json.dumps(metrics))
+    assert main(["report", str(tmp_path)]) == 0
+    page = (tmp_path / "report.html").read_text()
+    assert "<td>halt-q</td>" in page and "<td>87.50</td><td>0.40×</td>" in page  # the test-time score
+    assert "<td>90.00</td><td>1.00×</td>" in page and page.index("halt-q") < page.index("<td>official")

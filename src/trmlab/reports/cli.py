@@ -26,8 +26,15 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def _run_report(args: argparse.Namespace) -> int:
     from trmlab.evaluation.cli import parse_settings
     from trmlab.reports.html import write_report
+    from trmlab.reports.test_time import is_settings_directory, render_settings_report
+    from trmlab.training.run_dir import atomic_write_text
 
     settings = parse_settings(args.settings, REPORT_KEYS, "report")
+    if is_settings_directory(args.directory):  # several evaluations of one model: accuracy vs compute
+        out = Path(settings.get("out") or Path(args.directory) / "report.html")
+        atomic_write_text(out, render_settings_report(args.directory))
+        print(f"wrote {out} ({out.stat().st_size / 1024:.0f} KiB)")
+        return 0
     out = write_report(args.directory, settings.get("out"), max_tasks=settings.get("max_tasks"),
                        top=settings.get("top", 3))
     size = Path(out).stat().st_size
