@@ -130,7 +130,7 @@ def build_folder(checkpoint: str | Path, repo_id: str, out: str | Path, *, layou
         if layout == "official":
             from trmlab.interop.convert import trmlab_to_official
 
-            export = trmlab_to_official(source, staging / ".export")
+            export = trmlab_to_official(source, staging / ".export").parent  # it returns the step_N file
             for item in export.iterdir():
                 item.rename(staging / item.name)
             export.rmdir()
