@@ -1,22 +1,22 @@
 """README.md's commands work as written: the front door is tested like any other interface.
 
-Every ```bash block of README.md is read in order (a line ending in ``\\`` continues on the next one). A command
-may end with a comment whose first words, before an optional ``:``, are tags (comma-separated):
+Every ```bash block of README.md is read in order (a line ending in ``\\`` continues on the next one). A
+command may end with a comment whose first words, before an optional ``:``, are tags (comma-separated):
 
 - ``# long``: too slow for the test suite (a build, a training run of minutes): checked, not run;
 - ``# network``: needs a download (the Hub, ``git clone``): checked, not run;
 - ``# gpu``: needs GPUs: checked, not run;
 - ``# exit N``: runs, and must exit with status N (``config diff``: 1 = the configs differ).
 
-Untagged commands **run for real**, in order, in one empty temporary directory standing for a fresh clone's root:
-a command may read only what an earlier one wrote. ``trmlab ...`` runs in this process (``trmlab.cli.main``,
-one torch thread), anything else through ``bash``.
+Untagged commands **run for real**, in order, in one empty temporary directory standing for a fresh clone's
+root: a command may read only what an earlier one wrote. ``trmlab ...`` runs in this process
+(``trmlab.cli.main``, one torch thread), anything else through ``bash``.
 
 **Checked** means, for a ``trmlab ...`` command (also the part after ``torchrun ... -m trmlab``): the command
 exists and its parser accepts the flags and positionals; every ``key=value`` setting is one its ``--help``
-documents (``key=``) or, for a command that takes config overrides, a config key; a ``train`` line resolves its
-preset and overrides as the run would (types and values checked). ``make TARGET`` must be a Makefile target,
-``python benchmarks/X.py`` an existing script, and a ``torchrun`` or ``git`` line must carry a tag.
+documents (``key=``) or, for a command that takes config overrides, a config key; a ``train`` line resolves
+its preset and overrides as the run would (types and values checked). ``make TARGET`` must be a Makefile
+target, ``python benchmarks/X.py`` an existing script, and a ``torchrun`` or ``git`` line must carry a tag.
 
 A README line that needs a change not yet merged into this branch is listed in :data:`AWAITING_MERGE` and
 expected to fail (strictly: once it passes, the entry must go).
@@ -122,14 +122,15 @@ def help_text(path: tuple[str, ...]) -> str:
 
 
 def check_trmlab(argv: list[str]) -> None:
-    """The checks of a command that is not run (module docstring); raises AssertionError naming the problem."""
+    """The checks of the module docstring; raises AssertionError naming the problem."""
     path = command_path(argv)
     errors = io.StringIO()
     try:
         with contextlib.redirect_stderr(errors):
             build_parser(argv[0]).parse_args(argv)
     except SystemExit:
-        raise AssertionError(f"trmlab {' '.join(argv)}: the parser refuses it: {errors.getvalue().strip()}")
+        refused = errors.getvalue().strip()
+        raise AssertionError(f"trmlab {' '.join(argv)}: the parser refuses it: {refused}") from None
     from trmlab.config.fields import schema_fields
 
     documented = set(re.findall(r"(?<![\w.-])([a-z_][a-z0-9_.]*)=", help_text(path)))
@@ -154,7 +155,7 @@ def check_other(command: Command) -> None:
         script = REPO_ROOT / command.words[1]
         assert script.is_file(), f"{command.line}: {script} does not exist"
     elif program in ("torchrun", "git"):
-        assert command.tags, f"{command.line}: a {program} line cannot run in the tests; tag it (# gpu, # network)"
+        assert command.tags, f"{command.line}: {program} cannot run in tests: tag it (# gpu, # network)"
 
 
 @pytest.fixture(scope="module")
@@ -178,8 +179,9 @@ def ran(tmp_path_factory) -> dict[int, tuple[int, str]]:
 def run(command: Command, workdir: Path) -> tuple[int, str]:
     argv = command.trmlab_argv
     if argv is None:
+        path = f"{Path(sys.executable).parent}:{os.environ['PATH']}"  # `python`, `trmlab` of this venv
         done = subprocess.run(["bash", "-c", command.line], cwd=workdir, capture_output=True, text=True,
-                              env={**os.environ, "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}"})
+                              env={**os.environ, "PATH": path})
         return done.returncode, done.stdout + done.stderr
     output = io.StringIO()
     with contextlib.redirect_stdout(output), contextlib.redirect_stderr(output):

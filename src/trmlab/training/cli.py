@@ -37,8 +37,8 @@ ADAPT_EPILOG = """settings:
 examples (TASKS: the competition's challenges file, or those of the official repository's kaggle/combined/):
   trmlab adapt path/to/arc_v1_public/step_518071 arc-agi_test_challenges.json out=runs/adapt steps=2000
   trmlab adapt path/to/arc_v1_public/step_518071 \\
-      TinyRecursiveModels/kaggle/combined/arc-agi_evaluation2_challenges.json out=runs/adapt-arc2 steps=2000 \\
-      solutions=TinyRecursiveModels/kaggle/combined/arc-agi_evaluation2_solutions.json"""
+      TinyRecursiveModels/kaggle/combined/arc-agi_evaluation2_challenges.json out=runs/adapt-arc2 \\
+      steps=2000 solutions=TinyRecursiveModels/kaggle/combined/arc-agi_evaluation2_solutions.json"""
 ADAPT_KEYS = {"out": str, "mode": str, "steps": int, "max_minutes": float, "num_aug": int, "canvas": int,
               "aug_seed": int, "solutions": str}
 
