@@ -51,6 +51,8 @@ TAKES_CONFIG = {("train",), ("demo",), ("adapt",), ("config", "show"), ("checkpo
 AWAITING_MERGE = {
     "trmlab checkpoint inspect runs/tiny/checkpoints/step_20 arch.L_cycles=6":
         "grammar: `checkpoint inspect` takes plain key=value config overrides (was --set KEY=VALUE)",
+    ".venv/bin/trmlab demo out=runs/demo-quick max_steps=300":
+        "grammar: `demo` takes out=DIR (was --out DIR)",
 }
 
 
@@ -68,7 +70,7 @@ class Command:
     @property
     def trmlab_argv(self) -> list[str] | None:
         """The words after `trmlab` (or after `torchrun ... -m trmlab`); None for other programs."""
-        if self.words[0] == "trmlab":
+        if self.words[0] in ("trmlab", ".venv/bin/trmlab"):
             return self.words[1:]
         if self.words[0] == "torchrun" and "trmlab" in self.words:
             at = self.words.index("trmlab")
