@@ -211,7 +211,8 @@ def test_a_fresh_process_reads_HF_HOME_and_HF_HUB_OFFLINE(tiny_repo, tmp_path):
     env.pop("HF_HUB_CACHE", None)  # HF_HOME/hub is the cache
     script = ("import sys; from trmlab.cli import main; "
               f"found = main(['checkpoint', 'inspect', '{STEP}', '--json']); "
-              "missing = main(['checkpoint', 'inspect', 'hf://org/x/step_1']); print('codes', found, missing)")
+              "missing = main(['checkpoint', 'inspect', 'hf://org/x/step_1']); "
+              "print('codes', found, missing)")
     run = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=env, timeout=300)
     assert run.stdout.strip().splitlines()[-1] == "codes 0 3", run.stderr
     assert '"parameters": 132738' in run.stdout and "HF_HUB_OFFLINE is set" in run.stderr
