@@ -210,9 +210,10 @@ def _differences_section(differing: list[str]) -> str:
         return ("## Differences from the official repository's defaults\n\nNone: every architecture key and "
                 "the EMA setting equal the official repository's defaults.")
     return ("## Differences from the official repository's defaults\n\nThese values differ from "
-            "SamsungSAILMontreal/TinyRecursiveModels' config/cfg_pretrain.yaml + config/arch/trm.yaml. Load "
-            "the weights with this checkpoint's own values (trmlab does, from its config); running them with "
-            "the repository's defaults computes something else without any error:\n\n"
+            "SamsungSAILMontreal/TinyRecursiveModels' config/cfg_pretrain.yaml + config/arch/trm.yaml. Run "
+            "the weights with this checkpoint's own values (trmlab does, from its config): a value that "
+            "changes no tensor shape (cycles, heads, halting, EMA) runs silently with the repository's "
+            "default and computes something else:\n\n"
             + ", ".join(f"**{key}**" for key in differing) + ".")
 
 
