@@ -19,7 +19,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     inspect = commands.add_parser("inspect", help="tensors, parameter counts, architecture, inconsistencies",
                                   description="Show what a checkpoint holds and every inconsistency between "
                                   "its tensor shapes and its config.")
-    inspect.add_argument("path", help="an official step_N file or a trmlab step_N/ directory")
+    inspect.add_argument("path", help="an official step_N file or a trmlab step_N/ directory (or "
+                         "hf://ORG/REPO[@REVISION]/PATH)")
     _config_arguments(inspect)
     inspect.add_argument("--json", action="store_true", help="print the report as JSON")
     inspect.set_defaults(func=_inspect)
@@ -28,7 +29,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                                   description="Convert between the official layout (step_N + "
                                   "all_config.yaml), the ETRM research code's layout, and a trmlab "
                                   "checkpoint directory. Round trips are lossless.")
-    convert.add_argument("src", help="official step_N file, or trmlab step_N/ directory")
+    convert.add_argument("src", help="official step_N file, or trmlab step_N/ directory (or hf://...)")
     convert.add_argument("dst", help="--to trmlab: the checkpoint directory to create; --to official: the "
                          "folder to create (gets step_N and all_config.yaml)")
     convert.add_argument("--to", required=True, choices=("official", "research", "trmlab"),
@@ -39,6 +40,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                          help="--to official: export the raw weights instead of the EMA weights")
     _config_arguments(convert)
     convert.set_defaults(func=_convert)
+    from trmlab.interop.hub_cli import register_hub_commands
+
+    register_hub_commands(commands)  # known, push
 
 
 def _config_arguments(parser: argparse.ArgumentParser) -> None:
