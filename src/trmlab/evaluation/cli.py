@@ -233,6 +233,11 @@ def _evaluate_checkpoint(args: argparse.Namespace, settings: dict[str, Any], tes
         rows = result.counts["model_rows"] if grid else len(result.raw)  # votes run each puzzle K times
         print(f"{rows} samples in {result.model_seconds:.1f}s of model time "
               f"({result.samples_per_second:.1f} samples/s); total {time.perf_counter() - started:.1f}s")
+        counts = result.counts if grid else result.result.counts
+        if "act_steps" in counts:  # test-time settings: what they cost
+            from trmlab.evaluation.test_time import describe_compute
+
+            print(describe_compute(counts, result.model_seconds))
         written = "raw_predictions.npz" if grid else "submission.json, predictions.json, raw_predictions.npz"
         print(f"wrote {out}/metrics.json, {written}")
     barrier(ctx)  # ranks leave together, after rank 0 has written

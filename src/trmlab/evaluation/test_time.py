@@ -415,6 +415,15 @@ def compute_counts(runs: Trajectories, halt_max_steps: int) -> dict[str, Any]:
             "official_act_steps": official, "relative_compute": runs.act_steps / max(official, 1)}
 
 
+def describe_compute(counts: dict[str, Any], seconds: float) -> str:
+    """One terminal line: ACT steps per input row, against the official protocol, and rows per second."""
+    rows = counts["act_steps"] / max(counts["mean_act_steps_per_row"], 1e-9)
+    rate = rows / seconds if seconds > 0 else float("nan")
+    return (f"compute: {counts['act_steps']} ACT steps ({counts['mean_act_steps_per_row']:.2f} per input "
+            f"row, {counts['mean_act_steps_per_trajectory']:.2f} per trajectory; "
+            f"{counts['relative_compute']:.2f}x the official protocol), {rate:.1f} input rows/s")
+
+
 def run_arc_rows(model: Any, dataset: Any, examples: np.ndarray, puzzles: np.ndarray, settings: Any,
                  rank: int, world: int, progress: bool) -> dict[str, np.ndarray]:
     """The ARC runner's rows with test-time settings: per selected row, its K trajectories' preds [n, K, S]
