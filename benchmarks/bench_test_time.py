@@ -215,6 +215,7 @@ def plot(results: dict[str, Any], path: Path) -> None:
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import FuncFormatter, NullFormatter
 
     test = [p for p in results["points"] if p["split"] == "test"]
     kinds = {"official": lambda p: p["name"] == "official",
@@ -230,6 +231,8 @@ def plot(results: dict[str, Any], path: Path) -> None:
             if chosen:
                 axis.scatter([p[key] for p in chosen], [p["exact"] * 100 for p in chosen], label=kind, s=22)
         axis.set_xscale("log")
+        axis.xaxis.set_major_formatter(FuncFormatter(lambda x, _: f"{x:g}"))
+        axis.xaxis.set_minor_formatter(NullFormatter())
         axis.set_xlabel(label)
         axis.set_ylabel("exact accuracy % (held-out test)")
         axis.grid(alpha=0.3)
