@@ -105,6 +105,12 @@ def _dispatch(argv: list[str] | None) -> int:
     if not getattr(args, "func", None):
         parser.print_help()
         return 2
+    from trmlab import progress
+
+    # One progress mode per command (cli.md "Progress and logs"): --no-progress keeps only plain lines,
+    # --quiet (data commands) shows none. Set on every call: tests run many commands in one process.
+    progress.configure(bars=not getattr(args, "no_progress", False),
+                       enabled=not getattr(args, "quiet", False))
     return int(args.func(args) or 0)
 
 

@@ -7,6 +7,8 @@ import os
 import sys
 from typing import Any
 
+from trmlab.progress import add_no_progress_flag
+
 TRAIN_EPILOG = """examples:
   trmlab train tiny data_paths=[data/my-arc] max_steps=50
   trmlab train trm-arc1 data_paths=[data/arc1concept-aug-1000] run_dir=runs/arc1
@@ -52,7 +54,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                        help="a preset name or YAML file first (omit when resuming), then dotted overrides")
     train.add_argument("--config", dest="files", action="append", default=[], metavar="FILE.yaml",
                        help="file of overrides; repeatable, applied in order")
-    train.add_argument("--no-progress", action="store_true", help="no progress bar (logs only)")
+    add_no_progress_flag(train)
     train.add_argument("--dry-run", action="store_true",
                        help="resolve the config, open the data and print the step plan (optimizer steps, "
                             "batches per iteration, evaluation and checkpoint steps, lr); write nothing")
@@ -73,7 +75,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     adapt.add_argument("words", nargs="*", metavar="key=value",
                        help=f"adapt settings ({', '.join(ADAPT_KEYS)}) and config overrides (lr=..., "
                             f"global_batch_size=...)")
-    adapt.add_argument("--no-progress", action="store_true", help="no progress bar (logs only)")
+    add_no_progress_flag(adapt)
     adapt.set_defaults(func=_run_adapt)
 
     demo = subparsers.add_parser(
@@ -189,6 +191,10 @@ def _run_train(args: argparse.Namespace) -> int:
         return 0
     from trmlab.errors import OutputError
 
+    if no_progress:  # given among the overrides: the evaluations during training follow it too
+        from trmlab import progress
+
+        progress.configure(bars=False)
     trainer = Trainer(resolved, resume=resume, progress=not (args.no_progress or no_progress))
     try:
         result = trainer.run()
