@@ -7,7 +7,6 @@ is set to 0 (a line at every update) so tiny runs show what a long run shows eve
 from __future__ import annotations
 
 import re
-from pathlib import Path
 
 import pytest
 
@@ -16,7 +15,8 @@ from test_recipes import build
 from trmlab import progress
 from trmlab.cli import main
 
-LINE = r"{what}: \d[\d,]*/{total} {unit} \(\d+%\), [\d.,]+ (?:{unit}/s|s/\w+).*, \d+:\d\d elapsed, \d+:\d\d left"
+LINE = (r"{what}: \d[\d,]*/{total} {unit} \(\d+%\), [\d.,]+ (?:{unit}/s|s/\w+).*, \d+:\d\d elapsed, "
+        r"\d+:\d\d left")
 
 
 @pytest.fixture
