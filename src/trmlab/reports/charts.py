@@ -71,7 +71,7 @@ def classify(name: str) -> tuple[str, str, float]:
         return "Other", leaf.replace("_", " "), 1.0
     is_eval = name.startswith(("eval/", "ARC/"))
     if is_eval and (leaf.startswith("pass@") or "accuracy" in leaf):
-        return "Evaluation", f"{leaf} (%)", 100.0
+        return "Evaluation", f"{leaf.replace('_', ' ')} (%)", 100.0
     if is_eval:
         return "Evaluation", leaf.replace("_", " "), 1.0
     if "q_halt" in leaf or "q_continue" in leaf or leaf == "steps":
@@ -123,7 +123,7 @@ def _group_block(group: str, members: list[Series]) -> str:
         charts = "".join(svg_chart(s, y_range=shared if s.name.startswith("ARC/pass@") else None,
                                    width=SMALL_WIDTH if s.name.startswith("ARC/pass@") else WIDTH)
                          for s in curves)
-        body = (f'<div class="panels">{charts}</div>' if charts else "") + _values_table(values)
+        body = f'<div class="panels">{charts}{_values_table(values)}</div>'
     slug = group.lower()
     return f'<section class="group" id="group-{slug}"><h3>{group}</h3>{body}</section>'
 
@@ -154,10 +154,10 @@ def _throughput_table(members: list[Series]) -> str:
     for s in members:
         cells = [_number(s.values[-1]), _number(statistics.median(s.values)),
                  f"{_number(min(s.values))} – {_number(max(s.values))}", str(len(s.values))]
-        rows.append(f'<tr><th>{html.escape(s.name)}</th><td>{html.escape(s.unit)}</td><td class="value">'
-                    + "</td><td>".join(cells) + "</td></tr>")
-    return ('<table class="values throughput"><caption>throughput (a rate, not a learning curve: the first '
-            "log includes start-up)</caption><tr><th>metric</th><th>unit</th><th>last</th><th>median</th>"
+        rows.append(f'<tr><th>{html.escape(s.name)}</th><td>{html.escape(s.unit)}</td>'
+                    + "".join(f'<td class="value">{cell}</td>' for cell in cells) + "</tr>")
+    return ('<table class="values throughput"><caption>rates, not learning curves (the first log includes '
+            "start-up)</caption><tr><th>metric</th><th>unit</th><th>last</th><th>median</th>"
             "<th>range</th><th>logs</th></tr>" + "".join(rows) + "</table>")
 
 
@@ -232,8 +232,13 @@ def _tick(value: float, ticks: list[float]) -> str:
 
 
 def _number(value: float) -> str:
-    if value == 0 or 1e-3 <= abs(value) < 1e5:
-        return f"{value:,.4g}"
+    """4 significant digits, thousands separated (29,120 not 2.912e+04); tiny or huge in e-notation."""
+    if value == 0:
+        return "0"
+    if 1000 <= abs(value) < 1e9:
+        return f"{value:,.0f}"
+    if 1e-3 <= abs(value) < 1000:
+        return f"{value:.4g}"
     return f"{value:.3g}"
 
 

@@ -282,8 +282,8 @@ table.values td.value{font-family:monospace;text-align:right}
 .legend{display:flex;flex-wrap:wrap;gap:.3em 1.2em;align-items:center;font-size:.85em;margin:.4em 0;
  padding:.3em .6em;background:#fafafa;border:1px solid #e4e4e4}
 .legend .key{display:inline-flex;align-items:center;gap:.35em}
-.legend .swatch{display:inline-block;width:1.1em;height:1.1em;border:1px solid #999;text-align:center;
- font-family:monospace;font-size:.8em;line-height:1.1em}
+.legend .swatch{display:inline-block;min-width:1.5em;height:1.5em;border:1px solid #999;text-align:center;
+ font-family:monospace;line-height:1.5em}
 """
 
 
