@@ -104,7 +104,7 @@ def curves_section(lines: list[dict[str, Any]]) -> str:
             blocks.append(_group_block(group, sorted(members, key=_order)))
     note = (f'<p class="axes-note">Every chart: x = {X_LABEL}; y = the metric, its unit on the axis. A '
             "metric logged once is shown as a value.</p>")
-    return note + "".join(blocks)
+    return note + f'<div class="groups">{"".join(blocks)}</div>'
 
 
 def _order(series: Series) -> tuple[int, int, str]:

@@ -271,7 +271,8 @@ figure{margin:0;text-align:center} figcaption{font-size:.75em}
  background:#eee}
 .index a{margin-right:.6em;text-decoration:none;font-family:monospace} .note{color:#a60}
 pre{background:#f6f6f6;padding:.5em;overflow:auto;max-height:30em}
-.group{margin:.6em 0 1.2em} .panels{display:flex;flex-wrap:wrap;gap:.8em;align-items:flex-start}
+.groups{display:flex;flex-wrap:wrap;gap:0 2em;align-items:flex-start}
+.group{margin:.6em 0 1em} .panels{display:flex;flex-wrap:wrap;gap:.8em;align-items:flex-start}
 figure.chart{border:1px solid #e4e4e4;padding:.2em;background:#fff}
 svg.chart{display:block;font-family:system-ui,sans-serif}
 svg.chart .chart-title{font-size:11px;font-weight:600;fill:#222} svg.chart .tick{font-size:9px;fill:#555}

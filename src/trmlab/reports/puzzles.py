@@ -26,8 +26,8 @@ MAZE_PALETTE = np.array([(0xEE, 0xEE, 0xEE), (0x22, 0x22, 0x22), (0xFF, 0xFF, 0x
                          (0xFF, 0x41, 0x36), (0x00, 0x74, 0xD9), (0xF0, 0x12, 0xBE)], dtype=np.uint8)
 WRONG = 6
 STYLE = """
-table.sudoku{border-collapse:collapse;margin:0;font-family:monospace;font-size:.85em}
-table.sudoku td{width:1.4em;height:1.4em;text-align:center;border:1px solid #bbb;padding:0}
+table.sudoku{border-collapse:collapse;margin:0;font-family:monospace;font-size:1em}
+table.sudoku td{width:1.7em;height:1.7em;text-align:center;border:1px solid #bbb;padding:0}
 table.sudoku td.given{font-weight:bold;background:#e4e4e4} table.sudoku td.ok{color:#1a7a1a}
 table.sudoku td.bad{color:#fff;background:#c33} table.sudoku td sub{font-size:.6em;color:#fdd}
 table.sudoku td.given.bad{background:#c33;color:#fff;box-shadow:inset 0 0 0 2px #500}
