@@ -47,18 +47,15 @@ def _sudoku_table(tokens: np.ndarray, givens: np.ndarray, target: np.ndarray | N
             css += ["bb"] if (r + 1) % box_rows == 0 and r + 1 < side else []
             value = int(tokens[i]) - 1  # tokens are value + 1 (blank 1)
             text = str(value) if value > 0 else ""
-            if givens[i] > 1:
-                css.append("given")
-                # A given is never to be changed: a prediction that changes one is wrong, however it looks.
-                expected = givens[i] if target is None else target[i]
-                if tokens[i] != expected:
-                    css.append("bad")
-                    text += f"<sub>{int(expected) - 1}</sub>"
-            elif target is not None:
-                right = tokens[i] == target[i]
-                css.append("ok" if right else "bad")
-                if not right:
-                    text += f"<sub>{int(target[i]) - 1}</sub>"
+            given = givens[i] > 1
+            # A given is never to be changed: a prediction that changes one is wrong, however it looks.
+            expected = target[i] if target is not None else givens[i] if given else None
+            css += ["given"] if given else []
+            if expected is not None and tokens[i] != expected:
+                css.append("bad")  # the right digit beside the wrong one ("·" for a predicted blank)
+                text = f"{text or '·'}<sub>{int(expected) - 1}</sub>"
+            elif expected is not None and not given:
+                css.append("ok")
             row.append(f'<td class="{" ".join(css)}">{text}</td>')
         cells.append(f"<tr>{''.join(row)}</tr>")
     return (f'<figure><table class="sudoku">{"".join(cells)}</table>'
