@@ -72,6 +72,16 @@ def test_a_terminal_gets_a_bar():
     assert "\r" in text and "5/5" in text and "train" in text
 
 
+def test_log_lines_go_above_the_bar_or_straight_to_the_log():
+    terminal, log = Terminal(), io.StringIO()
+    for stream in (terminal, log):
+        with Progress("train", 4, stream=stream, clock=FakeClock()) as bar:
+            bar.update()
+            bar.write("eval at step 1: exact 0.5")
+    assert "\reval at step 1: exact 0.5" in terminal.getvalue().replace("\x1b[A", "")  # the bar cleared first
+    assert log.getvalue() == "eval at step 1: exact 0.5\n"
+
+
 def test_no_progress_leaves_the_plain_lines_on_a_terminal():
     progress.configure(bars=False)
     text = _run_steps(Terminal(), FakeClock())

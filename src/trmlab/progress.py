@@ -122,6 +122,13 @@ class Progress:
         elif self.enabled and self.clock() - self.last_line >= self.interval:
             self._line()
 
+    def write(self, message: str) -> None:
+        """Print a log line without breaking the bar (on a terminal tqdm redraws the bar below it)."""
+        if self.bar is not None:
+            self.bar.write(message, file=self.stream)
+        else:
+            print(message, file=self.stream, flush=True)
+
     def set_status(self, text: str) -> None:
         """A short note shown after the counts (bar postfix or the end of each line)."""
         self.status = text

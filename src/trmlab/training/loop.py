@@ -205,6 +205,7 @@ class Trainer:
         self._saved_carry: dict[str, Any] | None = None
         self.run_dir = RunDir(self._run_dir_path())
         self.loggers: list[Any] = []
+        self._progress: Any = None  # the training progress while the loop runs (log lines go above its bar)
 
     def _open_dataset(self) -> Any:
         from trmlab.data.dataset import ArcDataset
@@ -289,6 +290,7 @@ class Trainer:
         # log_every lines, so a run with a large log_every is never silent.
         bar = Progress("train", self.total_steps, unit="steps", initial=self.step, enabled=self.ctx.is_main,
                        bars=self.progress, per_unit=(self.config.global_batch_size, "samples"))
+        self._progress = bar
         window = _MetricWindow()
         stop = StopOnSignal(self.ctx).install()
         try:
@@ -322,6 +324,7 @@ class Trainer:
         finally:
             stop.close()
             bar.close(finished=self.step >= self.total_steps)
+            self._progress = None
 
     def _checkpoint_then_evaluate(self, result: TrainResult) -> None:
         # Checkpoint first: a crash or kill during the (long) evaluation loses no training.
@@ -505,7 +508,11 @@ class Trainer:
         return self.ctx.is_main and uses_bar(sys.stderr, self.progress)
 
     def _say(self, message: str) -> None:
-        if self.ctx.is_main:
+        if not self.ctx.is_main:
+            return
+        if self._progress is not None:
+            self._progress.write(message)  # above the bar, which stays whole
+        else:
             print(message, file=sys.stderr, flush=True)
 
 
