@@ -24,6 +24,7 @@ from typing import Any
 import yaml
 
 from trmlab.errors import DataError
+from trmlab.progress import track
 from trmlab.reports.charts import curves_section
 from trmlab.reports.png import ARC_PALETTE, grid_data_uri
 from trmlab.reports.puzzles import GRID_TASKS, legend, puzzle_section, swatch
@@ -225,7 +226,7 @@ def _tasks(evaluation: EvalDir, max_tasks: int | None, top: int) -> str:
     per_task = evaluation.metrics.get("tasks", {})
     ids = list(evaluation.predictions)[:max_tasks] if max_tasks else list(evaluation.predictions)
     sections, index = [], []
-    for task_id in ids:
+    for task_id in track(ids, "drawing tasks", unit="tasks"):  # 400 tasks of PNG grids: seconds
         puzzle = puzzles.get(task_id) if puzzles is not None else None
         section, solved = _task_section(task_id, evaluation.predictions[task_id], puzzle,
                                         per_task.get(task_id), top)
