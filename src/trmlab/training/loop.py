@@ -139,6 +139,7 @@ class Trainer:
         self.started = time.monotonic()  # max_minutes counts from here
         self.ctx: DistContext = setup_distributed(self.config.device)
         self.resume_dir = Path(resume) if resume else None
+        self._progress: Any = None  # the training progress while the loop runs (log lines go above its bar)
         self._build()
 
     # -- construction ----------------------------------------------------------------------------------------
@@ -205,7 +206,6 @@ class Trainer:
         self._saved_carry: dict[str, Any] | None = None
         self.run_dir = RunDir(self._run_dir_path())
         self.loggers: list[Any] = []
-        self._progress: Any = None  # the training progress while the loop runs (log lines go above its bar)
 
     def _open_dataset(self) -> Any:
         from trmlab.data.dataset import ArcDataset
