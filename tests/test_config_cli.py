@@ -230,7 +230,8 @@ def test_show_other_sources_with_overrides(capsys: Capture, official_trm_tiny: P
 def test_show_errors_exit_two_with_one_message(capsys: Capture) -> None:
     code, out, err = _run(capsys, "config", "show", "trm-arc1", "arch.halt_exploraton_prob=0.5")
     assert code == 2 and out == ""
-    assert err.startswith("trmlab: error: unknown key 'arch.halt_exploraton_prob' (command line)")
+    assert err.startswith("trmlab: error: trmlab config show: unknown key 'arch.halt_exploraton_prob' "
+                          "(command line): did you mean arch.halt_exploration_prob?")
     assert "Traceback" not in err
 
 

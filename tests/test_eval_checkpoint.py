@@ -95,7 +95,7 @@ def test_eval_compile_true_runs_the_compiled_step_with_the_same_scores(official_
                           load_raw_predictions(compiled / "raw_predictions.npz").preds)
     capsys.readouterr()
     assert main(["eval", checkpoint, str(tiny_dataset), f"out={tmp_path / 'bad'}", "compile=yes"]) == 2
-    assert "compile='yes': is not true or false" in capsys.readouterr().err
+    assert "compile=yes: is not true or false" in capsys.readouterr().err
     assert not (tmp_path / "bad").exists()
 
 

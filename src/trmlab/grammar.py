@@ -132,7 +132,7 @@ def _take(setting: Setting, text: str, values: dict[str, Any]) -> list[str]:
     try:
         value = setting.parse(text.strip())
     except ValueError as error:
-        return [f"{setting.name}={text!r}: {error}"]
+        return [f"{setting.name}={text}: {error}"]
     if setting.repeatable:
         values.setdefault(setting.name, []).append(value)
     elif setting.name in values:
@@ -162,7 +162,7 @@ def _unknown_word(word: str, command: str, settings: Sequence[Setting], flags: S
                   overrides: bool) -> str:
     """The problem for a word this command does not take, with the closest spelling it does take."""
     is_flag = word.startswith("-")
-    shown = word.split("=", 1)[0] if is_flag or "=" in word else word
+    shown = word.split("=", 1)[0] if is_flag else word
     what = "option" if is_flag else ("setting" if "=" in word else "argument")
     if not is_flag and "=" not in word:
         return f"{word!r} is not key=value (settings are key=value; run `{command} --help`)"
