@@ -107,8 +107,8 @@ def parse_words(words: Sequence[str], settings: Sequence[Setting], command: str,
     return values, passed
 
 
-def _read_words(words: Sequence[str], settings: Sequence[Setting], command: str,
-                overrides: bool) -> tuple[dict[str, Any], list[str], list[str]]:
+def _read_words(words: Sequence[str], settings: Sequence[Setting], command: str, overrides: bool,
+                check_required: bool = True) -> tuple[dict[str, Any], list[str], list[str]]:
     by_name = {s.name: s for s in settings}
     values: dict[str, Any] = {}
     passed: list[str] = []
@@ -122,7 +122,8 @@ def _read_words(words: Sequence[str], settings: Sequence[Setting], command: str,
             passed.append(word)
         else:
             problems.append(_unknown_word(word, command, settings, (), overrides))
-    problems += [f"{s.name}={s.metavar} is required" for s in settings if s.required and s.name not in values]
+    problems += [f"{s.name}={s.metavar} is required" for s in settings
+                 if check_required and s.required and s.name not in values]
     return values, passed, problems
 
 
@@ -243,9 +244,14 @@ class Parser(argparse.ArgumentParser):
         if unknown:
             problems = [self._unknown(word) for word in unknown.group(1).split() if self._is_unwanted(word)]
             if settings and self.settings_spec:
-                words = _read_words(settings, self.settings_spec, self.prog, self.accepts_overrides)
+                # A required setting given as an unknown option (--out for out=) is named once: as that.
+                words = _read_words(settings, self.settings_spec, self.prog, self.accepts_overrides,
+                                    check_required=False)
                 problems = words[2] + problems
-            message = "; ".join(dict.fromkeys(problems or [message]))  # each once, in order
+            problems = list(dict.fromkeys(problems))  # each once, in order
+            if len(problems) > 1:
+                raise_usage(problems, f"{self.prog} (run `{self.prog} --help`)")
+            message = problems[0] if problems else message
         choice = re.search(r"invalid choice: '([^']*)' \(choose from (.*)\)", message)
         if choice:
             options = re.findall(r"'([^']*)'", choice.group(2)) or choice.group(2).split(", ")

@@ -36,7 +36,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                "  trmlab config show trm-arc1 arch.L_cycles=6 ema=false data_paths=[data/a,data/b]\n"
                "  trmlab config show tiny config=my.yaml format=yaml",
         formatter_class=argparse.RawDescriptionHelpFormatter)
-    show.add_argument("source", nargs="?", default=None,
+    show.add_argument("source", nargs="?", default=None, metavar="SOURCE",
                       help="preset name, YAML file, run/checkpoint directory or official all_config.yaml "
                            "(omit for the schema defaults)")
     show.add_argument("overrides", nargs="*", metavar="key=value",
