@@ -65,9 +65,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "raw_predictions.npz. Works under torchrun (each rank runs its slice).",
         epilog="Sudoku / Maze datasets (no test_puzzles.json) get exact and token accuracy instead\n"
         "(max_tasks=K: the first K test puzzles).")
-    ev.add_argument("checkpoint", metavar="CKPT", help="official step_N file or trmlab checkpoint directory")
+    ev.add_argument("checkpoint", metavar="CKPT", help="official step_N file or trmlab checkpoint directory "
+                    "(or hf://ORG/REPO[@REVISION]/PATH)")
     ev.add_argument("data_dir", metavar="DATA", help="dataset directory (official layout): ARC (with "
-                    "test_puzzles.json), Sudoku or Maze")
+                    "test_puzzles.json), Sudoku or Maze (or hf://datasets/ORG/REPO[@REVISION]/PATH)")
     add_settings(ev, EVAL_SETTINGS)
     ev.add_argument("--no-progress", action="store_true",
                     help="no progress bar (by default one is shown when stderr is a terminal)")
@@ -125,9 +126,14 @@ def _warn_uncovered(result: Any, settings: dict[str, Any]) -> None:
 def _run_eval(args: argparse.Namespace) -> int:
     from trmlab.evaluation.grid import is_arc_dataset
     from trmlab.evaluation.testset import load_test_set
+    from trmlab.interop.hub import resolve_path
+    from trmlab.interop.releases import check_release_dataset
     from trmlab.training.distributed import setup_distributed, teardown
 
     settings, _ = parse_words(args.settings, EVAL_SETTINGS, "trmlab eval")
+    # hf:// paths: the dataset is fetched, and checked against a known release, before its checkpoint is.
+    args.data_dir = str(resolve_path(args.data_dir, progress=_progress(args)))
+    check_release_dataset(args.checkpoint, args.data_dir)
     # Fail on a bad dataset before loading the model.
     arc = is_arc_dataset(args.data_dir)
     test_set = load_test_set(args.data_dir) if arc else _grid_test_set(args.data_dir)
@@ -153,6 +159,7 @@ def _evaluate_checkpoint(args: argparse.Namespace, settings: dict[str, Any], tes
     from trmlab.evaluation.outputs import default_out_dir
     from trmlab.evaluation.runner import evaluate
     from trmlab.evaluation.scoring import describe, describe_research_figures
+    from trmlab.interop.hub import hub_origin, resolve_path
     from trmlab.interop.loading import load_checkpoint
     from trmlab.training.distributed import barrier
 
@@ -160,18 +167,19 @@ def _evaluate_checkpoint(args: argparse.Namespace, settings: dict[str, Any], tes
     requested = settings.get("weights", "ema")
     if requested not in ("ema", "raw"):
         raise ConfigError(f"trmlab eval: weights={requested!r}: choose ema or raw")
-    model = load_checkpoint(args.checkpoint, seq_len=test_set.seq_len, device=device,
-                            use_ema=requested == "ema")
-    evaluated = evaluated_weights(Path(args.checkpoint), model, requested, explicit="weights" in settings)
+    checkpoint = Path(resolve_path(args.checkpoint, progress=_progress(args)))  # hf://: the cached copy
+    model = load_checkpoint(checkpoint, seq_len=test_set.seq_len, device=device, use_ema=requested == "ema")
+    evaluated = evaluated_weights(checkpoint, model, requested, explicit="weights" in settings)
+    if (origin := hub_origin(checkpoint)) is not None:  # metrics.json says which repository and commit
+        evaluated["hub"] = origin
     if settings.get("compile"):
         import torch
 
         model.use_compiled_step(torch.compile(model))
-    _check_dataset_identity(Path(args.checkpoint), test_set.path, model, ctx.is_main)
+    _check_dataset_identity(checkpoint, test_set.path, model, ctx.is_main)
     config = getattr(model, "config", None)
     config = getattr(config, "config", config)  # load_checkpoint attaches a ResolvedConfig
     eval_settings = _eval_settings(settings, config)
-    checkpoint = Path(args.checkpoint)
     # Default under ./runs/, never inside the checkpoint's folder (it may be read-only or pruned by training).
     out = Path(settings["out"]) if "out" in settings else default_out_dir(
         Path("runs"), f"eval-{checkpoint.name}-{Path(args.data_dir).resolve().name}")
@@ -186,7 +194,7 @@ def _evaluate_checkpoint(args: argparse.Namespace, settings: dict[str, Any], tes
     info = {**evaluated, "device": str(device), "global_batch_size": eval_settings.global_batch_size}
     research = config is not None and config.arch.name != "trm" and config.arch.encoder_numerics == "research"
     result = evaluate(model, test_set.path, settings=eval_settings, out_dir=out, info=info,
-                      progress=sys.stderr.isatty() and not args.no_progress, research_figures=research)
+                      progress=_progress(args), research_figures=research)
     if result is not None:  # rank 0
         grid = getattr(test_set, "grid", False)
         print(result.describe() if grid else describe(result.result))
@@ -199,6 +207,10 @@ def _evaluate_checkpoint(args: argparse.Namespace, settings: dict[str, Any], tes
         print(f"wrote {out}/metrics.json, {written}")
     barrier(ctx)  # ranks leave together, after rank 0 has written
     return 0
+
+
+def _progress(args: argparse.Namespace) -> bool:
+    return sys.stderr.isatty() and not args.no_progress
 
 
 def evaluated_weights(checkpoint: Path, model: Any, requested: str, explicit: bool) -> dict[str, Any]:

@@ -36,7 +36,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                                   description="Show what a checkpoint holds and every inconsistency between "
                                   "its tensor shapes and its config. Exit status: 0 none found, 1 "
                                   "inconsistencies found, 2 bad input.")
-    inspect.add_argument("path", metavar="CKPT", help="an official step_N file or a trmlab step_N/ directory")
+    inspect.add_argument("path", metavar="CKPT", help="an official step_N file or a trmlab step_N/ directory "
+                         "(or hf://ORG/REPO[@REVISION]/PATH)")
     add_settings(inspect, INSPECT_SETTINGS, overrides=OVERRIDES)
     inspect.add_argument("--json", action="store_true", help="print the report as JSON")
     inspect.set_defaults(func=_inspect)
@@ -45,11 +46,15 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                                   description="Convert between the official layout (step_N + "
                                   "all_config.yaml), the ETRM research code's layout, and a trmlab "
                                   "checkpoint directory. Round trips are lossless.")
-    convert.add_argument("src", metavar="SRC", help="official step_N file, or trmlab step_N/ directory")
+    convert.add_argument("src", metavar="SRC", help="official step_N file, or trmlab step_N/ directory (or "
+                         "hf://...)")
     convert.add_argument("dst", metavar="DST", help="to=trmlab: the checkpoint directory to create; "
                          "to=official/research: the folder to create (gets step_N and all_config.yaml)")
     add_settings(convert, CONVERT_SETTINGS, overrides=OVERRIDES + "; to=trmlab only")
     convert.set_defaults(func=_convert)
+    from trmlab.interop.hub_cli import register_hub_commands
+
+    register_hub_commands(commands)  # known, push
 
 
 def _user_config(settings: dict[str, Any], overrides: list[str]) -> Any:

@@ -40,8 +40,9 @@ def _shapes_from_state(state: dict[str, torch.Tensor]) -> dict[str, tuple[list[i
 def inspect_checkpoint(path: str | Path, config: Any = None, seq_len: int | None = None) -> Inspection:
     """Inspect an official ``step_N`` file (with or without all_config.yaml) or a trmlab checkpoint."""
     from trmlab.checkpoints.bundle import is_trmlab_checkpoint
+    from trmlab.interop.hub import resolve_path
 
-    path = Path(path)
+    path = Path(resolve_path(path))  # an hf:// path: fetched through the Hugging Face cache
     if path.is_dir():
         if not is_trmlab_checkpoint(path):
             raise CheckpointError(f"{path} is a directory without manifest.json: not a (complete) trmlab "
