@@ -167,6 +167,8 @@ OLD_SPELLINGS = [
     (["train", "tiny", "out=x"], "run_dir="),
     (["train", "tiny", "--output-dir", "x"], "run_dir="),
     ([*BUILD, "out=x"], "--output-dir"),
+    (["checkpoint", "push", CK, "hf://me/x", "--dry-run", "--out", "x"], "out="),
+    (["checkpoint", "push", CK, "hf://me/x", "--layout", "official"], "layout="),
     # device, weights, seed, config files, formats: key=value
     (["eval", CK, DATA, "--device", "cpu"], "device="),
     (["eval", CK, DATA, "--weights", "raw"], "weights="),
