@@ -76,7 +76,7 @@ def test_adapt_writes_plain_lines_to_a_log_for_training_and_prediction(trmlab_ch
                                                                       every_update, capsys):
     challenges, _ = write_tasks(tmp_path / "tasks", max_side=2)
     assert main(["adapt", str(trmlab_checkpoint), str(challenges), f"out={tmp_path / 'out'}", "steps=3",
-                 "num_aug=2", "canvas=3", "device=cpu"]) == 0
+                 "num_augmentations=2", "canvas=3", "device=cpu"]) == 0
     err = capsys.readouterr().err
     assert "\r" not in err  # tqdm's carriage-return bars used to land in redirected logs
     assert progress_lines(err, "train", "3", "steps")
