@@ -170,7 +170,8 @@ def test_each_group_decays_by_its_own_weight_decay():
     opt.step()
 
     # Step 1 (t=1): update = lr/(1-β1) · atan2((1-β1)g, |g|), the same for both groups.
-    update = torch.tensor([lr / 0.1 * math.atan2(0.1 * g, abs(g)) for g in grad.tolist()], dtype=torch.float64)
+    update = torch.tensor([lr / 0.1 * math.atan2(0.1 * g, abs(g)) for g in grad.tolist()],
+                          dtype=torch.float64)
     torch.testing.assert_close(decoder.detach(), start * (1 - lr * wd_decoder) - update, rtol=0, atol=1e-15)
     torch.testing.assert_close(encoder.detach(), start * (1 - lr * wd_encoder) - update, rtol=0, atol=1e-15)
     gap = (encoder - decoder).detach()
