@@ -1,34 +1,36 @@
 """N training steps of the official trainer and of trmlab's, side by side in one process, on the same batches.
 
-    python benchmarks/trace_vs_official.py --official /tmp/official --steps 50                 # exploration off
+    python benchmarks/trace_vs_official.py --official /tmp/official --steps 50              # exploration off
     python benchmarks/trace_vs_official.py --official /tmp/official --steps 50 --exploration aligned
 
-``--official`` is a checkout of SamsungSAILMontreal/TinyRecursiveModels kept outside this repository (its code
-needs ``pydantic`` and ``einops`` in the environment; nothing of it is copied here). Its trainer module
-(``pretrain.py``) is imported with its CUDA-only and logging imports stubbed (``wandb``, ``coolname``, ``hydra``,
-``omegaconf``, ``argdantic``) and the ``adam_atan2`` CUDA extension replaced by :class:`KernelAdamATan2`, a
-line-for-line CPU port of the extension's kernel (below); ``.cuda()`` and ``torch.device("cuda")`` act on the CPU;
-``DISABLE_COMPILE`` is set, as trmlab runs eagerly too.
+``--official`` is a checkout of SamsungSAILMontreal/TinyRecursiveModels kept outside this repository (its
+code needs ``pydantic`` and ``einops`` in the environment; nothing of it is copied here). Its trainer module
+(``pretrain.py``) is imported with its logging and config imports stubbed (``wandb``, ``coolname``,
+``hydra``, ``omegaconf``, ``argdantic``) and the CUDA-only ``adam_atan2`` extension replaced by
+:class:`KernelAdamATan2`, a line-for-line CPU port of the extension's kernel; ``.cuda()`` and
+``torch.device("cuda")`` act on the CPU; ``DISABLE_COMPILE`` is set (trmlab runs eagerly too).
 
-Both sides start from the official model's initial weights (built by the official ``init_train_state`` after
-``torch.manual_seed(seed)``, as its launcher does; loaded into trmlab's model through the checkpoint key map) and
-train on the official loader's batches (its ``PuzzleDataset`` over a small synthetic dataset built by trmlab in
-a temporary directory; numpy's global RNG, which the official loader draws from, seeded with ``seed``). Per
-step: the official ``pretrain.train_batch`` (forward through its loss head, backward, the sign-SGD on the puzzle
-table, AdamATan2, the cosine schedule) and ``EMAHelper.update``; then trmlab's ``Trainer._train_step`` (the
-loop's own step: forward, loss, backward, AdamATan2, sign-SGD, EMA, schedule) on the same batch. It prints per
-step the differences of the loss terms and metrics (each normalised as the official trainer logs them), and at
-the end max |Δ| of the weights, the EMA weights, the optimizer states and the puzzle-embedding table.
+Both sides start from the official model's initial weights (its ``init_train_state`` after
+``torch.manual_seed(seed)``, as its launcher does; loaded into trmlab's model through the checkpoint key
+map), except that the Q-head bias starts at ``--q-bias`` (0: rows halt at different ACT steps from the first
+batch on; with the official -5 no row halts before ``halt_max_steps`` within 50 steps, and exploration could
+change nothing). They train on the official loader's batches: its ``PuzzleDataset`` over a small synthetic
+dataset that trmlab builds in a temporary directory (numpy's global RNG, which the loader draws from, seeded
+with ``seed``). Per step: the official ``pretrain.train_batch`` (forward through its loss head, backward, the
+sign-SGD on the puzzle table, AdamATan2, the cosine schedule) and ``EMAHelper.update``; then trmlab's
+``Trainer._train_step`` (the loop's own step) on the same batch. It prints per step the differences of the
+loss terms and metrics (normalised as the official trainer logs them) and of the weights, and at the end
+max |Δ| of the weights, the EMA weights, the optimizer states and the puzzle-embedding table.
 
-Halting exploration draws random numbers every step: officially from torch's global generator, in trmlab from
-its own generator (``seed + rank``). ``--exploration off`` sets ``halt_exploration_prob`` to 0 (the draws still
-happen, and change nothing); ``aligned`` keeps it (0.1) and gives trmlab's generator the global generator's
-state at the first step, so both draw the same numbers (each side draws ``rand`` then ``randint`` per ACT step,
-and nothing else draws from those generators; the global state is saved and restored around trmlab's step);
-``own`` leaves trmlab's generator as ``trmlab train`` seeds it, to show how far apart unaligned runs end up.
+Halting exploration draws random numbers every ACT step: officially from torch's global generator, in trmlab
+from its own (seeded ``seed + rank``). ``--exploration off`` sets ``halt_exploration_prob`` to 0 (the draws
+still happen and change nothing); ``aligned`` keeps 0.1 and gives trmlab's generator the global generator's
+state at the first step, so both draw the same numbers (each side draws ``rand`` then ``randint`` per ACT
+step, nothing else draws from these generators, and the global state is restored around trmlab's step);
+``own`` leaves trmlab's generator as ``trmlab train`` seeds it.
 
-``--adam-rounding torch`` replaces the port's kernel arithmetic by torch's (``lerp_`` for the moments, a product
-then a subtraction for the update), to show which differences come from the optimizer's elementwise rounding.
+``--adam-rounding torch`` swaps the port's kernel arithmetic for torch's (``lerp_`` for the moments, a
+product then a subtraction for the update): what differs then is not the optimizer's elementwise rounding.
 """
 
 from __future__ import annotations
@@ -66,17 +68,24 @@ ARCH = dict(name="recursive_reasoning.trm@TinyRecursiveReasoningModel_ACTV1",
 TRAINING = dict(global_batch_size=16, epochs=8, eval_interval=4, lr=1e-3, lr_min_ratio=0.1,
                 lr_warmup_steps=10, weight_decay=0.1, beta1=0.9, beta2=0.95, puzzle_emb_lr=1e-2,
                 puzzle_emb_weight_decay=0.1, ema=True, ema_rate=0.999)
-METRICS = ("lm_loss", "q_halt_loss", "accuracy", "exact_accuracy", "q_halt_accuracy", "steps")
+# What each side's loss head returns for one step: the loss, then its metric sums (official names).
+METRICS = ("loss", "lm_loss", "q_halt_loss", "count", "accuracy", "exact_accuracy", "q_halt_accuracy",
+           "steps")
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--official", required=True, type=Path,
                         help="checkout of the official TinyRecursiveModels repository")
     parser.add_argument("--steps", type=int, default=50)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--exploration", choices=("off", "aligned", "own"), default="off")
+    parser.add_argument("--exploration-prob", type=float, default=ARCH["halt_exploration_prob"],
+                        help="halt_exploration_prob when exploration is on")
     parser.add_argument("--adam-rounding", choices=("kernel", "torch"), default="kernel")
+    parser.add_argument("--q-bias", type=float, default=0.0,
+                        help="initial Q-head bias of both models (the official initialisation: -5)")
     parser.add_argument("--threads", type=int, default=1, help="torch CPU threads")
     parser.add_argument("--data", type=Path, default=None,
                         help="an official-layout dataset to train on (default: a synthetic one, built here)")
@@ -87,7 +96,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 
 def _f32(value: float) -> torch.Tensor:
-    """A host double rounded to fp32, as the kernel's ``static_cast<opmath_t>`` of its per-tensor constants."""
+    """A host double rounded to fp32: the kernel's ``static_cast<opmath_t>`` of its per-tensor constants."""
     return torch.tensor(value, dtype=torch.float32)
 
 
@@ -114,7 +123,8 @@ def fma32(a: torch.Tensor, b: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
     tie = (error != 0) & (gap != 0) & (2 * gap == neighbour - nearest.double())
     if bool(tie.any()):
         FmaCounter.ties += int(tie.sum())
-        total = torch.where(tie, torch.nextafter(total, total + error), total)
+        direction = torch.where(error > 0, torch.full_like(total, math.inf), torch.full_like(total, -math.inf))
+        total = torch.where(tie, torch.nextafter(total, direction), total)
     return total.float()
 
 
@@ -124,7 +134,7 @@ def kernel_lerp(v0: torch.Tensor, v1: torch.Tensor, t: torch.Tensor) -> torch.Te
 
 
 class KernelAdamATan2(torch.optim.Optimizer):
-    """The ``adam-atan2`` package's optimizer (``adam_atan2.AdamATan2``) with its CUDA kernel ported to the CPU.
+    """The ``adam-atan2`` package's optimizer (``adam_atan2.AdamATan2``), its CUDA kernel ported to the CPU.
 
     The Python side as in the package: state ``step`` (fp32 scalar), ``exp_avg``, ``exp_avg_sq``; parameters
     without a gradient skipped; every step count of a group incremented first. The kernel per tensor: host
@@ -202,7 +212,8 @@ def _stub_modules() -> None:
     omegaconf.DictConfig = dict
     argdantic = types.ModuleType("argdantic")
     argdantic.ArgParser = object
-    for module in (adam, hydra, omegaconf, argdantic, types.ModuleType("wandb"), types.ModuleType("coolname")):
+    logging = (types.ModuleType("wandb"), types.ModuleType("coolname"))
+    for module in (adam, hydra, omegaconf, argdantic, *logging):
         sys.modules[module.__name__] = module
 
 
@@ -271,12 +282,15 @@ def official_batches(puzzle_dataset: Any, settings: dict[str, Any], count: int) 
 class Official:
     """The official train state, EMA and the parameter names of both (official checkpoint keys)."""
 
-    def __init__(self, pretrain: Any, ema_module: Any, settings: dict[str, Any], metadata: Any) -> None:
+    def __init__(self, pretrain: Any, ema_module: Any, settings: dict[str, Any], metadata: Any,
+                 q_bias: float) -> None:
         self.pretrain = pretrain
         self.config = pretrain.PretrainConfig(**settings)
         torch.manual_seed(settings["seed"])  # as the official launcher, before the model is built
         with contextlib.redirect_stdout(io.StringIO()):  # create_model prints the model
             self.state = pretrain.init_train_state(self.config, metadata, rank=0, world_size=1)
+        with torch.no_grad():
+            self.state.model.model.inner.q_head.bias.fill_(q_bias)
         self.ema = None
         if settings["ema"]:
             self.ema = ema_module.EMAHelper(mu=settings["ema_rate"])
@@ -284,25 +298,32 @@ class Official:
         inner = self.state.model.model.inner
         self.key_of = {id(t): k for k, t in inner.state_dict(keep_vars=True).items()}
 
-    def step(self, item: dict[str, Any]) -> dict[str, float]:
-        with cuda_on_cpu():
-            metrics = self.pretrain.train_batch(self.config, self.state, item["batch"], item["global_batch_size"],
-                                                rank=0, world_size=1)
+    def step(self, item: dict[str, Any]) -> tuple[float, dict[str, float]]:
+        """One official step; its lr and the loss head's loss and metric sums (before any normalisation)."""
+        seen: dict[str, float] = {}
+
+        def record(_module: Any, _args: Any, output: tuple) -> None:
+            _, loss, metrics, _, _ = output
+            seen.update({k: float(v) for k, v in metrics.items()}, loss=float(loss.detach()))
+
+        hook = self.state.model.register_forward_hook(record)
+        try:
+            with cuda_on_cpu():
+                logged = self.pretrain.train_batch(self.config, self.state, item["batch"],
+                                                   item["global_batch_size"], rank=0, world_size=1)
+        finally:
+            hook.remove()
         if self.ema is not None:
             self.ema.update(self.state.model)
-        out = {k.removeprefix("train/"): float(v) for k, v in metrics.items()}
-        # Its logged count is count / max(count, 1); the rows counted are the halted rows with labels.
-        carry = self.state.carry
-        out["count"] = float((carry.halted & (carry.current_data["labels"] != -100).any(-1)).sum())
-        return out
+        return float(logged["train/lr"]), seen
 
     def weights(self) -> dict[str, torch.Tensor]:
         return strip_official(self.state.model.model.inner.state_dict(), "official weights")
 
     def ema_weights(self) -> dict[str, torch.Tensor]:
         params = dict(self.state.model.named_parameters())
-        return strip_official({self.key_of[id(params[name])]: value for name, value in self.ema.shadow.items()},
-                              "official EMA")
+        shadow = {self.key_of[id(params[name])]: value for name, value in self.ema.shadow.items()}
+        return strip_official(shadow, "official EMA")
 
     def adam_state(self) -> dict[str, torch.Tensor]:
         adam = self.state.optimizers[-1]
@@ -332,16 +353,24 @@ def trmlab_trainer(settings: dict[str, Any], official: Official, run_dir: Path) 
     return trainer
 
 
-def trmlab_step(trainer: Trainer, item: dict[str, Any]) -> dict[str, float]:
-    """trmlab's step, its metrics normalised as the official trainer logs them (loss sums ÷ the global batch,
-    the others ÷ the halted rows counted)."""
+def trmlab_step(trainer: Trainer, item: dict[str, Any]) -> tuple[float, dict[str, float]]:
+    """One trmlab step (``Trainer._train_step``); its lr and its loss function's loss and metric sums."""
+    seen: dict[str, float] = {}
+    loss_fn = trainer.loss_fn
+
+    def record(outputs: dict[str, torch.Tensor]) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        loss, metrics = loss_fn(outputs)
+        seen.update({k: float(v) for k, v in metrics.items()}, loss=float(loss.detach()))
+        return loss, metrics
+
     rng = torch.get_rng_state()  # trmlab draws from its own generator; keep the official global stream whole
-    sums = {k.removeprefix("train/"): float(v) for k, v in trainer._train_step(item["batch"]).items()}
-    torch.set_rng_state(rng)
-    count = max(sums["count"], 1.0)
-    out = {k: sums[k] / (item["global_batch_size"] if k.endswith("loss") else count) for k in METRICS}
-    out["count"], out["lr"] = sums["count"], trainer.adam.param_groups[0]["lr"]
-    return out
+    trainer.loss_fn = record
+    try:
+        trainer._train_step(item["batch"])
+    finally:
+        trainer.loss_fn = loss_fn
+        torch.set_rng_state(rng)
+    return trainer.adam.param_groups[0]["lr"], seen
 
 
 def max_difference(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor], what: str) -> tuple[float, str]:
@@ -366,14 +395,15 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     FmaCounter.ties = 0
     with tempfile.TemporaryDirectory(prefix="trace-vs-official-") as tmp:
         data = args.data or build_dataset(Path(tmp))
-        arch = dict(ARCH, halt_exploration_prob=0.0 if args.exploration == "off" else ARCH["halt_exploration_prob"])
+        exploration = 0.0 if args.exploration == "off" else args.exploration_prob
+        arch = dict(ARCH, halt_exploration_prob=exploration)
         settings = dict(TRAINING, arch=arch, data_paths=[str(data)], seed=args.seed)
         batches = official_batches(puzzle_dataset, settings, args.steps)
         metadata = puzzle_dataset.PuzzleDataset(puzzle_dataset.PuzzleDatasetConfig(
             seed=args.seed, dataset_paths=[str(data)], rank=0, num_replicas=1, test_set_mode=False,
             epochs_per_iter=settings["eval_interval"], global_batch_size=settings["global_batch_size"]),
             split="train").metadata
-        official = Official(pretrain, ema_module, settings, metadata)
+        official = Official(pretrain, ema_module, settings, metadata, args.q_bias)
         official_rng = torch.get_rng_state()  # the official draws continue from here
         trainer = trmlab_trainer(settings, official, Path(tmp) / "run")
         torch.set_rng_state(official_rng)  # building trmlab's trainer reseeded the global generator
@@ -385,8 +415,9 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         print(f"trace: {args.steps} steps, hidden {arch['hidden_size']}, {arch['num_heads']} heads, "
               f"H{arch['H_cycles']} L{arch['L_cycles']}, {arch['L_layers']} layers, seq "
               f"{metadata.seq_len} + {arch['puzzle_emb_len']}, halt_max_steps {arch['halt_max_steps']}, "
-              f"global batch {settings['global_batch_size']}, EMA {settings['ema']}, exploration "
-              f"{args.exploration} (prob {arch['halt_exploration_prob']}), adam rounding {args.adam_rounding}, "
+              f"global batch {settings['global_batch_size']}, Q-head bias {args.q_bias:g} at start, "
+              f"EMA {settings['ema']}, exploration "
+              f"{args.exploration} (prob {exploration}), adam rounding {args.adam_rounding}, "
               f"schedule {official.state.total_steps} steps; CPU fp32, {torch.get_num_threads()} thread(s), "
               f"torch {torch.__version__}")
         print("| step | lr | halted rows official / trmlab | " + " | ".join(f"Δ {m}" for m in METRICS)
@@ -394,21 +425,21 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         print("|---" * (len(METRICS) + 4) + "|")
         rows = []
         for step, item in enumerate(batches, start=1):
-            theirs = official.step(item)
-            ours = trmlab_step(trainer, item)
-            # trmlab keeps its step metrics in fp32 (the official stack of them is fp64): compare there.
-            deltas = {m: abs(float(np.float32(theirs[m])) - ours[m]) for m in METRICS}
-            deltas["lr"] = abs(theirs["lr"] - ours["lr"])
+            lr, theirs = official.step(item)
+            our_lr, ours = trmlab_step(trainer, item)
+            deltas = {m: abs(theirs[m] - ours[m]) for m in METRICS}
+            deltas["lr"] = abs(lr - our_lr)
             weights = max_difference(official.weights(), trainer.model.state_dict(), "weights")[0]
-            rows.append(dict(deltas, weights=weights, halted=(theirs["count"], ours["count"])))
-            print(f"| {step} | {theirs['lr']:.6g}{'' if deltas['lr'] == 0 else ' (Δ %.3g)' % deltas['lr']} | "
-                  f"{int(theirs['count'])} / {int(ours['count'])} | "
+            rows.append(dict(deltas, weights=weights))
+            lr_note = "" if deltas["lr"] == 0 else f" (Δ {deltas['lr']:.3g})"
+            print(f"| {step} | {lr:.6g}{lr_note} | {int(theirs['count'])} / {int(ours['count'])} | "
                   + " | ".join(f"{deltas[m]:.3g}" for m in METRICS) + f" | {weights:.3g} |", flush=True)
         final = {
             "weights": max_difference(official.weights(), trainer.model.state_dict(), "weights"),
             "puzzle table": max_difference({"t": official.weights()["puzzle_embedding.weights"]},
                                            {"t": trainer.model.puzzle_embedding.weights}, "table"),
-            "optimizer states": max_difference(official.adam_state(), trmlab_adam_state(trainer), "AdamATan2"),
+            "optimizer states": max_difference(official.adam_state(), trmlab_adam_state(trainer),
+                                               "AdamATan2"),
         }
         if official.ema is not None:
             final["EMA weights"] = max_difference(official.ema_weights(), dict(trainer.ema.shadow), "EMA")
