@@ -123,8 +123,8 @@ def fma32(a: torch.Tensor, b: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
     tie = (error != 0) & (gap != 0) & (2 * gap == neighbour - nearest.double())
     if bool(tie.any()):
         FmaCounter.ties += int(tie.sum())
-        direction = torch.where(error > 0, torch.full_like(total, math.inf), torch.full_like(total, -math.inf))
-        total = torch.where(tie, torch.nextafter(total, direction), total)
+        infinity = torch.full_like(total, math.inf)
+        total = torch.where(tie, torch.nextafter(total, torch.where(error > 0, infinity, -infinity)), total)
     return total.float()
 
 

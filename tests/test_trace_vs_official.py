@@ -38,7 +38,8 @@ from trmlab.training.schedule import lr_at
 ARCH_KEYS = ("H_cycles", "H_layers", "L_cycles", "L_layers", "hidden_size", "num_heads", "expansion",
              "puzzle_emb_ndim", "puzzle_emb_len", "pos_encodings", "halt_max_steps", "halt_exploration_prob",
              "forward_dtype", "mlp_t", "no_ACT_continue")
-OFFICIAL_METRICS = ("count", "accuracy", "exact_accuracy", "q_halt_accuracy", "steps", "lm_loss", "q_halt_loss")
+OFFICIAL_METRICS = ("count", "accuracy", "exact_accuracy", "q_halt_accuracy", "steps", "lm_loss",
+                    "q_halt_loss")
 
 
 class PretrainConfig(SimpleNamespace):
@@ -75,10 +76,11 @@ class Inner(torch.nn.Module):
 class Model(torch.nn.Module):
     def __init__(self, config, metadata):
         super().__init__()
-        overrides = [f"arch.{k}={str(getattr(config.arch, k)).lower() if isinstance(getattr(config.arch, k), bool) else getattr(config.arch, k)}"
-                     for k in ARCH_KEYS]
+        values = {k: getattr(config.arch, k) for k in ARCH_KEYS}
+        overrides = [f"arch.{k}={str(v).lower() if isinstance(v, bool) else v}" for k, v in values.items()]
         model = build_model(load_config("tiny", overrides), seq_len=metadata.seq_len,
-                            vocab_size=metadata.vocab_size, num_puzzle_identifiers=metadata.num_puzzle_identifiers)
+                            vocab_size=metadata.vocab_size,
+                            num_puzzle_identifiers=metadata.num_puzzle_identifiers)
         self.inner = Inner(model)  # exploration from the global generator, as officially
 
 
@@ -116,7 +118,8 @@ def init_train_state(config, metadata, rank, world_size):
     optimizers = [SignSGD(head.model.inner.model.puzzle_embedding, config.puzzle_emb_weight_decay),
                   AdamATan2(head.parameters(), lr=0, weight_decay=config.weight_decay,
                             betas=(config.beta1, config.beta2))]
-    total = int(config.epochs * metadata.total_groups * metadata.mean_puzzle_examples / config.global_batch_size)
+    examples = config.epochs * metadata.total_groups * metadata.mean_puzzle_examples
+    total = int(examples / config.global_batch_size)
     return TrainState(head, optimizers, [config.puzzle_emb_lr, config.lr], None, 0, total)
 
 
@@ -130,7 +133,8 @@ def train_batch(config, train_state, batch, global_batch_size, rank, world_size)
                                                                return_keys=[])
     ((1 / global_batch_size) * loss).backward()
     for optim, base_lr in zip(train_state.optimizers, train_state.optimizer_lrs):
-        lr = lr_at(train_state.step, base_lr, config.lr_warmup_steps, train_state.total_steps, config.lr_min_ratio)
+        lr = lr_at(train_state.step, base_lr, config.lr_warmup_steps, train_state.total_steps,
+                   config.lr_min_ratio)
         for group in optim.param_groups:
             group["lr"] = lr
         optim.step()
@@ -158,7 +162,8 @@ class PuzzleDataset:
                                     epochs_per_iteration=config.epochs_per_iter)
         self.metadata = SimpleNamespace(
             seq_len=self.dataset.seq_len, vocab_size=self.dataset.vocab_size,
-            num_puzzle_identifiers=self.dataset.num_puzzle_identifiers, total_groups=self.dataset.total_groups,
+            num_puzzle_identifiers=self.dataset.num_puzzle_identifiers,
+            total_groups=self.dataset.total_groups,
             mean_puzzle_examples=self.dataset.num_examples / self.dataset.num_puzzles)
         self.iteration = 0
 
@@ -219,7 +224,8 @@ def test_the_stand_in_with_torch_rounding_agrees_exactly(stand_in_official: Path
                    "--exploration-prob", "0.5")
     printed = capsys.readouterr().out
     assert len(result["steps"]) == 6 and all(value == 0 for row in result["steps"] for value in row.values())
-    assert result["final"] == {"weights": 0.0, "puzzle table": 0.0, "optimizer states": 0.0, "EMA weights": 0.0}
+    zeros = dict.fromkeys(("weights", "puzzle table", "optimizer states", "EMA weights"), 0.0)
+    assert result["final"] == zeros
     assert "exploration aligned (prob 0.5)" in printed and printed.count("\n| ") == 7  # header + 6 steps
     assert "  weights: 0\n  puzzle table: 0\n  optimizer states: 0\n  EMA weights: 0\n" in printed
 
@@ -241,6 +247,7 @@ def test_unaligned_exploration_draws_are_reported(stand_in_official: Path):
 
 def test_fma32_rounds_once_where_float64_would_round_twice(stand_in_official: Path):
     import torch
+
     import trace_vs_official
 
     # a·b = (8384513 · 8392705) · 2^-70 = (2^46 + 1) · 2^-70 = 2^-24 + 2^-70, exact in float64. With c = 1 the
