@@ -159,7 +159,7 @@ def test_eval_reads_checkpoint_and_dataset_from_the_hub_and_records_the_revision
              if p.is_file()}
     hub_cache("org/arc-data", COMMIT_B, files, repo_type="dataset")
     out = tmp_path / "eval"
-    assert main(["eval", STEP, "hf://datasets/org/arc-data/arc", f"out={out}", "batch_size=4",
+    assert main(["eval", STEP, "hf://datasets/org/arc-data/arc", f"out={out}", "global_batch_size=4",
                  "device=cpu", "--no-progress"]) == 0
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["hub"] == {"url": f"hf://org/trm@{COMMIT_A}/tiny/step_100", "repo": "org/trm",

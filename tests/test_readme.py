@@ -38,6 +38,7 @@ import pytest
 import torch
 
 from trmlab.cli import build_parser, main
+from trmlab.errors import TrmlabError
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 README = REPO_ROOT / "README.md"
@@ -49,8 +50,6 @@ TAKES_CONFIG = {("train",), ("demo",), ("adapt",), ("config", "show"), ("checkpo
 
 # README command (as joined, comment removed) → the branch whose merge makes it work.
 AWAITING_MERGE = {
-    "trmlab checkpoint inspect runs/tiny/checkpoints/step_20 arch.L_cycles=6":
-        "grammar: `checkpoint inspect` takes plain key=value config overrides (was --set KEY=VALUE)",
     ".venv/bin/trmlab demo out=runs/demo-quick max_steps=300":
         "grammar: `demo` takes out=DIR (was --out DIR)",
 }
@@ -130,8 +129,8 @@ def check_trmlab(argv: list[str]) -> None:
     try:
         with contextlib.redirect_stderr(errors):
             build_parser(argv[0]).parse_args(argv)
-    except SystemExit:
-        refused = errors.getvalue().strip()
+    except (SystemExit, TrmlabError) as error:  # trmlab's parser raises a UsageError (one line, exit 2)
+        refused = errors.getvalue().strip() or str(error)
         raise AssertionError(f"trmlab {' '.join(argv)}: the parser refuses it: {refused}") from None
     from trmlab.config.fields import schema_fields
 
@@ -141,10 +140,10 @@ def check_trmlab(argv: list[str]) -> None:
     unknown = [key for key in settings if key not in documented | config_keys]
     assert not unknown, f"trmlab {' '.join(argv)}: settings its --help does not document: {unknown}"
     if path == ("train",) and not any(key == "resume" for key in settings):
-        from trmlab.training.cli import resolve_train_config
+        from trmlab.training.cli import resolve_train_words
 
         words = [w for w in argv[1:] if not w.startswith("--")]
-        resolve_train_config(words, [])  # raises ConfigError for a bad preset, key, type or value
+        resolve_train_words(words)  # raises ConfigError for a bad preset, key, type or value
 
 
 def check_other(command: Command) -> None:

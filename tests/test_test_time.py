@@ -18,8 +18,8 @@ from test_eval_grid import SOLVED_6
 from trmlab.config.schema import ArchConfig
 from trmlab.data.build_sudoku import SudokuBuildOptions, build_sudoku
 from trmlab.data.generate_maze import make_maze
-from trmlab.errors import ConfigError
-from trmlab.evaluation.cli import EVAL_KEYS, make_test_time_settings, parse_settings
+from trmlab.errors import ConfigError, TrmlabError
+from trmlab.evaluation.cli import EVAL_SETTINGS, make_test_time_settings
 from trmlab.evaluation.runner import EvalSettings, evaluate
 from trmlab.evaluation.test_time import (
     TestTimeSettings,
@@ -29,6 +29,7 @@ from trmlab.evaluation.test_time import (
     select,
     sudoku_valid,
 )
+from trmlab.grammar import parse_words
 from trmlab.models import build_model
 from trmlab.models.act import answer_step
 
@@ -253,18 +254,18 @@ def test_valid_selection_prefers_a_checked_grid_over_a_confident_one():
 
 # -- settings and the evaluation hooks ------------------------------------------------------------------
 @pytest.mark.parametrize("words, message", [
-    (["noise=0.1"], "noise needs samples"), (["samples=0"], "at least 1"), (["select=best"], "select='best'"),
-    (["halt=always"], "halt='always'"), (["halt_threshold=1"], "pass halt=q"), (["seed=-1"], "seed="),
-    (["noise=-1", "samples=2"], "noise=-1"),
+    (["noise=0.1"], "noise needs samples"), (["samples=0"], "at least 1"), (["select=best"], "select=best"),
+    (["halt=always"], "halt=always"), (["halt_threshold=1"], "pass halt=q"), (["seed=-1"], "seed="),
+    (["noise=-1", "samples=2"], "noise=-1"), (["halt=none"], "halt=none"),
 ])
 def test_bad_settings_are_named(words, message):
-    with pytest.raises(ConfigError, match=message):
-        make_test_time_settings(parse_settings(words, EVAL_KEYS, "eval"))
+    with pytest.raises(TrmlabError, match=message):  # ConfigError or the grammar's UsageError: exit 2
+        make_test_time_settings(parse_words(words, EVAL_SETTINGS, "trmlab eval")[0])
 
 
 def test_settings_parse_and_the_default_stays_official():
     words = ["samples=4", "noise=0.2", "select=valid", "halt=q", "halt_threshold=1.5", "steps=8", "seed=0"]
-    settings = make_test_time_settings(parse_settings(words, EVAL_KEYS, "eval"))
+    settings = make_test_time_settings(parse_words(words, EVAL_SETTINGS, "trmlab eval")[0])
     assert settings == TestTimeSettings(4, 0.2, "valid", "q", 1.5, 8, 0)
     assert make_test_time_settings({}) is None
     assert TestTimeSettings(samples=1, noise=0.0).is_default and not settings.is_default

@@ -15,6 +15,7 @@ import sys
 
 from trmlab import __version__
 from trmlab.errors import TrmlabError
+from trmlab.grammar import Parser, UsageError
 
 # Order = the pipeline: config → data → models/checkpoints → training → evaluation → reports.
 SUBCOMMAND_MODULES = (
@@ -38,7 +39,7 @@ COMMAND_MODULES = {
 
 def build_parser(command: str | None = None) -> argparse.ArgumentParser:
     """The ``trmlab`` parser; with a known ``command``, only the module registering it is imported."""
-    parser = argparse.ArgumentParser(
+    parser = Parser(
         prog="trmlab",
         description="Train, evaluate and transfer Tiny Recursive Models (TRM, ETRM, ETRMTRM) on ARC-AGI.",
         epilog="Run `trmlab <command> --help` for each command. `python -m trmlab` works the same "
@@ -103,8 +104,13 @@ def _dispatch(argv: list[str] | None) -> int:
     parser = build_parser(argv[0] if argv else None)
     args = parser.parse_args(argv)
     if not getattr(args, "func", None):
-        parser.print_help()
-        return 2
+        raise UsageError(f"a command is needed ({', '.join(COMMAND_MODULES)}); run `trmlab --help`")
+    from trmlab import progress
+
+    # One progress mode per command (cli.md "Progress and logs"): --no-progress keeps only plain lines,
+    # --quiet (data commands) shows none. Set on every call: tests run many commands in one process.
+    progress.configure(bars=not getattr(args, "no_progress", False),
+                       enabled=not getattr(args, "quiet", False))
     return int(args.func(args) or 0)
 
 

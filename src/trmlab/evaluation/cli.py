@@ -13,58 +13,66 @@ from pathlib import Path
 from typing import Any
 
 from trmlab.errors import ConfigError
+from trmlab.grammar import Setting, add_settings, boolean, parse_words
+from trmlab.progress import add_no_progress_flag
 
 
-def boolean(text: str) -> bool:
-    """``true`` / ``false``; anything else is a ValueError (never a silently truthy string)."""
-    if text.lower() in ("true", "false"):
-        return text.lower() == "true"
-    raise ValueError(text)
-
-
-boolean.__name__ = "boolean (true or false)"
-
-EVAL_KEYS = {"out": str, "weights": str, "max_tasks": int, "num_augmentations": int, "batch_size": int,
-             "device": str, "max_demos": int, "pass_ks": str, "votes": int, "compile": boolean}
-# Test-time compute (trmlab.evaluation.test_time; docs/evaluation.md "Test-time compute"); seed may be 0.
-TEST_TIME_KEYS = {"samples": int, "noise": float, "select": str, "halt": str, "halt_threshold": float,
-                  "steps": int, "seed": str}
-EVAL_KEYS.update(TEST_TIME_KEYS)
-SCORE_KEYS = {"out": str, "max_tasks": int, "num_augmentations": int, "pass_ks": str}
-
-
-def parse_settings(words: list[str], allowed: dict[str, type], command: str) -> dict[str, Any]:
-    """``["max_tasks=32", ...]`` → ``{"max_tasks": 32}``; unknown or malformed words are errors."""
-    settings: dict[str, Any] = {}
-    for word in words:
-        key, sep, text = word.partition("=")
-        if not sep or key not in allowed:
-            raise ConfigError(f"trmlab {command}: '{word}' is not a setting; use key=value with key one of "
-                              f"{sorted(allowed)}")
-        if key in settings:
-            raise ConfigError(f"trmlab {command}: '{key}' given twice")
-        try:
-            value = allowed[key](text)
-        except ValueError:
-            raise ConfigError(f"trmlab {command}: {key}={text!r} is not a valid "
-                              f"{allowed[key].__name__}") from None
-        if allowed[key] is int and value < 1:
-            raise ConfigError(f"trmlab {command}: {key} must be at least 1, got {value}")
-        settings[key] = value
-    if "pass_ks" in settings:
-        settings["pass_ks"] = _parse_ks(settings["pass_ks"], command)
-    return settings
-
-
-def _parse_ks(text: str, command: str) -> tuple[int, ...]:
-    try:
-        ks = tuple(int(k) for k in text.strip("[]").split(",") if k.strip())
-    except ValueError:
-        ks = ()
+def positive_ints(text: str) -> tuple[int, ...]:
+    """``1,2,10`` (or ``[1,2,10]``) → ``(1, 2, 10)``; a ValueError unless all are positive integers."""
+    ks = tuple(int(k) for k in text.strip("[]").split(",") if k.strip())
     if not ks or min(ks) < 1:
-        raise ConfigError(f"trmlab {command}: pass_ks={text!r} must be positive integers, "
-                          f"e.g. pass_ks=1,2,10")
+        raise ValueError(text)
     return ks
+
+
+OUT_DIR_HELP = "output directory (created; refused when it exists and is not empty)"
+MAX_TASKS = Setting("max_tasks", "K", "the first K tasks of test_puzzles.json; the denominator is K (default "
+                    "all, whatever the checkpoint's training config said)", int, minimum=1)
+NUM_AUGMENTATIONS = Setting("num_augmentations", "K", "the first K puzzles of each task group, 1 = the "
+                            "original only (default all)", int, minimum=1)
+PASS_KS = Setting("pass_ks", "1,2,5,...", "the K of the pass@K figures (default 1,2,5,10,100,1000)",
+                  positive_ints, kind_name="positive integers, e.g. pass_ks=1,2,10")
+EVAL_SETTINGS = (
+    Setting("out", "DIR", OUT_DIR_HELP + "; default runs/eval-<checkpoint name>-<dataset name>"),
+    Setting("weights", "ema|raw", "trmlab checkpoints keep both (default ema; the raw weights when the run "
+            "had no EMA); an official step_N file holds what its trainer saved: the EMA copy when its config "
+            "has ema: true. metrics.json records the weights, step and checkpoint evaluated",
+            choices=("ema", "raw")),
+    MAX_TASKS, NUM_AUGMENTATIONS,
+    Setting("global_batch_size", "N", "rows per evaluation step over all ranks: under torchrun each of the R "
+            "ranks runs N/R of them (N must be a multiple of R); the last batch shrinks to the rows left. "
+            "Default: the checkpoint config's eval.global_batch_size, else its global_batch_size", int,
+            minimum=1),
+    Setting("device", "cpu|cuda|cuda:N", "default: cuda when available"),
+    Setting("max_demos", "N", "demonstrations per task for encoder models (default: the checkpoint config's)",
+            int, minimum=1),
+    PASS_KS,
+    Setting("votes", "K", "Sudoku / Maze: also vote over K symmetric copies of each input, reported "
+            "separately (default: the checkpoint config's eval.symmetry_votes)", int, minimum=1),
+    Setting("compile", "true|false", "torch.compile the ACT step; worth it on a GPU (default false)",
+            boolean),
+)
+# Test-time compute beyond the official protocol (trmlab.evaluation.test_time; docs/evaluation.md "Test-time
+# compute"): reported under <Task>/test_time/... metrics, never as the official numbers.
+TEST_TIME_SETTINGS = (
+    Setting("samples", "K", "trajectories per input; the first is the clean one, the others noisy "
+            "(default 1)", int, minimum=1),
+    Setting("noise", "SIGMA", "Gaussian noise of scale SIGMA added to z_L after every L-level update of the "
+            "noisy trajectories (needs samples >= 2)", float, minimum=0),
+    Setting("select", "q|vote|valid", "Sudoku / Maze: which trajectory answers: the most confident (q), the "
+            "most frequent grid (vote), the most confident that passes the puzzle's own check (valid); ARC "
+            "votes every trajectory with the augmentations (default q)", choices=("q", "vote", "valid")),
+    Setting("halt", "q", "stop a trajectory when its halting head says so, refilling its batch slot at once "
+            "(continuous batching)", choices=("q",)),
+    Setting("halt_threshold", "T", "with halt=q: stop when q_halt > T (default 0, the training rule; choose "
+            "T on a validation split)", float),
+    Setting("steps", "N", "ACT steps per trajectory, also above the checkpoint's halt_max_steps (the carry "
+            "continues)", int, minimum=1),
+    Setting("seed", "S", "seed of the noise (default 0)", int, minimum=0),
+)
+EVAL_SETTINGS = EVAL_SETTINGS + TEST_TIME_SETTINGS
+SCORE_SETTINGS = (Setting("out", "DIR", OUT_DIR_HELP + "; default <npz dir>/score"), MAX_TASKS,
+                  NUM_AUGMENTATIONS, PASS_KS)
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -75,44 +83,25 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         description="Run every selected test puzzle (all augmentations) for halt_max_steps ACT steps, vote "
         "over augmentations and write metrics.json, submission.json, predictions.json and "
         "raw_predictions.npz. Works under torchrun (each rank runs its slice).",
-        epilog="settings: out=DIR (default: runs/eval-<checkpoint name>-<dataset name>), weights=ema|raw "
-        "(trmlab checkpoints keep both; default ema, the raw weights when the run had no EMA; an official "
-        "step_N file holds what its trainer saved: the EMA copy when its config has ema: true; metrics.json "
-        "records the weights, step and checkpoint evaluated), max_tasks=K (first "
-        "K tasks of test_puzzles.json; the denominator is K; default all, whatever the checkpoint's training "
-        "config said), num_augmentations=K (first K puzzles of each task group, 1 = original only; default "
-        "all), batch_size=N (default: the checkpoint config's "
-        "eval.global_batch_size or global_batch_size), device=cpu|cuda|cuda:N (default: cuda when "
-        "available), max_demos=N (encoder models; default: the checkpoint config's), "
-        "pass_ks=1,2,5,10,100,1000, compile=true|false (torch.compile the ACT step; worth it on a GPU, "
-        "default false), samples=K noise=SIGMA select=q|vote|valid halt=q halt_threshold=T steps=N seed=S "
-        "(test-time compute beyond the official protocol, reported under */test_time/* metrics: K "
-        "trajectories per input, the first clean, the others with Gaussian noise of scale SIGMA on z_L after "
-        "every L update; halting by the Q head with continuous batching; N ACT steps, also above "
-        "halt_max_steps; docs/evaluation.md). Sudoku / Maze datasets (no test_puzzles.json) get exact and "
-        "token accuracy instead (max_tasks=K: the first K test puzzles), and votes=K adds a vote over K "
-        "symmetric copies of each input, reported separately (default: the checkpoint config's "
-        "eval.symmetry_votes)")
-    ev.add_argument("checkpoint", help="official step_N file or trmlab checkpoint directory (or "
-                    "hf://ORG/REPO[@REVISION]/PATH)")
-    ev.add_argument("data_dir", help="dataset directory (official layout): ARC (with test_puzzles.json), "
-                    "Sudoku or Maze (or hf://datasets/ORG/REPO[@REVISION]/PATH)")
-    ev.add_argument("settings", nargs="*", metavar="key=value", help="see below")
-    ev.add_argument("--no-progress", action="store_true",
-                    help="no progress bar (by default one is shown when stderr is a terminal)")
+        epilog="Sudoku / Maze datasets (no test_puzzles.json) get exact and token accuracy instead\n"
+        "(max_tasks=K: the first K test puzzles).")
+    ev.add_argument("checkpoint", metavar="CKPT", help="official step_N file or trmlab checkpoint directory "
+                    "(or hf://ORG/REPO[@REVISION]/PATH)")
+    ev.add_argument("data_dir", metavar="DATA", help="dataset directory (official layout): ARC (with "
+                    "test_puzzles.json), Sudoku or Maze (or hf://datasets/ORG/REPO[@REVISION]/PATH)")
+    add_settings(ev, EVAL_SETTINGS)
+    add_no_progress_flag(ev)
     ev.set_defaults(func=_run_eval)
 
     sc = subparsers.add_parser(
         "score", help="re-vote and re-score raw_predictions.npz without the model",
         description="Vote and score the raw per-augmentation outputs of an evaluation (raw_predictions.npz) "
         "against the dataset they were made on; writes metrics.json, submission.json, predictions.json.",
-        epilog="settings: out=DIR (default: <npz dir>/score), max_tasks=K (first K tasks of "
-        "test_puzzles.json; the denominator is K; default all), num_augmentations=K (first K puzzles of each "
-        "task group, 1 = original only; default all), pass_ks=1,2,5,10,100,1000")
-    sc.add_argument("data_dir", help="ARC dataset directory the predictions were made on")
-    sc.add_argument("raw_predictions", help="raw_predictions.npz (inputs, puzzle_identifiers, preds, "
-                    "q_halt_logits)")
-    sc.add_argument("settings", nargs="*", metavar="key=value", help="see below")
+    )
+    sc.add_argument("data_dir", metavar="DATA", help="ARC dataset directory the predictions were made on")
+    sc.add_argument("raw_predictions", metavar="PREDICTIONS", help="raw_predictions.npz (inputs, "
+                    "puzzle_identifiers, preds, q_halt_logits)")
+    add_settings(sc, SCORE_SETTINGS)
     sc.set_defaults(func=_run_score)
 
 
@@ -122,7 +111,7 @@ def _run_score(args: argparse.Namespace) -> int:
     from trmlab.evaluation.scoring import describe, info_for, result_files, score_raw
     from trmlab.evaluation.testset import load_test_set
 
-    settings = parse_settings(args.settings, SCORE_KEYS, "score")
+    settings, _ = parse_words(args.settings, SCORE_SETTINGS, "trmlab score")
     test_set = load_test_set(args.data_dir)
     raw = load_raw_predictions(args.raw_predictions)
     result = score_raw(test_set, raw, max_tasks=settings.get("max_tasks"),
@@ -160,7 +149,7 @@ def _run_eval(args: argparse.Namespace) -> int:
     from trmlab.interop.releases import check_release_dataset
     from trmlab.training.distributed import setup_distributed, teardown
 
-    settings = parse_settings(args.settings, EVAL_KEYS, "eval")
+    settings, _ = parse_words(args.settings, EVAL_SETTINGS, "trmlab eval")
     # hf:// paths: the dataset is fetched, and checked against a known release, before its checkpoint is.
     args.data_dir = str(resolve_path(args.data_dir, progress=_progress(args)))
     check_release_dataset(args.checkpoint, args.data_dir)
@@ -219,12 +208,12 @@ def _evaluate_checkpoint(args: argparse.Namespace, settings: dict[str, Any], tes
         print(f"evaluating {checkpoint} on {test_set.path} ({device}, {ctx.world_size} rank(s), global batch "
               f"{eval_settings.global_batch_size}, max_tasks={eval_settings.max_tasks}, "
               f"num_augmentations={eval_settings.num_augmentations}); {evaluated['weights']} weights, step "
-              f"{evaluated['step']}")
+              f"{evaluated['step']}", file=sys.stderr, flush=True)  # a log line: results alone go to stdout
     started = time.perf_counter()
     info = {**evaluated, "device": str(device), "global_batch_size": eval_settings.global_batch_size}
     research = config is not None and config.arch.name != "trm" and config.arch.encoder_numerics == "research"
     result = evaluate(model, test_set.path, settings=eval_settings, out_dir=out, info=info,
-                      progress=_progress(args), research_figures=research)
+                      progress=True, research_figures=research)
     if result is not None:  # rank 0
         grid = getattr(test_set, "grid", False)
         print(result.describe() if grid else describe(result.result))
@@ -306,12 +295,12 @@ def _eval_settings(settings: dict[str, Any], config: Any) -> Any:
     from trmlab.evaluation.arc import DEFAULT_PASS_KS
     from trmlab.evaluation.runner import EvalSettings
 
-    batch = settings.get("batch_size")
+    batch = settings.get("global_batch_size")
     if batch is None and config is not None:
         batch = config.eval.global_batch_size or config.global_batch_size
     if batch is None:
         raise ConfigError("trmlab eval: the checkpoint carries no config to take the batch size from; "
-                          "pass batch_size=N")
+                          "pass global_batch_size=N")
     max_demos = settings.get("max_demos", getattr(config, "max_demos", 10) if config is not None else 10)
     pass_ks = settings.get("pass_ks", tuple(config.eval.pass_ks) if config is not None else DEFAULT_PASS_KS)
     votes = settings.get("votes", config.eval.symmetry_votes if config is not None else 0)
@@ -326,11 +315,5 @@ def make_test_time_settings(settings: dict[str, Any]) -> Any:
     given, the official protocol)."""
     from trmlab.evaluation.test_time import TestTimeSettings
 
-    given = {k: settings[k] for k in TEST_TIME_KEYS if k in settings}
-    if not given:
-        return None
-    if "seed" in given:
-        if not given["seed"].isdigit():
-            raise ConfigError(f"trmlab eval: seed={given['seed']!r} is not a non-negative integer")
-        given["seed"] = int(given["seed"])
-    return TestTimeSettings(**given)
+    given = {s.name: settings[s.name] for s in TEST_TIME_SETTINGS if s.name in settings}
+    return TestTimeSettings(**given) if given else None

@@ -223,7 +223,7 @@ def trmlab_to_official(src: str | Path, dst: str | Path, *, use_ema: bool = True
 
     Uses ``ema.safetensors`` when present (the official files hold the EMA weights), unless ``use_ema`` is
     False. H_init/L_init are written in the forward dtype, as the official trainer stores them.
-    ``require_research``: refuse a TRM (``checkpoint convert --to research``).
+    ``require_research``: refuse a TRM (``checkpoint convert to=research``).
     """
     src, dst = Path(resolve_path(src)), Path(dst)
     if dst.exists():
@@ -232,7 +232,7 @@ def trmlab_to_official(src: str | Path, dst: str | Path, *, use_ema: bool = True
     resolved = bundle.config()
     arch = resolved.config.arch
     if require_research and arch.name == "trm":
-        raise CheckpointError(f"{src} holds a TRM, which has no research-code layout; use --to official")
+        raise CheckpointError(f"{src} holds a TRM, which has no research-code layout; use to=official")
     if arch.name != "trm" and arch.encoder_numerics != "research":
         raise CheckpointError(f"{src} holds a {arch.name} model with trmlab's own encoder numerics; only TRM "
                               "(official layout) and research-numerics ETRM/ETRMTRM (arch.encoder_numerics="

@@ -6,6 +6,15 @@ import argparse
 import json
 import sys
 
+from trmlab.grammar import Setting, add_settings, boolean, parse_words
+
+PUSH_SETTINGS = (
+    Setting("private", "true|false", "a new repository only (default false)", boolean),
+    Setting("layout", "trmlab|official", "official: the step_N + all_config.yaml export (default trmlab)",
+            choices=("trmlab", "official")),
+    Setting("out", "DIR", "--dry-run: where the folder goes (default runs/push-ORG--REPO, a fresh name)"),
+)
+
 
 def register_hub_commands(commands: argparse._SubParsersAction) -> None:
     """Add ``known`` and ``push`` to the ``checkpoint`` group."""
@@ -24,13 +33,10 @@ def register_hub_commands(commands: argparse._SubParsersAction) -> None:
         "generated README.md: every architecture key that differs from the official repository's defaults, "
         "the full resolved config, provenance, dataset fingerprint and recipe, the run's evaluation metrics, "
         "and the commands that load and evaluate it. Needs network and a token (hf auth login or HF_TOKEN).",
-        epilog="settings: private=true|false (a new repository only; default false), layout=trmlab|official "
-        "(official: the step_N + all_config.yaml export; default trmlab), out=DIR (--dry-run: where the "
-        "folder goes; default runs/push-ORG--REPO, a fresh name). --dry-run writes the folder and uploads "
-        "nothing.")
+        epilog="--dry-run writes the folder and uploads nothing.")
     push.add_argument("checkpoint", metavar="CKPT", help="a trmlab step_N/ checkpoint directory (or hf://)")
     push.add_argument("repo", metavar="REPO", help="hf://ORG/REPO, the model repository to upload to")
-    push.add_argument("settings", nargs="*", metavar="key=value", help="see below")
+    add_settings(push, PUSH_SETTINGS)
     push.add_argument("--dry-run", action="store_true", help="write the folder that would be uploaded; stop")
     push.add_argument("--overwrite", action="store_true", help="--dry-run: replace an existing out=DIR")
     push.set_defaults(func=_push)
@@ -47,11 +53,9 @@ def _known(args: argparse.Namespace) -> int:
 
 
 def _push(args: argparse.Namespace) -> int:
-    from trmlab.evaluation.cli import boolean, parse_settings
     from trmlab.interop.push import PushSettings, push
 
-    keys = {"private": boolean, "layout": str, "out": str}
-    settings = parse_settings(args.settings, keys, "checkpoint push")
+    settings, _ = parse_words(args.settings, PUSH_SETTINGS, "trmlab checkpoint push")
     request = PushSettings(args.checkpoint, args.repo, private=settings.get("private", False),
                            layout=settings.get("layout", "trmlab"), out=settings.get("out"),
                            dry_run=args.dry_run, overwrite=args.overwrite)

@@ -289,7 +289,7 @@ def official_config(path: str | Path, config: Any = None) -> Any:
         raise CheckpointError(
             f"{path} has no all_config.yaml beside it, and the architecture cannot be read from the "
             "weights (H_cycles, L_cycles, num_heads, halt_max_steps, ... change no tensor shape). Name it "
-            "explicitly: e.g. `--preset trm-arc1` (plus `--set arch.L_cycles=...`) on the command line, or "
+            "explicitly: e.g. `preset=trm-arc1` (plus `arch.L_cycles=...`) on the command line, or "
             "load_checkpoint(path, config=load_config('trm-arc1')).")
     return config if hasattr(config, "provenance") else _as_resolved(config)
 
@@ -353,7 +353,7 @@ def resolve_seq_len(seq_len: int | None, state: dict[str, torch.Tensor], config:
     if value is None:
         raise CheckpointError(f"{source}: seq_len is not stored in the checkpoint and no dataset of the "
                               "config is on disk; pass seq_len (900 for ARC: "
-                              "load_checkpoint(path, seq_len=900), --seq-len 900)")
+                              "load_checkpoint(path, seq_len=900), seq_len=900 on the command line)")
     return int(value)
 
 

@@ -120,7 +120,7 @@ def build_folder(checkpoint: str | Path, repo_id: str, out: str | Path, *, layou
     if not (source.is_dir() and is_trmlab_checkpoint(source)):
         raise CheckpointError(f"{checkpoint}: not a trmlab checkpoint directory (step_N/ with "
                               "manifest.json); convert an official file first: trmlab checkpoint convert SRC "
-                              "DST --to trmlab")
+                              "DST to=trmlab")
     bundle = read_checkpoint(source, verify=True)
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
