@@ -313,6 +313,9 @@ def test_arc_trajectories_vote_with_the_augmentations(official_arc_build_small):
     assert doubled.result.counts["votes"] == 2 * default.result.counts["votes"]
     assert doubled.metrics == default.metrics  # two clean copies: the same vote, twice
     assert np.array_equal(doubled.raw.preds[::2], default.raw.preds)
+    assert np.array_equal(doubled.raw.inputs[1::2], default.raw.inputs)  # each row's trajectories together
+    votes = [[(c.hash, c.votes) for c in pair.candidates] for pair in default.result.pairs]
+    assert [[(c.hash, c.votes // 2) for c in pair.candidates] for pair in doubled.result.pairs] == votes
     assert doubled.result.counts["relative_compute"] == 2.0
 
 
