@@ -32,7 +32,7 @@ from trmlab.checkpoints.bundle import (
     read_checkpoint,
     write_checkpoint,
 )
-from trmlab.errors import CheckpointError
+from trmlab.errors import CheckpointError, as_write_os_error
 from trmlab.interop.loading import (
     infer_dims,
     read_step_file,
@@ -47,6 +47,7 @@ from trmlab.interop.research_keys import (
     research_order,
     research_prefix,
 )
+from trmlab.staging import make_parents, remove_created
 
 OFFICIAL_CONFIG_COPY = "official_all_config.yaml"
 OFFICIAL_MODEL_CLASS = "recursive_reasoning.trm@TinyRecursiveReasoningModel_ACTV1"
@@ -240,15 +241,23 @@ def trmlab_to_official(src: str | Path, dst: str | Path, *, use_ema: bool = True
     state = _init_buffers_in_forward_dtype(state, resolved.config.arch.forward_dtype, src)
     step = bundle.manifest.get("step")
     name = f"step_{step if step is not None else 0}"
-    dst.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{dst.name}.", suffix=".tmp", dir=dst.parent))
-    tmp.chmod(0o755)
+    created = make_parents(dst)
+    tmp = None
     try:
+        tmp = Path(tempfile.mkdtemp(prefix=f".{dst.name}.", suffix=".tmp", dir=dst.parent))
+        tmp.chmod(0o755)
         if arch.name == "trm":
-            torch.save(official_state_dict(state, arch), tmp / name)
+            official = official_state_dict(state, arch)
         else:
             layout = (bundle.manifest.get("source") or {}).get("research_layout")
-            torch.save(research_state_dict(state, arch, layout, str(src)), tmp / name)
+            official = research_state_dict(state, arch, layout, str(src))
+        try:
+            torch.save(official, tmp / name)
+        except Exception as error:  # torch's zip writer reports a full disk as a bare RuntimeError
+            cause = as_write_os_error(error, tmp / name)
+            if cause is None or cause is error:
+                raise
+            raise cause from error
         if bundle.has(OFFICIAL_CONFIG_COPY):
             shutil.copyfile(src / OFFICIAL_CONFIG_COPY, tmp / "all_config.yaml")
         else:
@@ -256,7 +265,9 @@ def trmlab_to_official(src: str | Path, dst: str | Path, *, use_ema: bool = True
             (tmp / "all_config.yaml").write_text(yaml.safe_dump(document, sort_keys=True))
         tmp.rename(dst)
     except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
+        if tmp is not None:
+            shutil.rmtree(tmp, ignore_errors=True)
+        remove_created(created)
         raise
     return dst / name
 
