@@ -67,6 +67,7 @@ def official_to_trmlab(src: str | Path, dst: str | Path, *, config: Any = None, 
     from trmlab.models.core import prefix_length
 
     src = Path(src)
+    refuse_inconsistent(src, config, seq_len)
     state, resolved = read_step_file(src, config)
     research = resolved.config.arch.name != "trm"
     prefix_len = prefix_length(resolved.config.arch)
@@ -97,6 +98,18 @@ def official_to_trmlab(src: str | Path, dst: str | Path, *, config: Any = None, 
     if research:
         manifest["source"]["research_layout"] = research_layout(src)
     return write_checkpoint(dst, parts, manifest)
+
+
+def refuse_inconsistent(src: Path, config: Any = None, seq_len: int | None = None) -> None:
+    """Refuse to convert what ``trmlab checkpoint inspect`` flags (a tensor the config does not build...)."""
+    from trmlab.interop.inspect import inspect_checkpoint
+
+    problems = inspect_checkpoint(src, config, seq_len).inconsistencies
+    if problems:
+        more = f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""
+        first = " ".join(problems[0].split())
+        raise CheckpointError(f"{src}: {first}{more}; refusing to convert an inconsistent checkpoint (see "
+                              f"trmlab checkpoint inspect {src})")
 
 
 def research_layout(path: Path) -> dict[str, Any]:
@@ -227,6 +240,7 @@ def trmlab_to_official(src: str | Path, dst: str | Path, *, use_ema: bool = True
     if dst.exists():
         raise CheckpointError(f"{dst} already exists; choose a new output folder")
     bundle = read_checkpoint(src, verify=True)
+    refuse_inconsistent(src)
     resolved = bundle.config()
     arch = resolved.config.arch
     if require_research and arch.name == "trm":

@@ -225,9 +225,13 @@ def _other_weights_file(stored_files: dict[str, Any], checked: str, shapes: dict
     return [f"{MODEL_FILE}: {problem}" for problem in problems if problem not in report.inconsistencies]
 
 
+def _dtype_kind(dtype: str) -> str:
+    return "float" if "float" in dtype else "bool" if dtype == "bool" else "integer"
+
+
 def _dtype_problems(stored_files: dict[str, Any], resolved: Any, report: Inspection, seq_len: int | None
                     ) -> list[str]:
-    """Every stored dtype against the dtype of the same tensor in the model the config builds."""
+    """Every stored dtype of another kind than the same tensor's in the model the config builds."""
     expected = _expected_state(resolved.config, report.inferred, seq_len)
     if isinstance(expected, str):
         return []  # already reported by the shape check
@@ -236,7 +240,9 @@ def _dtype_problems(stored_files: dict[str, Any], resolved: Any, report: Inspect
         for key, (_, dtype) in tensors.items():
             canonical = TABLE_KEY if key == "weights" and name.startswith("puzzle") else key
             want = expected.get(canonical)
-            if want is not None and want[1] != dtype:
+            # Float widths may differ (converted official/research files keep theirs; loading casts), but
+            # an integer or boolean tensor where the model holds floats (or the reverse) cannot be loaded.
+            if want is not None and _dtype_kind(want[1]) != _dtype_kind(dtype):
                 problems.append(f"{name}: {key} is {dtype}, the config builds {want[1]}")
     return problems
 
