@@ -196,7 +196,9 @@ def test_lr_at_every_step_follows_the_official_schedule_over_the_estimate(tmp_pa
 def _dry_run(data: Path, setting: tuple, run_dir: Path, *flags: str) -> list[str]:
     seed, batch, epochs, eval_interval, copies = setting
     interval = "null" if eval_interval is None else str(eval_interval)
-    return ["train", "tiny", f"data_paths=[{','.join([str(data)] * copies)}]", f"run_dir={run_dir}",
+    # The dry run checks what the run checks: evaluating during training on several datasets needs one test set.
+    test = [f"data_paths_test=[{data}]"] if copies > 1 else []
+    return ["train", "tiny", f"data_paths=[{','.join([str(data)] * copies)}]", *test, f"run_dir={run_dir}",
             f"seed={seed}", f"global_batch_size={batch}", f"epochs={epochs}", f"eval_interval={interval}",
             "--dry-run", *flags]
 

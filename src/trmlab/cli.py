@@ -130,7 +130,9 @@ def _dispatch(argv: list[str] | None) -> int:
 
 
 def _fail(message: str, code: int) -> int:
-    print(f"trmlab: error: {message}", file=sys.stderr)
+    # One line (cli.md), also for messages that list several problems on lines of their own.
+    one_line = "; ".join(line.strip() for line in message.splitlines() if line.strip())
+    print(f"trmlab: error: {one_line}", file=sys.stderr)
     return code
 
 

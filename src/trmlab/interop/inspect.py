@@ -190,8 +190,13 @@ def safetensors_shapes(path: Path) -> dict[str, tuple[list[int], str]]:
             if not 0 < size <= path.stat().st_size - 8:
                 raise ValueError("truncated or not a safetensors file")
             header = json.loads(handle.read(size))
+        tensors = {key: info for key, info in header.items() if key != "__metadata__"}
+        end = max((int(info["data_offsets"][1]) for info in tensors.values()), default=0)
+        if end > path.stat().st_size - 8 - size:
+            raise ValueError(f"truncated: its tensors need {end:,} bytes of data, the file holds "
+                             f"{path.stat().st_size - 8 - size:,}")
         shapes = {key: (list(info["shape"]), SAFETENSORS_DTYPES.get(info["dtype"], info["dtype"]))
-                  for key, info in header.items() if key != "__metadata__"}
+                  for key, info in tensors.items()}
     except (OSError, ValueError, KeyError, TypeError, AttributeError, struct.error) as error:
         raise CheckpointError(f"{path}: not a readable safetensors file ({error})") from None
     return shapes

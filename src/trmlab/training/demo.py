@@ -102,19 +102,19 @@ def fresh_run_path(wanted: Path) -> Path:
     return candidate
 
 
-def choose_run_path(wanted: Path, overwrite: bool) -> Path:
-    """Where this demo run goes: a previous run is kept (a fresh name is chosen) unless ``overwrite``."""
+def choose_run_path(wanted: Path, overwrite: bool) -> tuple[Path, str | None]:
+    """(where this demo run goes, what to tell the user about it): a previous run is kept (a fresh name is
+    chosen) unless ``overwrite``. Nothing is written or printed here."""
     if not wanted.exists():
-        return wanted
+        return wanted, None
     if not overwrite:
         chosen = fresh_run_path(wanted)
-        print(f"demo: {wanted} holds an earlier run (kept); this run goes to {chosen} (--overwrite replaces "
-              f"{wanted} instead)", file=sys.stderr)
-        return chosen
+        return chosen, (f"demo: {wanted} holds an earlier run (kept); this run goes to {chosen} (--overwrite "
+                        f"replaces {wanted} instead)")
     if not (wanted / "config.yaml").is_file():
         raise ConfigError(f"out={wanted} exists and is not a trmlab run directory; --overwrite only replaces "
                           f"a run: choose another out=DIR")
-    return wanted
+    return wanted, f"demo: replacing the previous demo run in {wanted} (--overwrite)"
 
 
 def run_demo(overrides: list[str], out: str | None = None, data: str = DEFAULT_DATA,
@@ -132,13 +132,14 @@ def run_demo(overrides: list[str], out: str | None = None, data: str = DEFAULT_D
     started = time.perf_counter()
     _single_thread_unless_asked()
     data_path = Path(data)
-    run_path = choose_run_path(Path(out or DEFAULT_OUT), overwrite)
+    run_path, where = choose_run_path(Path(out or DEFAULT_OUT), overwrite)
     resolved = load_config("demo", [f"data_paths=[{data_path}]", f"run_dir={run_path}", "device=cpu",
                                     *overrides])  # a bad override fails here, before any write
     check_demo_data(data_path)
+    if where:
+        print(where, file=sys.stderr)
     build_demo_data(data_path)
     if run_path.exists():  # only with overwrite, and only a run directory (choose_run_path)
-        print(f"demo: replacing the previous demo run in {run_path} (--overwrite)", file=sys.stderr)
         shutil.rmtree(run_path)
     result = Trainer(resolved).run()
     report = write_report(run_path)

@@ -219,6 +219,9 @@ class RunLock:
                          f"which is gone")
                 self.path.unlink(missing_ok=True)
         except OSError as error:
+            from trmlab.staging import remove_created
+
+            remove_created(self.created)  # a run directory made only for the lock it could not hold
             raise write_failure(f"run_dir {self.path.parent}", error) from error
         raise RunBusyError(f"run_dir {self.path.parent}: could not take its lock {self.path} (other "
                            f"processes keep taking it); try again")
