@@ -1,5 +1,6 @@
-"""The bad-input harness (issue 20, item 3): every file format trmlab reads, fed truncated, garbled, non-UTF-8,
-empty and wrong-typed to every command that reads it, plus read-only and full output locations and SIGTERM.
+"""The bad-input harness (issue 20, item 3): every file format trmlab reads, fed truncated, garbled,
+non-UTF-8, empty and wrong-typed to every command that reads it, plus read-only and full output locations
+and SIGTERM.
 
 Each case asserts what ``../shared/style/cli.md`` promises: exactly one line on stderr starting
 ``trmlab: error:`` (or, for ``checkpoint inspect``'s negative answer, the report on stdout and exit 1), the
@@ -67,7 +68,8 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> World:
     root = tmp_path_factory.mktemp("world")
     arc_small = shared_path("fixtures/official-arc-build/small")
     official = root / "official"
-    shutil.copytree(shared_path("fixtures/official-trm/tiny"), official, ignore=shutil.ignore_patterns("*.npz"))
+    shutil.copytree(shared_path("fixtures/official-trm/tiny"), official,
+                    ignore=shutil.ignore_patterns("*.npz"))
     tiny = write_tiny_dataset(root / "tiny")
     config = tiny_config(tiny, root / "unused", max_steps=4)
     from trmlab.config.loader import config_to_dict
@@ -260,10 +262,12 @@ def _report(here: Here, file: str, mutate: Callable) -> list[str]:
     return ["report", str(run)]
 
 
-for _name, _mutate in {"non-utf8": non_utf8, "garbled-line": lambda p: p.write_text(
-        "{\"step\": 1}\nnot json\n{\"step\": 2}\n"), "wrong-typed-line": write_text("[1, 2]\n{\"step\": 2}\n"),
-        "wrong-typed-step": write_text("{\"step\": \"two\", \"split\": \"train\", \"lr\": 1.0}\n{\"step\": 3}\n")
-        }.items():
+for _name, _mutate in {
+        "non-utf8": non_utf8,
+        "garbled-line": write_text('{"step": 1}\nnot json\n{"step": 2}\n'),
+        "wrong-typed-line": write_text('[1, 2]\n{"step": 2}\n'),
+        "wrong-typed-step": write_text('{"step": "two", "split": "train", "lr": 1.0}\n{"step": 3}\n'),
+}.items():
     case(f"report-metrics.jsonl-{_name}", says="metrics.jsonl")(
         lambda here, m=_mutate: _report(here, "metrics.jsonl", m))
 for _name, _mutate in {"garbled": write_text("config: [unclosed\n  : : :\n"), "non-utf8": non_utf8,
@@ -334,7 +338,8 @@ def _build_arc(here: Here, file: str, mutate: Callable) -> list[str]:
     out = here.tmp / "made" / "for" / "this"
     here.must_not_exist(here.tmp / "made")
     return ["data", "build-arc", "--input-file-prefix", str(inputs / "mini"), "--output-dir", str(out),
-            "--subsets", "training", "evaluation", "--test-set-name", "evaluation", "--num-aug", "2", "--quiet"]
+            "--subsets", "training", "evaluation", "--test-set-name", "evaluation", "--num-aug", "2",
+            "--quiet"]
 
 
 for _name, _mutate in {"truncated": truncate, "garbled": garble, "non-utf8": non_utf8, "empty": empty,
@@ -425,7 +430,8 @@ for _name, _mutate in {"truncated": truncate, "garbled": garble, "non-utf8": non
 
 
 def _wrong_shape(checkpoint: Path, file: str = "model.safetensors") -> None:
-    replace_tensor(checkpoint / file, "core.lm_head.weight", lambda t: torch.zeros(t.shape[0] + 1, t.shape[1]))
+    replace_tensor(checkpoint / file, "core.lm_head.weight",
+                   lambda t: torch.zeros(t.shape[0] + 1, t.shape[1]))
     resign(checkpoint)
 
 
@@ -719,7 +725,8 @@ SIGNAL_POINTS = ("build-arc-staging-created", "build-arc-writing-splits", "train
 
 @pytest.mark.parametrize("point", SIGNAL_POINTS)
 def test_sigterm(point: str, world: World, tmp_path: Path) -> None:
-    """SIGTERM at several points: exit 143, no traceback, nothing partial (training: a checkpoint to resume)."""
+    """SIGTERM at several points: exit 143, no traceback, nothing partial (training: a checkpoint to
+    resume from)."""
     if point.startswith("build-arc"):
         inputs = shutil.copytree(world.arc_input, tmp_path / "input")
         # Enough augmentations that the build is still running when the signal comes.
