@@ -705,9 +705,9 @@ def test_bad_input(bad: Case, world: World, mounts: dict[str, Path], tmp_path: P
 
 
 def _start(argv: list[str], cwd: Path) -> subprocess.Popen:
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in (str(Path(__file__).parents[1] / "src"),
-                                                                   os.environ.get("PYTHONPATH", "")) if p),
-           "OMP_NUM_THREADS": "1"}
+    # The PYTHONPATH given (a worktree's src/ first) is passed through; without one, this checkout's src/.
+    source = os.environ.get("PYTHONPATH") or str(Path(__file__).parents[1] / "src")
+    env = {**os.environ, "PYTHONPATH": source, "OMP_NUM_THREADS": "1"}
     return subprocess.Popen([sys.executable, "-m", "trmlab", *argv], cwd=cwd, env=env, stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True)
 
