@@ -442,6 +442,9 @@ case("inspect-ema-wrong-shape-resigned", code=1, says="core.lm_head.weight")(
 case("inspect-table-wrong-dtype-resigned", code=1, says="puzzle_embedding.safetensors")(
     lambda here: _inspect(here, lambda c: (replace_tensor(c / "puzzle_embedding.safetensors", "weights",
                                                           lambda t: t.to(torch.int32)), resign(c))))
+case("inspect-table-rows-resigned", code=1, says="puzzle identifiers")(
+    lambda here: _inspect(here, lambda c: (replace_tensor(c / "puzzle_embedding.safetensors", "weights",
+                                                          lambda t: t[:-1].clone()), resign(c))))
 case("inspect-model-truncated-resigned", code=1, says="model.safetensors")(
     lambda here: _inspect(here, lambda c: (truncate(c / "model.safetensors"), resign(c))))
 

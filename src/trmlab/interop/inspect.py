@@ -166,6 +166,10 @@ def _inspect_trmlab(path: Path, config: Any, seq_len: int | None) -> Inspection:
     length = seq_len or (manifest.get("model") or {}).get("seq_len")
     report = _report(path, f"trmlab checkpoint (format {manifest.get('format_version')})", shapes,
                      stored_keys, resolved, source, length, notes)
+    rows = (manifest.get("model") or {}).get("num_puzzle_identifiers")
+    if TABLE_KEY in shapes and isinstance(rows, int) and shapes[TABLE_KEY][0][:1] != [rows]:
+        file_problems.append(f"{TABLE_FILE}: weights has {shapes[TABLE_KEY][0][0]} rows but the model was "
+                             f"built for {rows} puzzle identifiers (manifest.json)")
     if resolved is not None:
         report.inconsistencies += _other_weights_file(stored_files, weights, shapes, resolved, report, length)
         report.inconsistencies += _dtype_problems(stored_files, resolved, report, length)
