@@ -12,7 +12,7 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install --quiet --upgrade pip
 	# torch first and pinned: a bare `torch` requirement pulls a multi-GB CUDA build.
 	$(PY) -m pip install --quiet "torch==$(TORCH_VERSION)"
-	$(PY) -m pip install --quiet -e ".[dev,data,viz]"
+	$(PY) -m pip install --quiet -e ".[dev,data,viz,hub]"
 	touch $(STAMP)
 
 demo: $(STAMP)

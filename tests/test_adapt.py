@@ -68,7 +68,7 @@ def test_official_checkpoint_full_mode_end_to_end(official_trm_tiny, tmp_path):
     challenges, solutions = write_tasks(tmp_path / "tasks", max_side=5)
     out = tmp_path / "out"
     code = main(["adapt", str(official_trm_tiny / "step_100"), str(challenges), f"out={out}", "steps=4",
-                 "num_aug=2", "canvas=6", f"solutions={solutions}", "device=cpu", "--no-progress"])
+                 "num_augmentations=2", "canvas=6", f"solutions={solutions}", "device=cpu", "--no-progress"])
     assert code == 0
     submission = json.loads((out / "submission.json").read_text())
     assert list(submission) == list(TASKS)

@@ -454,7 +454,7 @@ def _convert_wrong_shape(here: Here) -> list[str]:
     checkpoint = here.copy(here.world.checkpoint, "step_4")
     _wrong_shape(checkpoint)
     here.must_not_exist(here.tmp / "exported")
-    return ["checkpoint", "convert", str(checkpoint), str(here.tmp / "exported"), "--to", "official"]
+    return ["checkpoint", "convert", str(checkpoint), str(here.tmp / "exported"), "to=official"]
 
 
 # -- official torch pickles and their all_config.yaml -------------------------------------------------------
@@ -580,8 +580,8 @@ def _outputs(kind: str) -> None:
     case(f"{kind}-report", code=3, needs=kind)(lambda here: [
         "report", str(here.world.run), f"out={gone(here, directory / 'report.html')}"])
     case(f"{kind}-convert", code=3, needs=kind)(lambda here: [
-        "checkpoint", "convert", str(here.world.checkpoint), str(gone(here, directory / "exported")), "--to",
-        "official"])
+        "checkpoint", "convert", str(here.world.checkpoint), str(gone(here, directory / "exported")),
+        "to=official"])
     case(f"{kind}-train", code=3, needs=kind)(lambda here: [
         "train", str(here.world.preset), f"data_paths=[{here.world.tiny}]",
         f"run_dir={gone(here, directory / 'run')}", "--no-progress"])

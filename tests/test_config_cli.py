@@ -63,7 +63,7 @@ def test_diff_all_rows_and_json(capsys: Capture) -> None:
     assert code == 1
     rows = _table_rows(out)
     assert rows["arch.H_cycles"] == ["⚠ arch", "3", "3", "✅"] and "description" not in rows
-    code, out, _ = _run(capsys, "config", "diff", "trm-arc1", "trm-arc1-repo-default", "--format", "json")
+    code, out, _ = _run(capsys, "config", "diff", "trm-arc1", "trm-arc1-repo-default", "format=json")
     document = json.loads(out)
     assert code == 1 and document["differ"] is True
     assert document["sources"] == ["trm-arc1", "trm-arc1-repo-default"]
@@ -208,15 +208,15 @@ def test_show_text_lists_values_sources_and_arch_marks(capsys: Capture) -> None:
 def test_show_yaml_round_trips_through_load_resolved(capsys: Capture, tmp_path: Path) -> None:
     extra = tmp_path / "extra.yaml"
     extra.write_text("seed: 5\n")
-    code, out, _ = _run(capsys, "config", "show", "tiny", "ema=false", "--config", str(extra),
-                        "--format", "yaml")
+    code, out, _ = _run(capsys, "config", "show", "tiny", "ema=false", f"config={extra}",
+                        "format=yaml")
     assert code == 0
     path = tmp_path / "config.yaml"
     path.write_text(out)
     loaded = load_resolved(path)
     assert loaded.config == load_config("tiny", ["ema=false"], [extra]).config
     assert loaded.provenance["seed"] == f"file {extra}:1"
-    code, out, _ = _run(capsys, "config", "show", "tiny", "--format", "json")
+    code, out, _ = _run(capsys, "config", "show", "tiny", "format=json")
     assert json.loads(out)["config"]["arch"]["hidden_size"] == 32
 
 
@@ -230,7 +230,8 @@ def test_show_other_sources_with_overrides(capsys: Capture, official_trm_tiny: P
 def test_show_errors_exit_two_with_one_message(capsys: Capture) -> None:
     code, out, err = _run(capsys, "config", "show", "trm-arc1", "arch.halt_exploraton_prob=0.5")
     assert code == 2 and out == ""
-    assert err.startswith("trmlab: error: unknown key 'arch.halt_exploraton_prob' (command line)")
+    assert err.startswith("trmlab: error: trmlab config show: unknown key 'arch.halt_exploraton_prob' "
+                          "(command line): did you mean arch.halt_exploration_prob?")
     assert "Traceback" not in err
 
 

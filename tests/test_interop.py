@@ -263,22 +263,21 @@ def test_inspect_reports_counts_architecture_and_inconsistencies(official_trm_ti
                                                         "arch.puzzle_emb_ndim=32"]))
     assert any("embed_tokens.embedding_weight" in p and "[12, 32]" in p for p in wrong.inconsistencies)
 
-    assert cli_main(["checkpoint", "inspect", str(bare), "--set", "arch.expansion=8"] + [
-        arg for item in FIXTURE_SET for arg in ("--set", item)]) == 1
+    assert cli_main(["checkpoint", "inspect", str(bare), "arch.expansion=8", *FIXTURE_SET]) == 1
     assert "mlp.gate_up_proj.weight" in capsys.readouterr().out
 
 
 def test_cli_convert_both_ways(official_trm_tiny, tmp_path, capsys):
     dst = tmp_path / "ck" / "step_100"
     src = str(official_trm_tiny / "step_100")
-    assert cli_main(["checkpoint", "convert", src, str(dst), "--to", "trmlab"]) == 0
+    assert cli_main(["checkpoint", "convert", src, str(dst), "to=trmlab"]) == 0
     assert cli_main(["checkpoint", "inspect", str(dst)]) == 0
     assert "checksums: every file matches" in capsys.readouterr().out
-    assert cli_main(["checkpoint", "convert", str(dst), str(tmp_path / "off"), "--to", "official"]) == 0
+    assert cli_main(["checkpoint", "convert", str(dst), str(tmp_path / "off"), "to=official"]) == 0
     exported = torch.load(tmp_path / "off" / "step_100", weights_only=True)
     original = torch.load(official_trm_tiny / "step_100", weights_only=True)
     assert list(exported) == list(original) and all(torch.equal(exported[k], original[k]) for k in original)
-    assert cli_main(["checkpoint", "convert", str(dst), str(tmp_path / "off"), "--to", "official"]) == 2
+    assert cli_main(["checkpoint", "convert", str(dst), str(tmp_path / "off"), "to=official"]) == 2
     assert not [p for p in os.listdir(tmp_path) if p.startswith(".")], "temporary output left behind"
 
 
@@ -328,8 +327,7 @@ def test_inspect_reports_a_conflicting_user_config(official_trm_tiny, capsys):
     report = inspect_checkpoint(official_trm_tiny / "step_100", load_config(None, ["arch.L_cycles=6"]))
     assert report.architecture["L_cycles"] == 3
     assert len(report.inconsistencies) == 1 and "| arch.L_cycles |" in report.inconsistencies[0]
-    assert cli_main(["checkpoint", "inspect", str(official_trm_tiny / "step_100"), "--set",
-                     "arch.L_cycles=6"]) == 1
+    assert cli_main(["checkpoint", "inspect", str(official_trm_tiny / "step_100"), "arch.L_cycles=6"]) == 1
 
 
 def test_bfloat16_checkpoint_on_cpu_warns_unless_dtype_is_given(tmp_path):
@@ -361,7 +359,7 @@ def test_a_shape_changing_setting_is_refused_without_suggesting_the_opt_in(offic
 def test_inspect_exits_non_zero_when_a_checksum_fails(official_trm_tiny, tmp_path, capsys):
     dst = tmp_path / "ck" / "step_100"
     src = str(official_trm_tiny / "step_100")
-    assert cli_main(["checkpoint", "convert", src, str(dst), "--to", "trmlab"]) == 0
+    assert cli_main(["checkpoint", "convert", src, str(dst), "to=trmlab"]) == 0
     capsys.readouterr()
     with open(dst / "model.safetensors", "r+b") as f:  # flip one byte of the weights
         f.seek(-1, os.SEEK_END)

@@ -152,3 +152,40 @@ def test_sign_sgd_sums_before_sign():
     (out * torch.tensor([[2.0], [-3.0]])).sum().backward()  # sum -1 → sign -1 (per-row signs would cancel)
     SparseSignSGD(table, lr=0.1, weight_decay=0.0).step()
     assert torch.allclose(table.weights[1], before[1] + 0.1)
+
+
+def test_each_group_decays_by_its_own_weight_decay():
+    # The loop builds AdamATan2 with the config's weight decay as the default and then sets each group's own
+    # (ETRM's encoder gets 0.1x). Two groups with identical parameters and gradients but different decay must
+    # end apart by exactly the decay difference: the moments, and so the atan2 update, are the same bits.
+    lr, wd_decoder, wd_encoder, default_wd = 0.05, 0.4, 0.04, 0.7
+    start = torch.tensor([1.5, -0.75, 2.0, 0.0], dtype=torch.float64)
+    decoder = torch.nn.Parameter(start.clone())
+    encoder = torch.nn.Parameter(start.clone())
+    opt = AdamATan2([{"params": [decoder]}, {"params": [encoder]}], lr=lr, weight_decay=default_wd)
+    opt.param_groups[0]["weight_decay"] = wd_decoder
+    opt.param_groups[1]["weight_decay"] = wd_encoder
+    grad = torch.tensor([0.3, -1.2, 0.0, 0.8], dtype=torch.float64)
+    decoder.grad, encoder.grad = grad.clone(), grad.clone()
+    opt.step()
+
+    # Step 1 (t=1): update = lr/(1-β1) · atan2((1-β1)g, |g|), the same for both groups.
+    update = torch.tensor([lr / 0.1 * math.atan2(0.1 * g, abs(g)) for g in grad.tolist()],
+                          dtype=torch.float64)
+    torch.testing.assert_close(decoder.detach(), start * (1 - lr * wd_decoder) - update, rtol=0, atol=1e-15)
+    torch.testing.assert_close(encoder.detach(), start * (1 - lr * wd_encoder) - update, rtol=0, atol=1e-15)
+    gap = (encoder - decoder).detach()
+    torch.testing.assert_close(gap, start * lr * (wd_decoder - wd_encoder), rtol=0, atol=1e-15)
+    assert gap[0].item() == pytest.approx(1.5 * 0.05 * 0.36, abs=1e-15)  # 0.027: visibly apart
+
+    # Two more steps with a changing gradient: each group follows the hand-written update with its own decay.
+    history = [grad.tolist()]
+    for next_grad in ([0.1, 0.4, -2.0, 0.5], [-0.7, -0.2, 0.5, 0.0]):
+        history.append(next_grad)
+        decoder.grad = torch.tensor(next_grad, dtype=torch.float64)
+        encoder.grad = decoder.grad.clone()
+        opt.step()
+    for param, wd in ((decoder, wd_decoder), (encoder, wd_encoder)):
+        for i, p0 in enumerate(start.tolist()):
+            expected, _, _ = _hand_adam_atan2(p0, [g[i] for g in history], lr, (0.9, 0.95), wd)
+            assert param[i].item() == pytest.approx(expected, abs=1e-12)

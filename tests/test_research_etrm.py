@@ -251,8 +251,8 @@ def test_a_bfloat16_research_checkpoint_loads_and_round_trips(research_small, tm
     model = trmlab.load_checkpoint(folder / "step_0", seq_len=36, dtype=torch.float32)
     assert model.encoder.set_encoder.queries.dtype == torch.float32
     assert model.core.h_init.dtype == torch.bfloat16  # buffers keep their stored dtype
-    assert main(["checkpoint", "convert", str(folder / "step_0"), str(tmp_path / "ck"), "--to", "trmlab",
-                 "--seq-len", "36"]) == 0
+    assert main(["checkpoint", "convert", str(folder / "step_0"), str(tmp_path / "ck"), "to=trmlab",
+                 "seq_len=36"]) == 0
     assert main(["checkpoint", "convert", str(tmp_path / "ck"), str(tmp_path / "back"),
-                 "--to", "research"]) == 0
+                 "to=research"]) == 0
     assert (tmp_path / "back" / "step_0").read_bytes() == (folder / "step_0").read_bytes()

@@ -72,9 +72,9 @@ def test_convert_round_trip_is_byte_identical(case, research_etrm_small, tmp_pat
     source = folder / "step_0"
     seq_len = str(np.load(folder / "vectors.npz")["inputs"].shape[1])
     bundle = tmp_path / "bundle" / "step_0"
-    assert main(["checkpoint", "convert", str(source), str(bundle), "--to", "trmlab",
-                 "--seq-len", seq_len]) == 0
-    assert main(["checkpoint", "convert", str(bundle), str(tmp_path / "back"), "--to", "research"]) == 0
+    assert main(["checkpoint", "convert", str(source), str(bundle), "to=trmlab",
+                 f"seq_len={seq_len}"]) == 0
+    assert main(["checkpoint", "convert", str(bundle), str(tmp_path / "back"), "to=research"]) == 0
     assert filecmp.cmp(source, tmp_path / "back" / "step_0", shallow=False)  # cmp: same bytes
     assert filecmp.cmp(folder / "all_config.yaml", tmp_path / "back" / "all_config.yaml", shallow=False)
     manifest = json.loads((bundle / "manifest.json").read_text())
@@ -90,7 +90,7 @@ def test_a_research_model_trained_in_trmlab_exports_to_the_research_layout(resea
 
     model = trmlab.load_checkpoint(research_etrm_small / "step_0", seq_len=36)
     bundle = save_model_checkpoint(tmp_path / "run" / "step_7", model, config=model.config, step=7)
-    out = main(["checkpoint", "convert", str(bundle), str(tmp_path / "research"), "--to", "official"])
+    out = main(["checkpoint", "convert", str(bundle), str(tmp_path / "research"), "to=official"])
     assert out == 0
     again = trmlab.load_checkpoint(tmp_path / "research" / "step_7", seq_len=36)
     assert again.config.config.arch.encoder_numerics == "research"
@@ -120,7 +120,7 @@ def test_a_trmlab_numerics_etrm_is_not_exported_to_the_research_layout(tmp_path)
 
 
 def test_inspect_maps_research_keys_and_says_what_differs(research_etrm_small, capsys):
-    assert main(["checkpoint", "inspect", str(research_etrm_small / "step_0"), "--seq-len", "36"]) == 0
+    assert main(["checkpoint", "inspect", str(research_etrm_small / "step_0"), "seq_len=36"]) == 0
     out = capsys.readouterr().out
     assert "research torch.save state dict (key prefix '_orig_mod.model.')" in out
     assert "_orig_mod.model.encoder.set_encoder.query_tokens" in out
@@ -132,7 +132,7 @@ def test_inspect_maps_research_keys_and_says_what_differs(research_etrm_small, c
 
 def test_inspect_of_an_etrmtrm_says_training_differs_on_purpose(capsys):
     path = GENERATED / "etrmtrm-recurrent-standard" / "step_0"
-    assert main(["checkpoint", "inspect", str(path), "--seq-len", "16"]) == 0
+    assert main(["checkpoint", "inspect", str(path), "seq_len=16"]) == 0
     out = capsys.readouterr().out
     assert "training differs from the research code on purpose" in out and "detached" in out
 
@@ -181,7 +181,7 @@ def test_eval_scores_a_research_checkpoint_beside_the_research_denominator(resea
                                                                           encoder_dataset, tmp_path, capsys):
     out = tmp_path / "eval"
     assert main(["eval", str(research_etrm_small / "step_0"), str(encoder_dataset), f"out={out}",
-                 "batch_size=4", "device=cpu", "max_tasks=1"]) == 0
+                 "global_batch_size=4", "device=cpu", "max_tasks=1"]) == 0
     printed = capsys.readouterr().out
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["counts"]["tasks"] == 1  # the right denominator: the tasks evaluated

@@ -167,7 +167,7 @@ def test_demo_overwrite_replaces_only_a_run_directory(tmp_path, monkeypatch, cap
 
 
 @pytest.mark.parametrize(("words", "suggestion"), [
-    (["--out", "x"], "did you mean out=x?"), (["--data=y"], "did you mean data=y?"),
+    (["--out", "x"], "did you mean out=?"), (["--data=y"], "did you mean data=?"),
     (["run_dir=z"], "did you mean out=?"), (["data_paths=[z]"], "did you mean data=?")])
 def test_demo_old_spellings_fail_with_a_suggestion(words, suggestion, tmp_path, monkeypatch, capsys):
     monkeypatch.chdir(tmp_path)

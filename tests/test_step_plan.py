@@ -196,7 +196,7 @@ def test_lr_at_every_step_follows_the_official_schedule_over_the_estimate(tmp_pa
 def _dry_run(data: Path, setting: tuple, run_dir: Path, *flags: str) -> list[str]:
     seed, batch, epochs, eval_interval, copies = setting
     interval = "null" if eval_interval is None else str(eval_interval)
-    # The dry run checks what the run checks: evaluating during training on several datasets needs one test set.
+    # The dry run checks what the run checks: evaluating during training on several datasets needs a test set.
     test = [f"data_paths_test=[{data}]"] if copies > 1 else []
     return ["train", "tiny", f"data_paths=[{','.join([str(data)] * copies)}]", *test, f"run_dir={run_dir}",
             f"seed={seed}", f"global_batch_size={batch}", f"epochs={epochs}", f"eval_interval={interval}",
@@ -232,6 +232,38 @@ def test_dry_run_prints_the_plan(official_arc_build_small: Path, tmp_path: Path,
     assert list(tmp_path.iterdir()) == []
     assert main(["train", "tiny", "--json"]) == 2
     assert "--json only goes with --dry-run" in capsys.readouterr().err
+
+
+
+@pytest.mark.parametrize("flags", [(), ("--json",)], ids=["text", "json"])
+def test_dry_run_stops_at_the_estimate_when_it_is_below_the_batches(tmp_path: Path, monkeypatch, capsys,
+                                                                    flags):
+    """Seed 0, batch 4, 12 epochs on the skewed data: the loader yields 32 batches, the official trainer
+    updates 30 times (its estimate), and the plan must say 30 wherever it reports steps."""
+    from trmlab.cli import main
+
+    data = write_skewed_dataset(tmp_path / "skewed")
+    monkeypatch.chdir(tmp_path / "skewed")
+    estimate, counts, _ = OFFICIAL_SKEWED[(0, 4, 12, 4)]
+    assert (estimate, sum(counts)) == (30, 32)
+    words = [*_dry_run(data, (0, 4, 12, 4, 1), tmp_path / "run", *flags), "lr_warmup_steps=5",
+             "lr_min_ratio=0.5"]
+    assert main(words) == 0
+    out = capsys.readouterr().out
+    lr_end = _official_lr(30, 1e-4, 5, 30, 0.5)  # the schedule's own end: the minimum, 5e-5
+    assert lr_end == pytest.approx(5e-5) and _official_lr(32, 1e-4, 5, 30, 0.5) != lr_end
+    if flags:
+        plan = json.loads(out)
+        assert (plan["optimizer_steps"], plan["schedule_steps"], plan["batches"]) == (30, 30, 32)
+        assert plan["batches_per_iteration"] == counts and plan["eval_steps"] == [12, 22, 30]
+        assert plan["checkpoint_steps"] == [12, 22, 30]
+        assert plan["lr"]["at_end"] == pytest.approx(lr_end, rel=1e-12)
+    else:
+        assert ("optimizer steps:       30 (stops at the official estimate; the loader yields 32 batches, "
+                "official estimate 30)") in out
+        assert "evaluation steps:      12, 22, 30" in out and "checkpoint steps:      12, 22, 30" in out
+        assert f"{lr_end:.3g} at the last step" in out
+    assert not (tmp_path / "run").exists()
 
 
 # The released recipes on the full rebuilt datasets (`trmlab data build-arc`, 6.8 and 9.0 GB: not in CI).

@@ -18,6 +18,7 @@ from typing import Any
 
 from trmlab import __version__
 from trmlab.errors import Terminated, TrmlabError
+from trmlab.grammar import Parser, UsageError
 
 # Order = the pipeline: config → data → models/checkpoints → training → evaluation → reports.
 SUBCOMMAND_MODULES = (
@@ -41,7 +42,7 @@ COMMAND_MODULES = {
 
 def build_parser(command: str | None = None) -> argparse.ArgumentParser:
     """The ``trmlab`` parser; with a known ``command``, only the module registering it is imported."""
-    parser = argparse.ArgumentParser(
+    parser = Parser(
         prog="trmlab",
         description="Train, evaluate and transfer Tiny Recursive Models (TRM, ETRM, ETRMTRM) on ARC-AGI.",
         epilog="Run `trmlab <command> --help` for each command. `python -m trmlab` works the same "
@@ -124,14 +125,16 @@ def _dispatch(argv: list[str] | None) -> int:
     parser = build_parser(argv[0] if argv else None)
     args = parser.parse_args(argv)
     if not getattr(args, "func", None):
-        parser.print_help()
-        return 2
+        raise UsageError(f"a command is needed ({', '.join(COMMAND_MODULES)}); run `trmlab --help`")
     return int(args.func(args) or 0)
 
 
 def _fail(message: str, code: int) -> int:
     # One line (cli.md), also for messages that list several problems on lines of their own.
-    one_line = "; ".join(line.strip() for line in message.splitlines() if line.strip())
+    lines = [line.strip() for line in message.splitlines() if line.strip()]
+    one_line = lines[0] if lines else ""
+    for line in lines[1:]:
+        one_line += (" " if one_line.endswith(":") else "; ") + line
     print(f"trmlab: error: {one_line}", file=sys.stderr)
     return code
 

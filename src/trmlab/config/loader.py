@@ -123,7 +123,7 @@ def _read_layer_file(path: Path, label: Any, allow_meta: bool
         if key in PRESET_META_KEYS:
             if not allow_meta:
                 raise ConfigError(f"{label(line)}: 'base:' belongs in a preset file; in an override file "
-                                  "(--config) pass the preset as the first argument instead")
+                                  "(config=FILE.yaml) pass the preset as the first argument instead")
             meta[key] = (construct(loader, value_node, str(path)), line)
             continue
         single = yaml.MappingNode("tag:yaml.org,2002:map", [(_key_node(key, line), value_node)])
@@ -183,7 +183,7 @@ def parse_overrides(items: Iterable[str]) -> list[tuple[str, Any]]:
 
 
 def override_file_layer(path: str | Path) -> list[Entry]:
-    """Entries of an override file (``--config``): nested or dotted keys, no ``base:``."""
+    """Entries of an override file (``config=FILE.yaml``): nested or dotted keys, no ``base:``."""
     _, entries = _read_layer_file(Path(path), lambda line: f"file {path}:{line}", allow_meta=False)
     return entries
 

@@ -11,6 +11,8 @@ from __future__ import annotations
 import argparse
 import importlib
 
+from trmlab.grammar import require_subcommand
+
 # One entry per ``trmlab data`` subcommand, in help order.
 DATA_COMMAND_MODULES = (
     "trmlab.data.cli",            # build-arc (register_data_command below)
@@ -38,7 +40,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                                    help="build, generate and inspect datasets (ARC, Sudoku, Maze, synthetic)",
                                    description="Build and inspect datasets in the official on-disk format.")
     data_subparsers = parser.add_subparsers(dest="data_command", metavar="<data command>")
-    parser.set_defaults(func=lambda _args: parser.print_help() or 2)
+    parser.set_defaults(func=require_subcommand(parser))
     for module_name in DATA_COMMAND_MODULES:
         importlib.import_module(module_name).register_data_command(data_subparsers)
 

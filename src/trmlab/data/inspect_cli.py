@@ -13,7 +13,7 @@ def register_data_command(data_subparsers: argparse._SubParsersAction) -> None:
         "and identifiers per split, the grid-size histogram, and a few examples drawn as text (and as a "
         "PNG).",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    parser.add_argument("directory", metavar="DIR", help="dataset directory (holding train/ and/or test/)")
+    parser.add_argument("directory", metavar="DATA", help="dataset directory (holding train/ and/or test/)")
     parser.add_argument("--examples", type=int, default=2, help="examples drawn per split")
     parser.add_argument("--png", default=None, metavar="OUT.png",
                         help="also draw the examples into this PNG (needs the [viz] extra: matplotlib)")

@@ -124,8 +124,8 @@ def check_options(options: CsvBuildOptions) -> None:
         raise ConfigError("give exactly one of --input-dir DIR (holding train.csv and test.csv) or "
                           "--source hf:REPO")
     if options.source is not None and (not options.source.startswith("hf:") or options.source == "hf:"):
-        raise ConfigError(f"--source {options.source!r}: expected hf:OWNER/NAME (a Hugging Face dataset "
-                          f"repository), or use --input-dir DIR")
+        raise ConfigError(f"--source {options.source!r}: expected hf://datasets/OWNER/NAME[@REVISION] (or "
+                          f"hf:OWNER/NAME; a Hugging Face dataset repository), or use --input-dir DIR")
     if options.subsample_size is not None and options.subsample_size < 1:
         raise ConfigError(f"--subsample-size {options.subsample_size}: must be >= 1")
     if not 0 <= options.seed < 2**32:
@@ -151,7 +151,16 @@ def input_files(options: CsvBuildOptions) -> dict[str, Path]:
                 raise DataError(f"{path}: missing; --input-dir must hold train.csv and test.csv with the "
                                 f"header {','.join(HEADER)}")
         return paths
-    repo = options.source.removeprefix("hf:")
+    if options.source.startswith("hf://"):  # the Hub path form: its revision and folder, its errors
+        from trmlab.interop.hub import parse_hub_path, resolve_path
+
+        folder = parse_hub_path(options.source)
+        if folder.repo_type != "dataset":
+            raise ConfigError(f"--source {options.source}: a dataset repository is written "
+                              "hf://datasets/OWNER/NAME[@REVISION]")
+        return {split: resolve_path(folder.url("/".join(filter(None, (folder.path, f"{split}.csv")))))
+                for split in fmt.SPLITS}
+    repo = options.source.removeprefix("hf:")  # the older alias hf:OWNER/NAME
     download = hub_download_function()
     paths = {}
     for split in fmt.SPLITS:

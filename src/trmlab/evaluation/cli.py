@@ -13,54 +13,46 @@ from pathlib import Path
 from typing import Any
 
 from trmlab.errors import ConfigError
+from trmlab.grammar import Setting, add_settings, boolean, parse_words
 
 
-def boolean(text: str) -> bool:
-    """``true`` / ``false``; anything else is a ValueError (never a silently truthy string)."""
-    if text.lower() in ("true", "false"):
-        return text.lower() == "true"
-    raise ValueError(text)
-
-
-boolean.__name__ = "boolean (true or false)"
-
-EVAL_KEYS = {"out": str, "weights": str, "max_tasks": int, "num_augmentations": int, "batch_size": int,
-             "device": str, "max_demos": int, "pass_ks": str, "votes": int, "compile": boolean}
-SCORE_KEYS = {"out": str, "max_tasks": int, "num_augmentations": int, "pass_ks": str}
-
-
-def parse_settings(words: list[str], allowed: dict[str, type], command: str) -> dict[str, Any]:
-    """``["max_tasks=32", ...]`` → ``{"max_tasks": 32}``; unknown or malformed words are errors."""
-    settings: dict[str, Any] = {}
-    for word in words:
-        key, sep, text = word.partition("=")
-        if not sep or key not in allowed:
-            raise ConfigError(f"trmlab {command}: '{word}' is not a setting; use key=value with key one of "
-                              f"{sorted(allowed)}")
-        if key in settings:
-            raise ConfigError(f"trmlab {command}: '{key}' given twice")
-        try:
-            value = allowed[key](text)
-        except ValueError:
-            raise ConfigError(f"trmlab {command}: {key}={text!r} is not a valid "
-                              f"{allowed[key].__name__}") from None
-        if allowed[key] is int and value < 1:
-            raise ConfigError(f"trmlab {command}: {key} must be at least 1, got {value}")
-        settings[key] = value
-    if "pass_ks" in settings:
-        settings["pass_ks"] = _parse_ks(settings["pass_ks"], command)
-    return settings
-
-
-def _parse_ks(text: str, command: str) -> tuple[int, ...]:
-    try:
-        ks = tuple(int(k) for k in text.strip("[]").split(",") if k.strip())
-    except ValueError:
-        ks = ()
+def positive_ints(text: str) -> tuple[int, ...]:
+    """``1,2,10`` (or ``[1,2,10]``) → ``(1, 2, 10)``; a ValueError unless all are positive integers."""
+    ks = tuple(int(k) for k in text.strip("[]").split(",") if k.strip())
     if not ks or min(ks) < 1:
-        raise ConfigError(f"trmlab {command}: pass_ks={text!r} must be positive integers, "
-                          f"e.g. pass_ks=1,2,10")
+        raise ValueError(text)
     return ks
+
+
+OUT_DIR_HELP = "output directory (created; refused when it exists and is not empty)"
+MAX_TASKS = Setting("max_tasks", "K", "the first K tasks of test_puzzles.json; the denominator is K (default "
+                    "all, whatever the checkpoint's training config said)", int, minimum=1)
+NUM_AUGMENTATIONS = Setting("num_augmentations", "K", "the first K puzzles of each task group, 1 = the "
+                            "original only (default all)", int, minimum=1)
+PASS_KS = Setting("pass_ks", "1,2,5,...", "the K of the pass@K figures (default 1,2,5,10,100,1000)",
+                  positive_ints, kind_name="positive integers, e.g. pass_ks=1,2,10")
+EVAL_SETTINGS = (
+    Setting("out", "DIR", OUT_DIR_HELP + "; default runs/eval-<checkpoint name>-<dataset name>"),
+    Setting("weights", "ema|raw", "trmlab checkpoints keep both (default ema; the raw weights when the run "
+            "had no EMA); an official step_N file holds what its trainer saved: the EMA copy when its config "
+            "has ema: true. metrics.json records the weights, step and checkpoint evaluated",
+            choices=("ema", "raw")),
+    MAX_TASKS, NUM_AUGMENTATIONS,
+    Setting("global_batch_size", "N", "rows per evaluation step over all ranks: under torchrun each of the R "
+            "ranks runs N/R of them (N must be a multiple of R); the last batch shrinks to the rows left. "
+            "Default: the checkpoint config's eval.global_batch_size, else its global_batch_size", int,
+            minimum=1),
+    Setting("device", "cpu|cuda|cuda:N", "default: cuda when available"),
+    Setting("max_demos", "N", "demonstrations per task for encoder models (default: the checkpoint config's)",
+            int, minimum=1),
+    PASS_KS,
+    Setting("votes", "K", "Sudoku / Maze: also vote over K symmetric copies of each input, reported "
+            "separately (default: the checkpoint config's eval.symmetry_votes)", int, minimum=1),
+    Setting("compile", "true|false", "torch.compile the ACT step; worth it on a GPU (default false)",
+            boolean),
+)
+SCORE_SETTINGS = (Setting("out", "DIR", OUT_DIR_HELP + "; default <npz dir>/score"), MAX_TASKS,
+                  NUM_AUGMENTATIONS, PASS_KS)
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -71,23 +63,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         description="Run every selected test puzzle (all augmentations) for halt_max_steps ACT steps, vote "
         "over augmentations and write metrics.json, submission.json, predictions.json and "
         "raw_predictions.npz. Works under torchrun (each rank runs its slice).",
-        epilog="settings: out=DIR (default: runs/eval-<checkpoint name>-<dataset name>), weights=ema|raw "
-        "(trmlab checkpoints keep both; default ema, the raw weights when the run had no EMA; an official "
-        "step_N file holds what its trainer saved: the EMA copy when its config has ema: true; metrics.json "
-        "records the weights, step and checkpoint evaluated), max_tasks=K (first "
-        "K tasks of test_puzzles.json; the denominator is K; default all, whatever the checkpoint's training "
-        "config said), num_augmentations=K (first K puzzles of each task group, 1 = original only; default "
-        "all), batch_size=N (default: the checkpoint config's "
-        "eval.global_batch_size or global_batch_size), device=cpu|cuda|cuda:N (default: cuda when "
-        "available), max_demos=N (encoder models; default: the checkpoint config's), "
-        "pass_ks=1,2,5,10,100,1000, compile=true|false (torch.compile the ACT step; worth it on a GPU, "
-        "default false). Sudoku / Maze datasets (no test_puzzles.json) get exact and token "
-        "accuracy instead (max_tasks=K: the first K test puzzles), and votes=K adds a vote over K symmetric "
-        "copies of each input, reported separately (default: the checkpoint config's eval.symmetry_votes)")
-    ev.add_argument("checkpoint", help="official step_N file or trmlab checkpoint directory")
-    ev.add_argument("data_dir", help="dataset directory (official layout): ARC (with test_puzzles.json), "
-                    "Sudoku or Maze")
-    ev.add_argument("settings", nargs="*", metavar="key=value", help="see below")
+        epilog="Sudoku / Maze datasets (no test_puzzles.json) get exact and token accuracy instead\n"
+        "(max_tasks=K: the first K test puzzles).")
+    ev.add_argument("checkpoint", metavar="CKPT", help="official step_N file or trmlab checkpoint directory "
+                    "(or hf://ORG/REPO[@REVISION]/PATH)")
+    ev.add_argument("data_dir", metavar="DATA", help="dataset directory (official layout): ARC (with "
+                    "test_puzzles.json), Sudoku or Maze (or hf://datasets/ORG/REPO[@REVISION]/PATH)")
+    add_settings(ev, EVAL_SETTINGS)
     ev.add_argument("--no-progress", action="store_true",
                     help="no progress bar (by default one is shown when stderr is a terminal)")
     ev.set_defaults(func=_run_eval)
@@ -96,13 +78,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "score", help="re-vote and re-score raw_predictions.npz without the model",
         description="Vote and score the raw per-augmentation outputs of an evaluation (raw_predictions.npz) "
         "against the dataset they were made on; writes metrics.json, submission.json, predictions.json.",
-        epilog="settings: out=DIR (default: <npz dir>/score), max_tasks=K (first K tasks of "
-        "test_puzzles.json; the denominator is K; default all), num_augmentations=K (first K puzzles of each "
-        "task group, 1 = original only; default all), pass_ks=1,2,5,10,100,1000")
-    sc.add_argument("data_dir", help="ARC dataset directory the predictions were made on")
-    sc.add_argument("raw_predictions", help="raw_predictions.npz (inputs, puzzle_identifiers, preds, "
-                    "q_halt_logits)")
-    sc.add_argument("settings", nargs="*", metavar="key=value", help="see below")
+    )
+    sc.add_argument("data_dir", metavar="DATA", help="ARC dataset directory the predictions were made on")
+    sc.add_argument("raw_predictions", metavar="PREDICTIONS", help="raw_predictions.npz (inputs, "
+                    "puzzle_identifiers, preds, q_halt_logits)")
+    add_settings(sc, SCORE_SETTINGS)
     sc.set_defaults(func=_run_score)
 
 
@@ -112,7 +92,7 @@ def _run_score(args: argparse.Namespace) -> int:
     from trmlab.evaluation.scoring import describe, info_for, result_files, score_raw
     from trmlab.evaluation.testset import load_test_set
 
-    settings = parse_settings(args.settings, SCORE_KEYS, "score")
+    settings, _ = parse_words(args.settings, SCORE_SETTINGS, "trmlab score")
     test_set = load_test_set(args.data_dir)
     raw = load_raw_predictions(args.raw_predictions)
     result = score_raw(test_set, raw, max_tasks=settings.get("max_tasks"),
@@ -146,9 +126,14 @@ def _warn_uncovered(result: Any, settings: dict[str, Any]) -> None:
 def _run_eval(args: argparse.Namespace) -> int:
     from trmlab.evaluation.grid import is_arc_dataset
     from trmlab.evaluation.testset import load_test_set
+    from trmlab.interop.hub import resolve_path
+    from trmlab.interop.releases import check_release_dataset
     from trmlab.training.distributed import setup_distributed, teardown
 
-    settings = parse_settings(args.settings, EVAL_KEYS, "eval")
+    settings, _ = parse_words(args.settings, EVAL_SETTINGS, "trmlab eval")
+    # hf:// paths: the dataset is fetched, and checked against a known release, before its checkpoint is.
+    args.data_dir = str(resolve_path(args.data_dir, progress=_progress(args)))
+    check_release_dataset(args.checkpoint, args.data_dir)
     # Fail on a bad dataset before loading the model.
     arc = is_arc_dataset(args.data_dir)
     test_set = load_test_set(args.data_dir) if arc else _grid_test_set(args.data_dir)
@@ -174,6 +159,7 @@ def _evaluate_checkpoint(args: argparse.Namespace, settings: dict[str, Any], tes
     from trmlab.evaluation.outputs import default_out_dir
     from trmlab.evaluation.runner import evaluate
     from trmlab.evaluation.scoring import describe, describe_research_figures
+    from trmlab.interop.hub import hub_origin, resolve_path
     from trmlab.interop.loading import load_checkpoint
     from trmlab.training.distributed import barrier
 
@@ -181,18 +167,19 @@ def _evaluate_checkpoint(args: argparse.Namespace, settings: dict[str, Any], tes
     requested = settings.get("weights", "ema")
     if requested not in ("ema", "raw"):
         raise ConfigError(f"trmlab eval: weights={requested!r}: choose ema or raw")
-    model = load_checkpoint(args.checkpoint, seq_len=test_set.seq_len, device=device,
-                            use_ema=requested == "ema")
-    evaluated = evaluated_weights(Path(args.checkpoint), model, requested, explicit="weights" in settings)
+    checkpoint = Path(resolve_path(args.checkpoint, progress=_progress(args)))  # hf://: the cached copy
+    model = load_checkpoint(checkpoint, seq_len=test_set.seq_len, device=device, use_ema=requested == "ema")
+    evaluated = evaluated_weights(checkpoint, model, requested, explicit="weights" in settings)
+    if (origin := hub_origin(checkpoint)) is not None:  # metrics.json says which repository and commit
+        evaluated["hub"] = origin
     if settings.get("compile"):
         import torch
 
         model.use_compiled_step(torch.compile(model))
-    _check_dataset_identity(Path(args.checkpoint), test_set.path, model, ctx.is_main)
+    _check_dataset_identity(checkpoint, test_set.path, model, ctx.is_main)
     config = getattr(model, "config", None)
     config = getattr(config, "config", config)  # load_checkpoint attaches a ResolvedConfig
     eval_settings = _eval_settings(settings, config)
-    checkpoint = Path(args.checkpoint)
     # Default under ./runs/, never inside the checkpoint's folder (it may be read-only or pruned by training).
     out = Path(settings["out"]) if "out" in settings else default_out_dir(
         Path("runs"), f"eval-{checkpoint.name}-{Path(args.data_dir).resolve().name}")
@@ -207,7 +194,7 @@ def _evaluate_checkpoint(args: argparse.Namespace, settings: dict[str, Any], tes
     info = {**evaluated, "device": str(device), "global_batch_size": eval_settings.global_batch_size}
     research = config is not None and config.arch.name != "trm" and config.arch.encoder_numerics == "research"
     result = evaluate(model, test_set.path, settings=eval_settings, out_dir=out, info=info,
-                      progress=sys.stderr.isatty() and not args.no_progress, research_figures=research)
+                      progress=_progress(args), research_figures=research)
     if result is not None:  # rank 0
         grid = getattr(test_set, "grid", False)
         print(result.describe() if grid else describe(result.result))
@@ -220,6 +207,10 @@ def _evaluate_checkpoint(args: argparse.Namespace, settings: dict[str, Any], tes
         print(f"wrote {out}/metrics.json, {written}")
     barrier(ctx)  # ranks leave together, after rank 0 has written
     return 0
+
+
+def _progress(args: argparse.Namespace) -> bool:
+    return sys.stderr.isatty() and not args.no_progress
 
 
 def evaluated_weights(checkpoint: Path, model: Any, requested: str, explicit: bool) -> dict[str, Any]:
@@ -280,12 +271,12 @@ def _eval_settings(settings: dict[str, Any], config: Any) -> Any:
     from trmlab.evaluation.arc import DEFAULT_PASS_KS
     from trmlab.evaluation.runner import EvalSettings
 
-    batch = settings.get("batch_size")
+    batch = settings.get("global_batch_size")
     if batch is None and config is not None:
         batch = config.eval.global_batch_size or config.global_batch_size
     if batch is None:
         raise ConfigError("trmlab eval: the checkpoint carries no config to take the batch size from; "
-                          "pass batch_size=N")
+                          "pass global_batch_size=N")
     max_demos = settings.get("max_demos", getattr(config, "max_demos", 10) if config is not None else 10)
     pass_ks = settings.get("pass_ks", tuple(config.eval.pass_ks) if config is not None else DEFAULT_PASS_KS)
     votes = settings.get("votes", config.eval.symmetry_votes if config is not None else 0)

@@ -23,15 +23,17 @@ import math
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import torch
 
 from trmlab.data.build_maze import MAZE_CHARSET
 from trmlab.data.build_sudoku import SUDOKU_BOXES
 from trmlab.errors import ConfigError, DataError
 from trmlab.evaluation.outputs import RawPredictions, json_bytes, write_output_dir
+
+if TYPE_CHECKING:  # torch only where a model runs: `trmlab data inspect` classifies datasets without it
+    import torch
 
 MAZE_PATH_TOKEN = 1 + MAZE_CHARSET.index("o")  # the builder's tokens: "# SGo" → 1..5
 TASK_NAMES = {"sudoku": "Sudoku", "maze": "Maze", "grid": "Grid"}
@@ -158,6 +160,7 @@ class GridEvalResult:
 def _run_inputs(model: torch.nn.Module, inputs: np.ndarray, identifiers: np.ndarray, settings: Any,
                 rank: int, world: int, progress: bool) -> dict[str, np.ndarray] | None:
     """Final-step preds and q_halt logits of every row (file order, on rank 0; None elsewhere)."""
+    import torch
     from tqdm import tqdm
 
     from trmlab.evaluation.runner import _gather_rows, _local_chunks

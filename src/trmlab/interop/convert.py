@@ -33,6 +33,7 @@ from trmlab.checkpoints.bundle import (
     write_checkpoint,
 )
 from trmlab.errors import CheckpointError, as_write_os_error
+from trmlab.interop.hub import hub_origin, resolve_path
 from trmlab.interop.loading import (
     infer_dims,
     read_step_file,
@@ -66,7 +67,7 @@ def official_to_trmlab(src: str | Path, dst: str | Path, *, config: Any = None, 
     """Convert an official ``step_N`` file into a trmlab bundle directory ``dst`` (written atomically)."""
     from trmlab.models.core import prefix_length
 
-    src = Path(src)
+    src = Path(resolve_path(src))  # an hf:// path: fetched through the Hugging Face cache
     refuse_inconsistent(src, config, seq_len)
     state, resolved = read_step_file(src, config)
     research = resolved.config.arch.name != "trm"
@@ -97,6 +98,8 @@ def official_to_trmlab(src: str | Path, dst: str | Path, *, config: Any = None, 
     }
     if research:
         manifest["source"]["research_layout"] = research_layout(src)
+    if (origin := hub_origin(src)) is not None:  # fetched from the Hub: repository and commit
+        manifest["source"]["hub"] = origin
     return write_checkpoint(dst, parts, manifest)
 
 
@@ -234,9 +237,9 @@ def trmlab_to_official(src: str | Path, dst: str | Path, *, use_ema: bool = True
 
     Uses ``ema.safetensors`` when present (the official files hold the EMA weights), unless ``use_ema`` is
     False. H_init/L_init are written in the forward dtype, as the official trainer stores them.
-    ``require_research``: refuse a TRM (``checkpoint convert --to research``).
+    ``require_research``: refuse a TRM (``checkpoint convert to=research``).
     """
-    src, dst = Path(src), Path(dst)
+    src, dst = Path(resolve_path(src)), Path(dst)
     if dst.exists():
         raise CheckpointError(f"{dst} already exists; choose a new output folder")
     bundle = read_checkpoint(src, verify=True)
@@ -244,7 +247,7 @@ def trmlab_to_official(src: str | Path, dst: str | Path, *, use_ema: bool = True
     resolved = bundle.config()
     arch = resolved.config.arch
     if require_research and arch.name == "trm":
-        raise CheckpointError(f"{src} holds a TRM, which has no research-code layout; use --to official")
+        raise CheckpointError(f"{src} holds a TRM, which has no research-code layout; use to=official")
     if arch.name != "trm" and arch.encoder_numerics != "research":
         raise CheckpointError(f"{src} holds a {arch.name} model with trmlab's own encoder numerics; only TRM "
                               "(official layout) and research-numerics ETRM/ETRMTRM (arch.encoder_numerics="

@@ -40,8 +40,9 @@ def _shapes_from_state(state: dict[str, torch.Tensor]) -> dict[str, tuple[list[i
 def inspect_checkpoint(path: str | Path, config: Any = None, seq_len: int | None = None) -> Inspection:
     """Inspect an official ``step_N`` file (with or without all_config.yaml) or a trmlab checkpoint."""
     from trmlab.checkpoints.bundle import is_trmlab_checkpoint
+    from trmlab.interop.hub import resolve_path
 
-    path = Path(path)
+    path = Path(resolve_path(path))  # an hf:// path: fetched through the Hugging Face cache
     if path.is_dir():
         if not is_trmlab_checkpoint(path):
             raise CheckpointError(f"{path} is a directory without manifest.json: not a (complete) trmlab "
@@ -64,9 +65,9 @@ def _inspect_official(path: Path, config: Any, seq_len: int | None) -> Inspectio
         resolved, source = official_config(path), "all_config.yaml beside the file"
         conflicts = _conflicts(resolved, config, path)
     elif config is not None:
-        resolved, source = official_config(path, config), "given with --preset/--set"
+        resolved, source = official_config(path, config), "given with preset= / key=value"
     else:
-        resolved, source = None, "unknown: no all_config.yaml beside the file and no --preset/--set"
+        resolved, source = None, "unknown: no all_config.yaml beside the file and no preset= / key=value"
     if is_research_state(list(raw)):
         return _inspect_research(path, raw, resolved, source, seq_len, notes, conflicts)
     prefix = detect_prefix(list(raw))
@@ -96,8 +97,8 @@ def _inspect_research(path: Path, raw: dict[str, torch.Tensor], resolved: Any, s
     prefix = research_prefix(keys, str(path))
     if resolved is None:
         raise CheckpointError(f"{path} is a research ETRM checkpoint without all_config.yaml beside it: "
-                              "name its architecture (--preset etrm-arc1 --set ...), since the encoder type "
-                              "decides how its keys map")
+                              "name its architecture (preset=etrm-arc1, plus key=value overrides), since the "
+                              "encoder type decides how its keys map")
     resolved = research_config(path, None if source.startswith("all_config") else resolved)
     family = family_of(resolved.config.arch)
     state = strip_research(raw, family, str(path))
@@ -361,7 +362,7 @@ def format_inspection(report: Inspection) -> str:
         lines += [f"  {k}: {v}" for k, v in shown.items()]
     else:
         lines.append("  (none: shapes cannot tell H_cycles, L_cycles, num_heads, halt_max_steps...; pass "
-                     "--preset/--set to check the shapes against a config)")
+                     "preset= / key=value overrides to check the shapes against a config)")
     if report.architecture is None:
         lines += ["", "inconsistencies: not checked (no architecture to check the shapes against)"]
     else:

@@ -289,7 +289,7 @@ def official_config(path: str | Path, config: Any = None) -> Any:
         raise CheckpointError(
             f"{path} has no all_config.yaml beside it, and the architecture cannot be read from the "
             "weights (H_cycles, L_cycles, num_heads, halt_max_steps, ... change no tensor shape). Name it "
-            "explicitly: e.g. `--preset trm-arc1` (plus `--set arch.L_cycles=...`) on the command line, or "
+            "explicitly: e.g. `preset=trm-arc1` (plus `arch.L_cycles=...`) on the command line, or "
             "load_checkpoint(path, config=load_config('trm-arc1')).")
     return config if hasattr(config, "provenance") else _as_resolved(config)
 
@@ -353,7 +353,7 @@ def resolve_seq_len(seq_len: int | None, state: dict[str, torch.Tensor], config:
     if value is None:
         raise CheckpointError(f"{source}: seq_len is not stored in the checkpoint and no dataset of the "
                               "config is on disk; pass seq_len (900 for ARC: "
-                              "load_checkpoint(path, seq_len=900), --seq-len 900)")
+                              "load_checkpoint(path, seq_len=900), seq_len=900 on the command line)")
     return int(value)
 
 
@@ -446,7 +446,7 @@ def load_checkpoint(path: str | Path, *, seq_len: int | None = None, device: Any
 
     Args:
         path: an official file (architecture from the sibling ``all_config.yaml``, or ``config``) or a trmlab
-            ``step_N/`` directory (checksums verified).
+            ``step_N/`` directory (checksums verified); either may be ``hf://ORG/REPO[@REVISION]/PATH``.
         seq_len: grid tokens (official files do not store it; 900 for ARC). Default: the weights' shapes, the
             trmlab manifest, or the config's dataset on disk; otherwise an error.
         device: where to put the model (default: CPU).
@@ -460,19 +460,24 @@ def load_checkpoint(path: str | Path, *, seq_len: int | None = None, device: Any
         The model (``model.config`` = the ResolvedConfig it was built from, ``model.provenance`` = overrides).
     """
     from trmlab.checkpoints.bundle import is_trmlab_checkpoint
+    from trmlab.interop.hub import describe_origin, resolve_path
 
-    path = Path(path)
+    path = Path(resolve_path(path))  # an hf:// path: fetched through the Hugging Face cache
     if path.is_dir():
         if not is_trmlab_checkpoint(path):
             raise CheckpointError(f"{path} is a directory without manifest.json: not a (complete) trmlab "
                                   "checkpoint. Give an official step_N file or a trmlab step_N/ directory.")
-        return load_trmlab_checkpoint(path, seq_len=seq_len, device=device, dtype=dtype, config=config,
-                                      use_ema=use_ema)
-    state, resolved = read_step_file(path, config)
-    prefix_len = _prefix_len(resolved)
-    length = resolve_seq_len(seq_len, state, resolved.config, prefix_len, str(path))
-    model = instantiate(resolved, state, seq_len=length, source=str(path))
-    return _finish(model, device=device, dtype=dtype, source=str(path))
+        model = load_trmlab_checkpoint(path, seq_len=seq_len, device=device, dtype=dtype, config=config,
+                                       use_ema=use_ema)
+    else:
+        state, resolved = read_step_file(path, config)
+        prefix_len = _prefix_len(resolved)
+        length = resolve_seq_len(seq_len, state, resolved.config, prefix_len, str(path))
+        model = instantiate(resolved, state, seq_len=length, source=str(path))
+        model = _finish(model, device=device, dtype=dtype, source=str(path))
+    if (origin := describe_origin(path)) is not None:
+        model.provenance["hub"] = origin  # repository and commit the weights came from
+    return model
 
 
 def _prefix_len(resolved: Any) -> int:

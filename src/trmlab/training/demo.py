@@ -61,35 +61,17 @@ def _train_curve(metrics_path: Path) -> list[tuple[int, float]]:
 
 
 DEFAULT_OUT, DEFAULT_DATA = "runs/demo", "runs/data/demo-arc1"
-DEMO_SETTINGS = ("out", "data")
 # Set by the demo from out=/data= (a second spelling of where to write would be a silent conflict).
 DEMO_OWNED_KEYS = {"run_dir": "out", "data_paths": "data", "data_paths_test": "data", "resume": "out"}
 
 
-def parse_demo_words(words: list[str]) -> tuple[list[str], dict[str, str]]:
-    """(config overrides, demo settings out=/data=) from the command line words."""
-    overrides, settings = [], {}
-    for word in words:
-        key, sep, value = word.partition("=")
-        key = key.strip()
-        if word.startswith("-"):
-            name = word.lstrip("-").split("=", 1)[0]
-            hint = f"; did you mean {name}=DIR?" if name in DEMO_SETTINGS else " (see trmlab demo --help)"
-            raise ConfigError(f"trmlab demo: unknown option {word!r}{hint}")
-        if not sep:
-            raise ConfigError(f"trmlab demo: {word!r} is not key=value (see trmlab demo --help)")
+def refuse_owned_keys(overrides: list[str]) -> None:
+    """The config keys the demo sets from ``out=``/``data=`` are refused as overrides, with the setting."""
+    for word in overrides:
+        key = word.split("=", 1)[0].strip()
         if key in DEMO_OWNED_KEYS:
             raise ConfigError(f"trmlab demo: {key}= is set by the demo; did you mean "
                               f"{DEMO_OWNED_KEYS[key]}=?")
-        if key in DEMO_SETTINGS:
-            if key in settings:
-                raise ConfigError(f"trmlab demo: {key}= given twice")
-            if not value.strip():
-                raise ConfigError(f"trmlab demo: {key}= needs a directory")
-            settings[key] = value.strip()
-        else:
-            overrides.append(word)
-    return overrides, settings
 
 
 def fresh_run_path(wanted: Path) -> Path:

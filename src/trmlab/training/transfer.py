@@ -28,9 +28,13 @@ def _is_bundle(path: Path) -> bool:
 
 def reconcile_init_config(resolved: Any, path: str | Path) -> tuple[Any, str]:
     """(the run's ResolvedConfig with the checkpoint's architecture, the checkpoint's variant name)."""
+    from trmlab.interop.hub import describe_origin, resolve_path
     from trmlab.interop.loading import official_config, reconcile_architecture
 
-    path = Path(path)
+    asked, path = path, Path(resolve_path(path))  # hf://: the cached copy
+    if (origin := describe_origin(path)) is not None:  # the run's provenance names repository and commit
+        resolved = type(resolved)(resolved.config, {**resolved.provenance, "init_from": (
+            f"{resolved.provenance.get('init_from', 'given')} — {asked} fetched as {origin}")})
     if not path.exists():
         raise CheckpointError(f"init_from={path}: no such file or directory")
     if _is_bundle(path):
@@ -77,7 +81,9 @@ def _checkpoint_state(path: Path, arch: Any) -> tuple[dict[str, torch.Tensor], s
 
 def load_init_weights(trainer: Any, path: str | Path) -> dict[str, Any]:
     """Copy the checkpoint's weights into ``trainer.model``; returns a report (also printed on rank 0)."""
-    path = Path(path)
+    from trmlab.interop.hub import resolve_path
+
+    path = Path(resolve_path(path))  # hf://: the cached copy (fetched by reconcile_init_config)
     model, config = trainer.model, trainer.config
     state, fingerprint, source = _checkpoint_state(path, config.arch)
     table = state.pop(TABLE_KEY, None)
