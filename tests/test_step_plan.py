@@ -14,6 +14,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -243,6 +244,8 @@ def test_dry_run_stops_at_the_estimate_when_it_is_below_the_batches(tmp_path: Pa
     from trmlab.cli import main
 
     data = write_skewed_dataset(tmp_path / "skewed")
+    if not (data / "test").exists():  # the dry run opens the evaluation data, as the run does
+        shutil.copytree(data / "train", data / "test")
     monkeypatch.chdir(tmp_path / "skewed")
     estimate, counts, _ = OFFICIAL_SKEWED[(0, 4, 12, 4)]
     assert (estimate, sum(counts)) == (30, 32)

@@ -200,6 +200,9 @@ class RunLock:
         """Take the lock (creating the run directory if needed) or raise RunBusyError naming the holder."""
         from trmlab.staging import make_parents
 
+        if self.path.parent.exists() and not self.path.parent.is_dir():
+            raise ConfigError(f"run_dir {self.path.parent}: exists and is a file, not a directory; choose "
+                              f"another run_dir")
         try:
             if not self.path.parent.is_dir():
                 self.created = make_parents(self.path.parent) or self.path.parent
