@@ -186,27 +186,26 @@ def test_eval_on_a_full_disk_is_one_line_and_leaves_nothing(official_trm_tiny, t
     out = tmp_path / "evals" / "eval"
     assert main(["eval", str(official_trm_tiny / "step_100"), str(tiny_dataset), f"out={out}",
                  "global_batch_size=4", "device=cpu", "max_tasks=1", "num_augmentations=1"]) == 3
-    errors = [line for line in capsys.readouterr().err.splitlines() if line]
+    err = capsys.readouterr().err
+    errors = [line for line in err.splitlines() if line.startswith("trmlab: error:")]  # logs: stderr too
     assert errors == [f"trmlab: error: {out}: cannot write: No space left on device; free some space or "
                       f"write elsewhere; partial output was removed"]
+    assert "Traceback" not in err and err.rstrip("\n").endswith(errors[0])  # the error ends the output
     assert os.listdir(tmp_path / "evals") == []
 
 
-@pytest.mark.parametrize("flag, shown", [([], True), (["--no-progress"], False)])
+@pytest.mark.parametrize("flag, bar", [([], True), (["--no-progress"], False)])
 def test_eval_progress_bar_on_a_terminal_unless_no_progress(official_trm_tiny, tiny_dataset, tmp_path,
-                                                             monkeypatch, flag, shown):
+                                                             monkeypatch, capsys, flag, bar):
+    import re
     import sys
 
-    from trmlab.evaluation import runner
+    from trmlab import progress
 
-    seen, real_evaluate = [], runner.evaluate
-
-    def evaluate(*args, **kwargs):
-        seen.append(kwargs["progress"])
-        return real_evaluate(*args, **kwargs)
-
-    monkeypatch.setattr(runner, "evaluate", evaluate)
+    monkeypatch.setattr(progress, "LINE_INTERVAL_S", 0.0)  # plain lines, when shown, at every batch
     monkeypatch.setattr(sys.stderr, "isatty", lambda: True)
     assert main(["eval", str(official_trm_tiny / "step_100"), str(tiny_dataset), f"out={tmp_path / 'e'}",
                  "global_batch_size=4", "device=cpu", *flag]) == 0
-    assert seen == [shown]
+    err = capsys.readouterr().err
+    assert ("\r" in err) == bar  # a bar redraws in place; --no-progress leaves the plain lines
+    assert bool(re.search(r"^eval: \d+/\d+ batches", err, re.M)) != bar

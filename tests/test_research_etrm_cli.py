@@ -15,14 +15,13 @@ import numpy as np
 import pytest
 import torch
 
+from research_cases import CASES, GENERATED, build_checkpoint
 from trmlab.cli import main
 from trmlab.config.diff import research_drift
 from trmlab.data.build_arc import BuildOptions, build_arc
 from trmlab.errors import CheckpointError
 from trmlab.evaluation.arc import ArcResult
 from trmlab.evaluation.scoring import research_evaluator_figures
-
-GENERATED = Path(__file__).parent / "fixtures" / "etrm-research"
 
 
 @pytest.fixture(autouse=True)
@@ -65,11 +64,10 @@ def encoder_dataset(tmp_path: Path) -> Path:
 # ------------------------------------------------------------------------------------------------ convert
 
 
-@pytest.mark.parametrize("case", ["shared", *sorted(p.name for p in GENERATED.iterdir()
-                                                   if (p / "step_0").is_file())])
+@pytest.mark.parametrize("case", ["shared", *CASES])
 def test_convert_round_trip_is_byte_identical(case, research_etrm_small, tmp_path, capsys):
+    source = research_etrm_small / "step_0" if case == "shared" else build_checkpoint(case, tmp_path / case)
     folder = research_etrm_small if case == "shared" else GENERATED / case
-    source = folder / "step_0"
     seq_len = str(np.load(folder / "vectors.npz")["inputs"].shape[1])
     bundle = tmp_path / "bundle" / "step_0"
     assert main(["checkpoint", "convert", str(source), str(bundle), "to=trmlab",
@@ -130,9 +128,9 @@ def test_inspect_maps_research_keys_and_says_what_differs(research_etrm_small, c
     assert "detached the recurrent encoder" not in out  # an ETRM, not an ETRMTRM
 
 
-def test_inspect_of_an_etrmtrm_says_training_differs_on_purpose(capsys):
-    path = GENERATED / "etrmtrm-recurrent-standard" / "step_0"
-    assert main(["checkpoint", "inspect", str(path), "seq_len=16"]) == 0
+def test_inspect_of_an_etrmtrm_says_training_differs_on_purpose(tmp_path, capsys):
+    path = build_checkpoint("etrmtrm-recurrent-standard", tmp_path / "etrmtrm")
+    assert main(["checkpoint", "inspect", str(path), "seq_len=36"]) == 0
     out = capsys.readouterr().out
     assert "training differs from the research code on purpose" in out and "detached" in out
 

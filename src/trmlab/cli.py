@@ -126,6 +126,12 @@ def _dispatch(argv: list[str] | None) -> int:
     args = parser.parse_args(argv)
     if not getattr(args, "func", None):
         raise UsageError(f"a command is needed ({', '.join(COMMAND_MODULES)}); run `trmlab --help`")
+    from trmlab import progress
+
+    # One progress mode per command (cli.md "Progress and logs"): --no-progress keeps only plain lines,
+    # --quiet (data commands) shows none. Set on every call: tests run many commands in one process.
+    progress.configure(bars=not getattr(args, "no_progress", False),
+                       enabled=not getattr(args, "quiet", False))
     return int(args.func(args) or 0)
 
 

@@ -50,6 +50,7 @@ from trmlab.data.augment import NUM_DIHEDRAL, SEPARATOR, dihedral
 from trmlab.data.legacy_rng import LegacyDraws
 from trmlab.data.sources import ArcTask, load_subsets
 from trmlab.errors import ConfigError, DataError
+from trmlab.progress import Progress
 
 RETRIES_FACTOR = 5  # official: up to 5 * num_aug augmentation trials per task
 _TRANSLATE_TAIL = bytes(range(10, 256))  # bytes.translate table entries beyond the 10 colours (never hit)
@@ -252,23 +253,26 @@ def plan_groups(draws: LegacyDraws, subsets: list[list[ArcTask]], options: Build
     groups: dict[str, list[Group]] = {split: [] for split in fmt.SPLITS}
     test_tasks: list[ArcTask] = []
     skipped: dict[str, list[str]] = {}
-    for name, tasks in zip(options.subsets, subsets):
-        is_test = name == options.test_set_name
-        for index in draws.shuffle_order(len(tasks)):  # the official shuffle of the (id, task) list
-            task = tasks[index]
-            if task.max_side > options.canvas:
-                skipped.setdefault(name, []).append(task.task_id)
-                continue
-            splits, num_demos = route_pairs(task, is_test, options.layout)
-            all_pairs = [pair for pairs in splits.values() for pair in pairs]
-            transforms, maps = augment_task(draws, all_pairs, options.num_aug)
-            if is_test:
-                test_tasks.append(task)
-            for split in splits:
-                groups[split].append(Group(task, splits, num_demos, transforms, maps))
-        note = (f", {len(skipped[name])} skipped (a grid larger than the {options.canvas}x{options.canvas} "
-                f"canvas)") if name in skipped else ""
-        log(f"  {name}: {len(tasks)} tasks{note}")
+    with Progress("augmenting", sum(len(tasks) for tasks in subsets), unit="tasks") as progress:
+        for name, tasks in zip(options.subsets, subsets):
+            is_test = name == options.test_set_name
+            progress.set_status(name)
+            for index in draws.shuffle_order(len(tasks)):  # the official shuffle of the (id, task) list
+                task = tasks[index]
+                progress.update()
+                if task.max_side > options.canvas:
+                    skipped.setdefault(name, []).append(task.task_id)
+                    continue
+                splits, num_demos = route_pairs(task, is_test, options.layout)
+                all_pairs = [pair for pairs in splits.values() for pair in pairs]
+                transforms, maps = augment_task(draws, all_pairs, options.num_aug)
+                if is_test:
+                    test_tasks.append(task)
+                for split in splits:
+                    groups[split].append(Group(task, splits, num_demos, transforms, maps))
+            note = (f", {len(skipped[name])} skipped (a grid larger than the {options.canvas}x"
+                    f"{options.canvas} canvas)") if name in skipped else ""
+            log(f"  {name}: {len(tasks)} tasks{note}")
     return groups, test_tasks, skipped
 
 
@@ -471,7 +475,7 @@ def write_split(draws: LegacyDraws, split_dir: Path, split: str, groups: list[Gr
         example_end, puzzle_end = 0, 0
         scratch_rows = max([BLOCK_ROWS] + [len(g.splits[split]) for g in groups])
         background = _BlockWriter(writers["inputs"], writers["labels"], (2, scratch_rows, size))
-        with background:
+        with background, Progress(f"writing {split}", counts.examples, unit="examples") as progress:
             for group in groups:
                 n = len(group.splits[split])
                 rows, cols = draw_offsets(draws, group, split, options)
@@ -486,6 +490,7 @@ def write_split(draws: LegacyDraws, split_dir: Path, split: str, groups: list[Gr
                     writers["num_demos"].write(np.full(puzzles, group.num_demos[split]))
                 example_end += n * puzzles
                 puzzle_end += puzzles
+                progress.update(n * puzzles)
                 writers["group_indices"].write(np.array([puzzle_end]))
     finally:
         for writer in writers.values():

@@ -12,6 +12,7 @@ import argparse
 import importlib
 
 from trmlab.grammar import require_subcommand
+from trmlab.progress import add_no_progress_flag
 
 # One entry per ``trmlab data`` subcommand, in help order.
 DATA_COMMAND_MODULES = (
@@ -93,6 +94,7 @@ def register_data_command(data_subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--overwrite", action="store_true",
                         help="replace an existing non-empty --output-dir")
     parser.add_argument("--quiet", action="store_true", help="print only errors")
+    add_no_progress_flag(parser)
     parser.set_defaults(func=_run_build_arc)
 
 

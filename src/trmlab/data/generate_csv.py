@@ -25,6 +25,7 @@ from trmlab.data.build_arc import check_output_dir
 from trmlab.data.format import staged_directory
 from trmlab.data.puzzle_csv import HEADER
 from trmlab.errors import ConfigError, DataError
+from trmlab.progress import Progress, add_no_progress_flag
 
 Log = Callable[[str], None]
 
@@ -89,21 +90,24 @@ def draw_disjoint(candidates: Iterator[tuple[PuzzleRow, bytes]], train: int, tes
     splits: list[list[PuzzleRow]] = [[], []]
     counts = DrawCounts()
     in_a_row = 0
-    for wanted, rows in ((train, splits[0]), (test, splits[1])):
-        while len(rows) < wanted:
-            row, key = next(candidates)
-            if key in seen:
-                counts.duplicates += 1
-                in_a_row += 1
-                if in_a_row >= MAX_DUPLICATES_IN_A_ROW:
-                    raise ConfigError(
-                        f"{in_a_row} generated puzzles in a row were copies of earlier ones (up to symmetry) "
-                        f"after {len(seen)} distinct ones, before {train} train + {test} test were found; "
-                        f"ask for fewer puzzles or a larger size / other difficulty")
-                continue
-            in_a_row = 0
-            seen.add(key)
-            rows.append(row)
+    with Progress("generating", train + test, unit="puzzles") as progress:
+        for wanted, rows in ((train, splits[0]), (test, splits[1])):
+            while len(rows) < wanted:
+                row, key = next(candidates)
+                if key in seen:
+                    counts.duplicates += 1
+                    progress.set_status(f"{counts.duplicates} symmetric duplicates skipped")
+                    in_a_row += 1
+                    if in_a_row >= MAX_DUPLICATES_IN_A_ROW:
+                        raise ConfigError(
+                            f"{in_a_row} generated puzzles in a row were copies of earlier ones (up to "
+                            f"symmetry) after {len(seen)} distinct ones, before {train} train + {test} test "
+                            f"were found; ask for fewer puzzles or a larger size / other difficulty")
+                    continue
+                in_a_row = 0
+                seen.add(key)
+                rows.append(row)
+                progress.update()
     counts.train, counts.test = len(splits[0]), len(splits[1])
     return splits[0], splits[1], counts
 
@@ -136,6 +140,7 @@ def add_common_arguments(parser: argparse.ArgumentParser, what: str) -> None:
     parser.add_argument("--test", type=int, required=True, help=f"test {what}")
     parser.add_argument("--seed", type=int, required=True, help="seed of every random draw")
     parser.add_argument("--overwrite", action="store_true", help="replace an existing non-empty --output-dir")
+    add_no_progress_flag(parser)
 
 
 def draw_and_write(output: Path, candidates: Iterator[tuple[PuzzleRow, bytes]], train: int, test: int,

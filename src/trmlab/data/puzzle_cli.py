@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 
+from trmlab.progress import add_no_progress_flag
+
 _INPUT_EPILOG = ("input: --input-dir DIR holds train.csv and test.csv (header source,question,answer,\n"
                  "rating), or --source hf:OWNER/NAME downloads them (optional extra:\n"
                  "pip install 'trmlab[hub]'). --seed S gives the official builder's draws after\n"
@@ -61,6 +63,7 @@ def _add_common_arguments(parser: argparse.ArgumentParser) -> None:
                         help="the official builder's draws after np.random.seed(S)")
     parser.add_argument("--overwrite", action="store_true", help="replace an existing non-empty --output-dir")
     parser.add_argument("--quiet", action="store_true", help="print only errors")
+    add_no_progress_flag(parser)
 
 
 def _common_options(args: argparse.Namespace) -> dict:

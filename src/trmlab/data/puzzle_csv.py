@@ -37,6 +37,7 @@ from trmlab.data import format as fmt
 from trmlab.data.build_arc import NpyStreamWriter, check_output_dir
 from trmlab.data.legacy_rng import LegacyDraws
 from trmlab.errors import ConfigError, DataError
+from trmlab.progress import Progress
 
 HEADER = ["source", "question", "answer", "rating"]
 CHUNK_ROWS = 65536  # CSV rows validated / encoded at a time, at most...
@@ -264,13 +265,15 @@ def eligible_rows(chunk: Chunk, path: Path, min_rating: int | None) -> np.ndarra
 def scan_file(path: Path, puzzle: PuzzleFormat, reference: str, min_rating: int | None) -> int:
     """Validate every row of ``path``; return the number of rows the build uses."""
     count = 0
-    for chunk in read_chunks(path, puzzle.seq_len, reference):
-        problem = puzzle.problem(chunk.questions, chunk.answers)
-        if problem is not None:
-            index, reason = problem
-            raise DataError(f"{path} line {chunk.lines[index]}: {reason}; fix or remove the row")
-        keep = eligible_rows(chunk, path, min_rating)
-        count += len(chunk.lines) if keep is None else int(keep.sum())
+    with Progress(f"checking {path.name}", unit="rows") as progress:
+        for chunk in read_chunks(path, puzzle.seq_len, reference):
+            problem = puzzle.problem(chunk.questions, chunk.answers)
+            if problem is not None:
+                index, reason = problem
+                raise DataError(f"{path} line {chunk.lines[index]}: {reason}; fix or remove the row")
+            keep = eligible_rows(chunk, path, min_rating)
+            count += len(chunk.lines) if keep is None else int(keep.sum())
+            progress.update(len(chunk.lines))
     if count == 0:
         why = f" with rating >= {min_rating} (--min-difficulty)" if min_rating is not None else ""
         raise DataError(f"{path}: no puzzles{why}; the split would be empty")
@@ -294,12 +297,14 @@ def subsampled_rows(rows: Iterator[tuple[np.ndarray, np.ndarray]], total: int, c
     inputs = np.empty((len(chosen), seq_len), np.uint8)
     labels = np.empty((len(chosen), seq_len), np.uint8)
     start = 0
-    for block_inputs, block_labels in rows:
-        where = slot[start:start + len(block_inputs)]
-        keep = where >= 0
-        inputs[where[keep]] = block_inputs[keep]
-        labels[where[keep]] = block_labels[keep]
-        start += len(block_inputs)
+    with Progress("subsampling train", total, unit="rows") as progress:
+        for block_inputs, block_labels in rows:
+            where = slot[start:start + len(block_inputs)]
+            keep = where >= 0
+            inputs[where[keep]] = block_inputs[keep]
+            labels[where[keep]] = block_labels[keep]
+            start += len(block_inputs)
+            progress.update(len(block_inputs))
     yield inputs, labels
 
 
@@ -319,6 +324,8 @@ def write_split(split_dir: Path, rows: Iterator[tuple[np.ndarray, np.ndarray]], 
     dtypes = {**fmt.ARRAY_DTYPES, "inputs": copies.dtype, "labels": copies.dtype}
     writers = {name: NpyStreamWriter(fmt.array_path(split_dir, name), dtypes[name], shapes[name])
                for name in fmt.ARRAY_DTYPES}
+    progress = Progress(f"writing {split_dir.name}", num_puzzles, unit="puzzles",
+                        per_unit=(per_puzzle, "examples"))
     try:
         writers["puzzle_indices"].write(np.zeros(1))
         writers["group_indices"].write(np.zeros(1))
@@ -334,7 +341,10 @@ def write_split(split_dir: Path, rows: Iterator[tuple[np.ndarray, np.ndarray]], 
                 writers["puzzle_identifiers"].write(np.zeros(len(inputs)))
                 writers["group_indices"].write((done + np.arange(1, count + 1)) * per_puzzle)
                 done += count
+                progress.update(count)
+        progress.close()
     finally:
+        progress.close(finished=False)
         for writer in writers.values():
             writer.file.close()
     for writer in writers.values():

@@ -65,6 +65,7 @@ from trmlab.data.format import (
     write_json,
 )
 from trmlab.errors import ConfigError, DataError
+from trmlab.progress import add_no_progress_flag
 
 Grid = np.ndarray
 FAMILIES = ("colour_permutation", "dihedral", "translation", "gravity", "recolour_by_size", "composition")
@@ -752,6 +753,7 @@ def register_data_command(data_subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--num-aug", type=int, default=0,
                         help="augmented copies per task (dihedral + colour permutation, as in ARC)")
     parser.add_argument("--overwrite", action="store_true", help="replace an existing non-empty --output-dir")
+    add_no_progress_flag(parser)
     parser.set_defaults(func=_run)
 
 

@@ -20,6 +20,7 @@ import numpy as np
 from trmlab.errors import DataError
 from trmlab.evaluation.grids import crop_grid, grid_hash, inverse_augmentation, parse_identifier
 from trmlab.evaluation.testset import ArcTestSet
+from trmlab.progress import Progress
 
 DEFAULT_PASS_KS = (1, 2, 5, 10, 100, 1000)
 # What a submission holds for a test input that received no votes (the official file skipped the entry and
@@ -152,22 +153,27 @@ class ArcScorer:
         if not (len(inputs) == len(preds) == len(identifiers) == len(q)):
             raise DataError(f"prediction arrays disagree on the row count: inputs {len(inputs)}, preds "
                             f"{len(preds)}, puzzle_identifiers {len(identifiers)}, q_halt_logits {len(q)}")
-        for row, identifier in enumerate(identifiers.tolist()):
-            if identifier == 0:
-                continue
-            task, transform, mapping = self._augmentation(identifier)
-            if task not in self._wanted:
-                raise DataError(f"row {row}: task {task} (identifier {identifier}) is not among the tasks "
-                                f"selected for this evaluation; filter rows before voting")
-            input_hash = grid_hash(inverse_augmentation(crop_grid(inputs[row]), transform, mapping))
-            pred = inverse_augmentation(crop_grid(preds[row]), transform, mapping)
-            pred_hash = grid_hash(pred)
-            self._grids.setdefault(pred_hash, pred)
-            by_input = self._votes.setdefault(task, {}).setdefault(input_hash, {})
-            stats = by_input.setdefault(pred_hash, [0, 0.0])
-            stats[0] += 1
-            stats[1] += float(q[row])
-            self._rows += 1
+        with Progress("voting", len(identifiers), unit="rows") as progress:  # ~10^5 rows: tens of seconds
+            for row, identifier in enumerate(identifiers.tolist()):
+                progress.update()
+                if identifier != 0:
+                    self._vote(row, identifier, inputs[row], preds[row], float(q[row]))
+
+    def _vote(self, row: int, identifier: int, inputs: np.ndarray, preds: np.ndarray, q: float) -> None:
+        """One row's vote: its de-augmented prediction for its de-augmented test input."""
+        task, transform, mapping = self._augmentation(identifier)
+        if task not in self._wanted:
+            raise DataError(f"row {row}: task {task} (identifier {identifier}) is not among the tasks "
+                            f"selected for this evaluation; filter rows before voting")
+        input_hash = grid_hash(inverse_augmentation(crop_grid(inputs), transform, mapping))
+        pred = inverse_augmentation(crop_grid(preds), transform, mapping)
+        pred_hash = grid_hash(pred)
+        self._grids.setdefault(pred_hash, pred)
+        by_input = self._votes.setdefault(task, {}).setdefault(input_hash, {})
+        stats = by_input.setdefault(pred_hash, [0, 0.0])
+        stats[0] += 1
+        stats[1] += q
+        self._rows += 1
 
     def _rank(self, task: str, input_hash: str) -> list[Candidate]:
         table = self._votes.get(task, {}).get(input_hash, {})

@@ -14,6 +14,7 @@ from typing import Any
 
 from trmlab.errors import ConfigError
 from trmlab.grammar import Setting, add_settings, boolean, parse_words
+from trmlab.progress import add_no_progress_flag
 
 
 def positive_ints(text: str) -> tuple[int, ...]:
@@ -70,8 +71,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     ev.add_argument("data_dir", metavar="DATA", help="dataset directory (official layout): ARC (with "
                     "test_puzzles.json), Sudoku or Maze (or hf://datasets/ORG/REPO[@REVISION]/PATH)")
     add_settings(ev, EVAL_SETTINGS)
-    ev.add_argument("--no-progress", action="store_true",
-                    help="no progress bar (by default one is shown when stderr is a terminal)")
+    add_no_progress_flag(ev)
     ev.set_defaults(func=_run_eval)
 
     sc = subparsers.add_parser(
@@ -189,12 +189,12 @@ def _evaluate_checkpoint(args: argparse.Namespace, settings: dict[str, Any], tes
         print(f"evaluating {checkpoint} on {test_set.path} ({device}, {ctx.world_size} rank(s), global batch "
               f"{eval_settings.global_batch_size}, max_tasks={eval_settings.max_tasks}, "
               f"num_augmentations={eval_settings.num_augmentations}); {evaluated['weights']} weights, step "
-              f"{evaluated['step']}")
+              f"{evaluated['step']}", file=sys.stderr, flush=True)  # a log line: results alone go to stdout
     started = time.perf_counter()
     info = {**evaluated, "device": str(device), "global_batch_size": eval_settings.global_batch_size}
     research = config is not None and config.arch.name != "trm" and config.arch.encoder_numerics == "research"
     result = evaluate(model, test_set.path, settings=eval_settings, out_dir=out, info=info,
-                      progress=_progress(args), research_figures=research)
+                      progress=True, research_figures=research)
     if result is not None:  # rank 0
         grid = getattr(test_set, "grid", False)
         print(result.describe() if grid else describe(result.result))

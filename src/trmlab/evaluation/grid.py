@@ -31,6 +31,7 @@ from trmlab.data.build_maze import MAZE_CHARSET
 from trmlab.data.build_sudoku import SUDOKU_BOXES
 from trmlab.errors import ConfigError, DataError
 from trmlab.evaluation.outputs import RawPredictions, json_bytes, write_output_dir
+from trmlab.progress import Progress
 
 if TYPE_CHECKING:  # torch only where a model runs: `trmlab data inspect` classifies datasets without it
     import torch
@@ -158,18 +159,15 @@ class GridEvalResult:
 
 
 def _run_inputs(model: torch.nn.Module, inputs: np.ndarray, identifiers: np.ndarray, settings: Any,
-                rank: int, world: int, progress: bool) -> dict[str, np.ndarray] | None:
+                rank: int, world: int, progress: Progress) -> dict[str, np.ndarray] | None:
     """Final-step preds and q_halt logits of every row (file order, on rank 0; None elsewhere)."""
     import torch
-    from tqdm import tqdm
 
     from trmlab.evaluation.runner import _gather_rows, _local_chunks
 
     device = next(model.parameters()).device
     out: dict[str, list[np.ndarray]] = {"position": [], "preds": [], "q_halt_logits": []}
-    batches = -(-len(inputs) // settings.global_batch_size)
-    for positions in tqdm(_local_chunks(len(inputs), settings, rank, world), total=batches,
-                          disable=not progress or rank != 0, unit="batch", desc="eval", dynamic_ncols=True):
+    for positions in _local_chunks(len(inputs), settings, rank, world):
         real = positions >= 0
         safe = np.where(real, positions, 0)
         with torch.no_grad():
@@ -178,6 +176,7 @@ def _run_inputs(model: torch.nn.Module, inputs: np.ndarray, identifiers: np.ndar
         out["position"].append(positions[real])
         out["preds"].append(steps[-1]["preds"].cpu().numpy()[real].astype(np.uint8))
         out["q_halt_logits"].append(steps[-1]["q_halt_logits"].float().cpu().numpy()[real])
+        progress.update()
     local = {k: np.concatenate(v) if v else np.zeros((0,), np.int64) for k, v in out.items()}
     return _gather_rows(local, rank, world)
 
@@ -205,8 +204,10 @@ def evaluate_grid(model: torch.nn.Module, dataset: Any, settings: Any, *, votes:
     identifiers = dataset.puzzle_identifiers[puzzles]
     symmetries = _symmetries(task, dataset, votes)
     started = time.perf_counter()
-    runs = [_run_inputs(model, s.apply(inputs), identifiers, settings, rank, world, progress)
-            for s in symmetries]
+    batches = -(-len(inputs) // settings.global_batch_size) * len(symmetries)
+    with Progress("eval", batches, unit="batches", enabled=progress and rank == 0) as shown:
+        runs = [_run_inputs(model, s.apply(inputs), identifiers, settings, rank, world, shown)
+                for s in symmetries]
     seconds = time.perf_counter() - started
     if rank != 0:
         return None

@@ -133,18 +133,16 @@ def _run_rows(model: torch.nn.Module, dataset: Any, examples: np.ndarray, puzzle
 
     ``diagnostics`` (a DiagnosticsAccumulator) sees every batch's last step; TRM steps carry no context.
     """
-    from tqdm import tqdm
-
     from trmlab.data.dataset import collate_items  # the loader's collation (demos for the encoder layout)
     from trmlab.models.act import answer_step
+    from trmlab.progress import track
 
     device = next(model.parameters()).device
     # Inputs are not collected: rank 0 reads them from the dataset, so the gather moves only the outputs.
     out: dict[str, list[np.ndarray]] = {"position": [], "preds": [], "q_halt_logits": []}
     batches = -(-len(examples) // settings.global_batch_size)
     chunks = _local_chunks(len(examples), settings, rank, world)
-    for positions in tqdm(chunks, total=batches, disable=not progress or rank != 0, unit="batch",
-                          desc="eval", dynamic_ncols=True):
+    for positions in track(chunks, "eval", batches, unit="batches", enabled=progress and rank == 0):
         real = positions >= 0
         safe = np.where(real, positions, 0)
         batch = collate_items(dataset, np.where(real, examples[safe], -1), np.where(real, puzzles[safe], 0),
@@ -191,7 +189,8 @@ def evaluate(model: torch.nn.Module, data: Any, *, config: Any = None, settings:
     Pass ``config`` (a Config: eval.* and global_batch_size are used) or explicit ``settings``. Every call
     starts a fresh vote store. With ``out_dir`` the eval directory is written atomically (rank 0; ``replace``
     swaps out an existing one instead of refusing it). Returns the result on rank 0 and None on other ranks.
-    The model's train/eval mode is left as it was. ``progress`` shows a progress bar over batches on rank 0.
+    The model's train/eval mode is left as it was. ``progress`` shows progress over batches on rank 0 (a
+    bar on a terminal, plain lines in a log: trmlab.progress).
     ``research_figures`` also records (metrics.json ``research_evaluator``) what the ETRM research
     evaluator's denominator would have made of the scores.
     """

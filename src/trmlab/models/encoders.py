@@ -243,15 +243,23 @@ def full_canvas_demos(demo_inputs: Tensor, demo_labels: Tensor, demo_mask: Tenso
 
 
 def research_canvas_demos(demo_inputs: Tensor, demo_labels: Tensor, demo_mask: Tensor) -> PackedDemos:
-    """The real demos at full canvas in the research code's layout: 2·S tokens at RoPE positions 0..2·S−1
-    (the output grid offset by S), ``rank`` = the demo's own slot. Padded slots are not encoded (the research
-    code encodes and then zeroes them: the same result for every real demo)."""
+    """Every demo slot at full canvas in the research code's layout: B·K sequences of 2·S tokens at RoPE
+    positions 0..2·S−1 (the output grid offset by S), in slot order, padded slots included.
+
+    The padded slots are encoded because the research code encodes them (and zeroes their vectors only
+    afterwards, as :func:`encode_demo_grids` does). Encoding only the real demos gives the same numbers in
+    exact arithmetic but not in floating point: a matmul's rounding may depend on how many rows it multiplies
+    (the BLAS kernel's row blocking). With MKL's reproducible path (``MKL_CBWR=COMPATIBLE``) a real demo's
+    state moved by up to 1.4e-6 when its batch lacked the padded slots, and a decoder at the research init's
+    weight scale amplifies a context difference about tenfold per ACT step: 2.3e-4 in the logits by step 3,
+    or, in issue 21's report, 0.061. With the research code's batch every matmul gets its operands."""
     _check_demo_batch(demo_inputs, demo_labels, demo_mask)
-    sample, slot = demo_mask.nonzero(as_tuple=True)
-    inputs, outputs = demo_inputs[sample, slot], demo_labels[sample, slot]
+    batch, slots, seq_len = demo_inputs.shape
+    inputs, outputs = demo_inputs.reshape(-1, seq_len), demo_labels.reshape(-1, seq_len)
     real = torch.cat((inputs != PAD_ID, outputs != PAD_ID), dim=1)
-    positions = torch.arange(real.shape[1], device=demo_inputs.device).expand(len(sample), -1)
-    return PackedDemos(inputs, outputs, positions, real, sample, slot)
+    positions = torch.arange(2 * seq_len, device=demo_inputs.device).expand(batch * slots, -1)
+    every = torch.arange(batch * slots, device=demo_inputs.device)
+    return PackedDemos(inputs, outputs, positions, real, every // slots, every % slots)
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -377,13 +385,15 @@ def encode_demo_grids(grid: GridEncoder, demo_inputs: Tensor, demo_labels: Tenso
 
     Packed: only the real demos are encoded, then placed in the first slots of their row (K' = ``slots``, or
     the batch's largest demo count). Naive (``packing=False``): every slot at full canvas, K' = max_demos.
-    A research grid encoder: the real demos at full canvas, each left in its own slot (K' = max_demos).
+    A research grid encoder: every slot at full canvas in the research layout, padded slots zeroed after
+    encoding (K' = max_demos).
     """
     batch = demo_mask.shape[0]
-    if grid.research:
-        demos = research_canvas_demos(demo_inputs, demo_labels, demo_mask)
-        slots = demo_mask.shape[1]
-    elif not packing:
+    if grid.research:  # every slot encoded (see research_canvas_demos), padded ones zeroed afterwards
+        vectors = grid(research_canvas_demos(demo_inputs, demo_labels, demo_mask), dtype)
+        vectors = vectors.view(*demo_mask.shape, grid.hidden)
+        return torch.where(demo_mask[..., None], vectors, torch.zeros_like(vectors)), demo_mask
+    if not packing:
         vectors = grid(full_canvas_demos(demo_inputs, demo_labels, demo_mask), dtype)
         return vectors.view(*demo_mask.shape, grid.hidden), demo_mask
     else:

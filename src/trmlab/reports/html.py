@@ -2,17 +2,16 @@
 
 A run directory has ``config.yaml``, ``metrics.jsonl`` and ``eval/step_<N>/`` subdirectories; an eval
 directory has ``metrics.json`` and ``predictions.json`` (written by ``trmlab eval`` / ``trmlab score`` /
-training). The page shows the metrics, learning curves (PNG via matplotlib when installed; skipped with a note
-otherwise) and, for the newest evaluation, every task: demonstration pairs, test inputs, targets and top
-predictions in the ARC palette, solved/unsolved marked. Demos and targets come from the dataset recorded in
-``metrics.json``. Everything is inlined (base64 PNG), so the file can be mailed or archived on its own.
+training). The page shows the metrics, the curves grouped by kind (inline SVG with labelled axes:
+``trmlab.reports.charts``) and, for the newest evaluation, every task: demonstration pairs, test inputs,
+targets and top predictions in the ARC palette, solved/unsolved marked, with a legend for the colours. Demos
+and targets come from the dataset recorded in ``metrics.json``. Everything is inlined (SVG, base64 PNG), so
+the file can be mailed or archived on its own.
 """
 
 from __future__ import annotations
 
-import base64
 import html
-import io
 import json
 import os
 import re
@@ -25,8 +24,10 @@ from typing import Any
 import yaml
 
 from trmlab.errors import ConfigError, DataError, not_utf8
-from trmlab.reports.png import grid_data_uri
-from trmlab.reports.puzzles import GRID_TASKS, puzzle_section
+from trmlab.progress import track
+from trmlab.reports.charts import curves_section
+from trmlab.reports.png import ARC_PALETTE, grid_data_uri
+from trmlab.reports.puzzles import GRID_TASKS, legend, puzzle_section, swatch
 
 SOLVED_MARK = "✔ solved"
 UNSOLVED_MARK = "✘ unsolved"
@@ -171,73 +172,6 @@ def _metrics_table(metrics: dict[str, Any]) -> str:
             f"<table><caption>settings</caption>{settings}</table></div>")
 
 
-FIRST_CURVES = ("train/lm_loss", "train/accuracy", "train/exact_accuracy", "train/q_halt_accuracy")
-
-
-def _collect_series(lines: list[dict[str, Any]]) -> dict[str, tuple[list[float], list[float]]]:
-    """metric name → (steps, values) over the metrics.jsonl records (keys prefixed with their split)."""
-    series: dict[str, tuple[list[float], list[float]]] = {}
-    for record in lines:
-        split = record.get("split", "train")
-        for key, value in record.items():
-            numeric = isinstance(value, int | float) and not isinstance(value, bool)
-            if key in ("step", "epoch", "split") or not numeric or "step" not in record:
-                continue
-            name = key if key.startswith(("ARC/", f"{split}/")) else f"{split}/{key}"
-            xs, ys = series.setdefault(name, ([], []))
-            xs.append(record["step"])
-            ys.append(float(value))
-    return series
-
-
-def _pass_k(name: str) -> int:
-    return int(name.rsplit("@", 1)[1]) if name.rsplit("@", 1)[-1].isdigit() else 0
-
-
-def _curves(lines: list[dict[str, Any]]) -> str:
-    """Learning curves as one inline PNG (matplotlib Agg, imported lazily): all ARC/pass@K in one panel, then
-    the main train metrics, then the rest; metrics that never changed are listed instead of plotted."""
-    if not lines:
-        return "<p>No metrics.jsonl lines yet.</p>"
-    try:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
-        return ("<p class=note>matplotlib is not installed: learning curves skipped "
-                "(<code>pip install 'trmlab[viz]'</code>).</p>")
-    series = _collect_series(lines)
-    arc = sorted((n for n in series if n.startswith("ARC/")), key=_pass_k)
-    constant = sorted(n for n in series
-                      if n not in arc and len(series[n][1]) > 1 and len(set(series[n][1])) == 1)
-    rest = [n for n in series if n not in arc and n not in constant]
-    panels: list[list[str]] = ([arc] if arc else []) + [[n] for n in FIRST_CURVES if n in rest] + [
-        [n] for n in sorted(rest) if n not in FIRST_CURVES]
-    columns = 3
-    rows = max(1, -(-len(panels) // columns))
-    figure, axes = plt.subplots(rows, columns, figsize=(4 * columns, 2.6 * rows), squeeze=False)
-    for axis, names in zip(axes.flat, panels):
-        for name in names:
-            xs, ys = series[name]
-            axis.plot(xs, ys, marker="o" if len(xs) < 30 else None, markersize=3, label=name.split("/")[-1])
-        axis.set_title("ARC/pass@K (eval)" if names is arc else names[0], fontsize=9)
-        if len(names) > 1:
-            axis.legend(fontsize=6)
-        axis.tick_params(labelsize=7)
-        axis.grid(alpha=0.3)
-    for axis in list(axes.flat)[len(panels):]:
-        axis.axis("off")
-    figure.tight_layout()
-    buffer = io.BytesIO()
-    figure.savefig(buffer, format="png", dpi=80)
-    plt.close(figure)
-    uri = "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode()
-    flat = "".join(f"<code>{html.escape(n)}={series[n][1][0]:g}</code> " for n in constant)
-    note = f"<p class=note>constant over the run: {flat}</p>" if constant else ""
-    return f'<img class="curves" src="{uri}" alt="learning curves">{note}'
-
-
 def _eval_history(evals: list[EvalDir]) -> str:
     if not evals:
         return "<p>No evaluations yet.</p>"
@@ -316,7 +250,7 @@ def _tasks(evaluation: EvalDir, max_tasks: int | None, top: int) -> str:
     per_task = evaluation.metrics.get("tasks", {})
     ids = list(evaluation.predictions)[:max_tasks] if max_tasks else list(evaluation.predictions)
     sections, index = [], []
-    for task_id in ids:
+    for task_id in track(ids, "drawing tasks", unit="tasks"):  # 400 tasks of PNG grids: seconds
         puzzle = puzzles.get(task_id) if puzzles is not None else None
         section, solved = _task_section(task_id, evaluation.predictions[task_id], puzzle,
                                         per_task.get(task_id), top)
@@ -329,10 +263,23 @@ def _tasks(evaluation: EvalDir, max_tasks: int | None, top: int) -> str:
     shown = f"{len(ids)} of {total} tasks shown" if len(ids) < total else f"{len(ids)} tasks"
     head = (f"<p>{shown}; {solved_count} solved (every test input right within {HEADLINE_K} attempts). "
             f"{html.escape(note)}</p>")
-    return head + f'<nav class="index">{" ".join(index)}</nav>' + "".join(sections)
+    return head + arc_legend() + f'<nav class="index">{" ".join(index)}</nav>' + "".join(sections)
 
 
-STYLE = """
+def arc_legend() -> str:
+    """What the frames around the ARC pictures mean, and the palette's colour numbers."""
+    frames = [(swatch("#fff", "", f"outline:3px {FRAMES['target']}"), "the target"),
+              (swatch("#fff", "", f"outline:3px {FRAMES['right']}"),
+               f"a prediction equal to the target ({SOLVED_MARK[0]})"),
+              (swatch("#fff", "", f"outline:3px {FRAMES['wrong']}"),
+               f"a wrong prediction ({UNSOLVED_MARK[0]})")]
+    colours = [(swatch(f"#{r:02x}{g:02x}{b:02x}", "", ""), str(number))
+               for number, (r, g, b) in enumerate(ARC_PALETTE.tolist())]
+    return legend(frames, "frames") + legend(colours, "ARC colours 0-9")
+
+
+FRAMES = {"target": "solid #888", "right": "solid #2a2", "wrong": "dashed #c33"}  # ARC pictures' frames
+STYLE = "".join(f"figure.{kind} img{{outline:3px {line}}}" for kind, line in FRAMES.items()) + """
 body{font-family:system-ui,sans-serif;margin:1.5em;color:#222;max-width:1400px}
 h1{font-size:1.4em} h2{border-bottom:1px solid #ccc;margin-top:1.6em} h3{margin:.3em 0}
 table{border-collapse:collapse;margin:.4em 1em .4em 0;font-size:.9em;vertical-align:top}
@@ -345,11 +292,24 @@ td,th{border:1px solid #ddd;padding:.15em .5em;text-align:left} caption{font-wei
 .row p{flex-basis:100%;margin:.2em 0;font-size:.85em;color:#555}
 .pair{display:flex;gap:.2em;padding:.2em;background:#f4f4f4}
 figure{margin:0;text-align:center} figcaption{font-size:.75em}
-figure.right img{outline:3px solid #2a2} figure.target img{outline:3px solid #888}
 .empty{width:60px;height:40px;display:flex;align-items:center;justify-content:center;font-size:.7em;
  background:#eee}
 .index a{margin-right:.6em;text-decoration:none;font-family:monospace} .note{color:#a60}
-img.curves{max-width:100%} pre{background:#f6f6f6;padding:.5em;overflow:auto;max-height:30em}
+pre{background:#f6f6f6;padding:.5em;overflow:auto;max-height:30em}
+.groups{display:flex;flex-wrap:wrap;gap:0 2em;align-items:flex-start}
+.group{margin:.6em 0 1em} .panels{display:flex;flex-wrap:wrap;gap:.8em;align-items:flex-start}
+figure.chart{border:1px solid #e4e4e4;padding:.2em;background:#fff}
+svg.chart{display:block;font-family:system-ui,sans-serif}
+svg.chart .chart-title{font-size:11px;font-weight:600;fill:#222} svg.chart .tick{font-size:9px;fill:#555}
+svg.chart .axis-label{font-size:10px;fill:#333} svg.chart .axis,svg.chart .tickmark{stroke:#555;fill:none}
+svg.chart .gridline{stroke:#eee} svg.chart .series{stroke:#1f5fa8;stroke-width:1.6;fill:none}
+svg.chart .point{fill:#1f5fa8} .axes-note{font-size:.85em;color:#555}
+table.values td.value{font-family:monospace;text-align:right}
+.legend{display:flex;flex-wrap:wrap;gap:.3em 1.2em;align-items:center;font-size:.85em;margin:.4em 0;
+ padding:.3em .6em;background:#fafafa;border:1px solid #e4e4e4}
+.legend .key{display:inline-flex;align-items:center;gap:.35em}
+.legend .swatch{display:inline-block;min-width:1.5em;height:1.5em;border:1px solid #999;text-align:center;
+ font-family:monospace;line-height:1.5em}
 """
 
 
@@ -361,7 +321,7 @@ def render_report(path: str | Path, *, max_tasks: int | None = None, top: int = 
             f"<p>{source.kind} directory <code>{html.escape(str(source.path.resolve()))}</code>, "
             f"generated {time.strftime('%Y-%m-%d %H:%M:%S %Z')}</p>"]
     if source.kind == "run":
-        body.append("<h2>Learning curves</h2>" + _curves(source.metric_lines))
+        body.append("<h2>Curves</h2>" + curves_section(source.metric_lines))
         body.append("<h2>Evaluations</h2>" + _eval_history(source.evals))
     latest = source.evals[-1] if source.evals else None
     if latest is not None:

@@ -3,9 +3,9 @@
 An eval directory of a grid dataset (``metrics.json`` with ``"task"``: sudoku, maze or grid) holds
 ``raw_predictions.npz`` (inputs and final-step predictions, one row per test puzzle in file order); targets
 come from the dataset recorded in ``metrics.json``. Sudoku grids are drawn as HTML tables (givens bold on
-grey, predicted digits green when right, red with the target beside them when wrong); mazes as PNG images
-(wall black, open white, S green, G red, path blue; wrong cells outlined in the prediction's picture by a
-magenta fill).
+grey, predicted digits green when right, red with the target beside them when wrong, a given the model changed
+red with a dark frame); mazes as PNG images (wall black, open white, S green, G red, path blue; wrong cells
+of the prediction magenta). Each view opens with a legend of its colours.
 """
 
 from __future__ import annotations
@@ -26,10 +26,11 @@ MAZE_PALETTE = np.array([(0xEE, 0xEE, 0xEE), (0x22, 0x22, 0x22), (0xFF, 0xFF, 0x
                          (0xFF, 0x41, 0x36), (0x00, 0x74, 0xD9), (0xF0, 0x12, 0xBE)], dtype=np.uint8)
 WRONG = 6
 STYLE = """
-table.sudoku{border-collapse:collapse;margin:0;font-family:monospace;font-size:.85em}
-table.sudoku td{width:1.4em;height:1.4em;text-align:center;border:1px solid #bbb;padding:0}
+table.sudoku{border-collapse:collapse;margin:0;font-family:monospace;font-size:1em}
+table.sudoku td{width:1.7em;height:1.7em;text-align:center;border:1px solid #bbb;padding:0}
 table.sudoku td.given{font-weight:bold;background:#e4e4e4} table.sudoku td.ok{color:#1a7a1a}
 table.sudoku td.bad{color:#fff;background:#c33} table.sudoku td sub{font-size:.6em;color:#fdd}
+table.sudoku td.given.bad{background:#c33;color:#fff;box-shadow:inset 0 0 0 2px #500}
 table.sudoku td.br{border-right:2px solid #333} table.sudoku td.bb{border-bottom:2px solid #333}
 """
 
@@ -46,17 +47,50 @@ def _sudoku_table(tokens: np.ndarray, givens: np.ndarray, target: np.ndarray | N
             css += ["bb"] if (r + 1) % box_rows == 0 and r + 1 < side else []
             value = int(tokens[i]) - 1  # tokens are value + 1 (blank 1)
             text = str(value) if value > 0 else ""
-            if givens[i] > 1:
-                css.append("given")
-            elif target is not None:
-                right = tokens[i] == target[i]
-                css.append("ok" if right else "bad")
-                if not right:
-                    text += f"<sub>{int(target[i]) - 1}</sub>"
+            given = givens[i] > 1
+            # A given is never to be changed: a prediction that changes one is wrong, however it looks.
+            expected = target[i] if target is not None else givens[i] if given else None
+            css += ["given"] if given else []
+            if expected is not None and tokens[i] != expected:
+                css.append("bad")  # the right digit beside the wrong one ("·" for a predicted blank)
+                text = f"{text or '·'}<sub>{int(expected) - 1}</sub>"
+            elif expected is not None and not given:
+                css.append("ok")
             row.append(f'<td class="{" ".join(css)}">{text}</td>')
         cells.append(f"<tr>{''.join(row)}</tr>")
     return (f'<figure><table class="sudoku">{"".join(cells)}</table>'
             f"<figcaption>{html.escape(caption)}</figcaption></figure>")
+
+
+def legend(entries: list[tuple[str, str]], title: str = "legend") -> str:
+    """A row of colour keys: (swatch HTML, meaning) pairs, shown above the pictures they explain."""
+    keys = "".join(f'<span class="key">{swatch}<span class="meaning">{html.escape(meaning)}</span></span>'
+                   for swatch, meaning in entries)
+    return f'<div class="legend" role="note"><b>{html.escape(title)}:</b>{keys}</div>'
+
+
+def swatch(background: str, text: str = "", style: str = "") -> str:
+    """One legend key's square (``background`` a CSS colour)."""
+    return f'<span class="swatch" style="background:{background};{style}">{text}</span>'
+
+
+def sudoku_legend() -> str:
+    return legend([
+        (swatch("#e4e4e4", "<b>5</b>"), "given (from the input)"),
+        (swatch("#fff", "5", "color:#1a7a1a"), "filled in right"),
+        (swatch("#c33", "5<sub>7</sub>", "color:#fff"), "filled in wrong (small digit: the right one)"),
+        (swatch("#c33", "<b>5</b><sub>7</sub>", "color:#fff;box-shadow:inset 0 0 0 2px #500"),
+         "a given changed by the model (wrong)"),
+    ], "Sudoku colours")
+
+
+MAZE_KEYS = ("padding", "wall", "open", "start (S)", "goal (G)", "path", "wrong cell (prediction only)")
+
+
+def maze_legend() -> str:
+    colours = [f"#{r:02x}{g:02x}{b:02x}" for r, g, b in MAZE_PALETTE.tolist()]
+    return legend([(swatch(c), name) for c, name in zip(colours, MAZE_KEYS) if name != "padding"],
+                  "Maze colours")
 
 
 def _maze_image(tokens: np.ndarray, target: np.ndarray | None, caption: str) -> str:
@@ -118,7 +152,8 @@ def puzzle_section(eval_dir: Path, metrics: dict[str, Any], max_tasks: int | Non
         css = "solved" if right else "unsolved"
         sections.append(f'<section class="task {css}"><h3><span class="mark">{mark}</span> test puzzle {row}'
                         f'</h3><div class="row">{"".join(pictures)}</div></section>')
+    key = {"sudoku": sudoku_legend(), "maze": maze_legend()}.get(task, "")
     head = (f"<p>{shown} of {len(inputs)} test puzzles shown"
             + (f"; {solved} of them solved (whole grid right)" if labels is not None else "")
             + f". {html.escape(note)}</p>")
-    return f"<style>{STYLE}</style>{head}{''.join(sections)}"
+    return f"<style>{STYLE}</style>{head}{key}{''.join(sections)}"

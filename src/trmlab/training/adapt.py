@@ -324,7 +324,7 @@ def predict(trainer: Any, data: Path) -> dict[str, bytes]:
     swap = trainer.ema.swapped_in(trainer.model) if trainer.ema is not None else contextlib.nullcontext()
     with swap, torch.no_grad():
         trainer.model.eval()
-        evaluated = evaluate(trainer.model, data, config=trainer.config, progress=trainer.progress)
+        evaluated = evaluate(trainer.model, data, config=trainer.config, progress=True)
     if evaluated is None:
         return {}
     # The test split's labels are the dummy [[0]]: only the voted candidates are kept, no scores.

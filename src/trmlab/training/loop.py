@@ -139,6 +139,7 @@ class Trainer:
         self.started = time.monotonic()  # max_minutes counts from here
         self.ctx: DistContext = setup_distributed(self.config.device)
         self.resume_dir = Path(resume) if resume else None
+        self._progress: Any = None  # the training progress while the loop runs (log lines go above its bar)
         self._build()
 
     # -- construction ----------------------------------------------------------------------------------------
@@ -287,10 +288,13 @@ class Trainer:
         return "\n".join(lines)
 
     def _train(self, result: TrainResult) -> None:
-        from tqdm import tqdm
+        from trmlab.progress import Progress
 
-        bar = tqdm(total=self.total_steps, initial=self.step, disable=not self.show_progress,
-                   dynamic_ncols=True, unit="step", file=sys.stderr)
+        # A bar on a terminal; in a log, a plain line every ~10 s (throughput, ETA, last loss) between the
+        # log_every lines, so a run with a large log_every is never silent.
+        bar = Progress("train", self.total_steps, unit="steps", initial=self.step, enabled=self.ctx.is_main,
+                       bars=self.progress, per_unit=(self.config.global_batch_size, "samples"))
+        self._progress = bar
         window = _MetricWindow()
         stop = StopOnSignal(self.ctx).install()
         try:
@@ -305,8 +309,8 @@ class Trainer:
                     if self.step % self.config.log_every == 0 or self.step == self.total_steps:
                         record = self._log(window, iteration)
                         result.last_metrics = record
-                        bar.set_postfix(loss=f"{record.get('train/lm_loss', float('nan')):.4f}",
-                                        exact=f"{record.get('train/exact_accuracy', float('nan')):.3f}")
+                        bar.set_status(f"lm_loss {record.get('train/lm_loss', float('nan')):.4f}, exact "
+                                       f"{record.get('train/exact_accuracy', float('nan')):.3f}")
                         if not self.show_progress:
                             self._say(log_line(record, self.total_steps))
                     self._checkpoint_then_evaluate(result)
@@ -323,7 +327,8 @@ class Trainer:
                     self._stop_if_signalled(stop, result)
         finally:
             stop.close()
-            bar.close()
+            bar.close(finished=self.step >= self.total_steps)
+            self._progress = None
 
     def _checkpoint_then_evaluate(self, result: TrainResult) -> None:
         # Checkpoint first: a crash or kill during the (long) evaluation loses no training.
@@ -506,12 +511,19 @@ class Trainer:
 
     @property
     def show_progress(self) -> bool:
-        """Progress bars only on rank 0 of an interactive terminal: in a log file their carriage-return
-        updates are noise; there (and with ``--no-progress``) a line is printed every ``log_every`` steps."""
-        return self.progress and self.ctx.is_main and sys.stderr.isatty() and sys.stdout.isatty()
+        """A progress bar only on rank 0 of an interactive terminal: in a log file its carriage-return
+        updates are noise; there (and with ``--no-progress``) a line is printed every ``log_every`` steps
+        and a progress line every ~10 s (trmlab.progress)."""
+        from trmlab.progress import uses_bar
+
+        return self.ctx.is_main and uses_bar(sys.stderr, self.progress)
 
     def _say(self, message: str) -> None:
-        if self.ctx.is_main:
+        if not self.ctx.is_main:
+            return
+        if self._progress is not None:
+            self._progress.write(message)  # above the bar, which stays whole
+        else:
             print(message, file=sys.stderr, flush=True)
 
 
