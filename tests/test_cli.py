@@ -262,7 +262,7 @@ def test_train_into_a_read_only_directory(tiny_data, tmp_path, no_eval, monkeypa
     fail_under(monkeypatch, read_only, errno.EACCES)
     assert main(train_args(tiny_data, read_only / "run", "max_steps=1")) == 3
     line = one_error_line(capsys)
-    assert line.startswith(f"trmlab: error: run_dir {read_only / 'run'}: cannot write: Permission denied (")
+    assert line.startswith(f"trmlab: error: run_dir {read_only / 'run'}: cannot write: Permission denied")
     assert line.endswith("; choose a directory you can write to; partial output was removed")
     assert leftovers(read_only) == []
 

@@ -117,7 +117,7 @@ def test_help_and_table_agree(command, capsys):
 def test_flags_outside_the_data_group_take_no_value():
     """cli.md: a flag that takes a value is a setting in disguise (the data group keeps the official ones)."""
     for command, parser in leaf_parsers().items():
-        if command[0] == "data" or command == ("demo",):  # demo's --out/--data: changed on the demo branch
+        if command[0] == "data":
             continue
         takes_value = [s for a in parser._actions for s in a.option_strings if a.nargs != 0]
         assert not takes_value, f"trmlab {' '.join(command)}: {takes_value} take a value; make them key=value"
@@ -162,6 +162,9 @@ OLD_SPELLINGS = [
     (["eval", CK, DATA, "run_dir=x"], "out="),
     (["score", DATA, "raw.npz", "--out", "x"], "out="),
     (["report", RUN, "--out", "x.html"], "out="),
+    (["demo", "--out", "x"], "out="),
+    (["demo", "--data", "x"], "data="),
+    (["demo", "run_dir=x"], "out="),
     (["report", RUN, "output_dir=x"], "out="),
     (["adapt", CK, "tasks.json", "steps=1", "--out", "x"], "out="),
     (["train", "tiny", "out=x"], "run_dir="),

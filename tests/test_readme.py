@@ -49,10 +49,7 @@ TAKES_CONFIG = {("train",), ("demo",), ("adapt",), ("config", "show"), ("checkpo
                 ("checkpoint", "convert")}
 
 # README command (as joined, comment removed) → the branch whose merge makes it work.
-AWAITING_MERGE = {
-    ".venv/bin/trmlab demo out=runs/demo-quick max_steps=300":
-        "grammar: `demo` takes out=DIR (was --out DIR)",
-}
+AWAITING_MERGE: dict[str, str] = {}
 
 
 @dataclass

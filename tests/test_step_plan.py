@@ -14,6 +14,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -196,7 +197,9 @@ def test_lr_at_every_step_follows_the_official_schedule_over_the_estimate(tmp_pa
 def _dry_run(data: Path, setting: tuple, run_dir: Path, *flags: str) -> list[str]:
     seed, batch, epochs, eval_interval, copies = setting
     interval = "null" if eval_interval is None else str(eval_interval)
-    return ["train", "tiny", f"data_paths=[{','.join([str(data)] * copies)}]", f"run_dir={run_dir}",
+    # The dry run checks what the run checks: evaluating during training on several datasets needs a test set.
+    test = [f"data_paths_test=[{data}]"] if copies > 1 else []
+    return ["train", "tiny", f"data_paths=[{','.join([str(data)] * copies)}]", *test, f"run_dir={run_dir}",
             f"seed={seed}", f"global_batch_size={batch}", f"epochs={epochs}", f"eval_interval={interval}",
             "--dry-run", *flags]
 
@@ -241,6 +244,8 @@ def test_dry_run_stops_at_the_estimate_when_it_is_below_the_batches(tmp_path: Pa
     from trmlab.cli import main
 
     data = write_skewed_dataset(tmp_path / "skewed")
+    if not (data / "test").exists():  # the dry run opens the evaluation data, as the run does
+        shutil.copytree(data / "train", data / "test")
     monkeypatch.chdir(tmp_path / "skewed")
     estimate, counts, _ = OFFICIAL_SKEWED[(0, 4, 12, 4)]
     assert (estimate, sum(counts)) == (30, 32)

@@ -11,10 +11,13 @@ import argparse
 import importlib
 import io
 import os
+import signal
 import sys
+import threading
+from typing import Any
 
 from trmlab import __version__
-from trmlab.errors import TrmlabError
+from trmlab.errors import Terminated, TrmlabError
 from trmlab.grammar import Parser, UsageError
 
 # Order = the pipeline: config → data → models/checkpoints → training → evaluation → reports.
@@ -62,6 +65,7 @@ def main(argv: list[str] | None = None) -> int:
     closed by its reader (``trmlab ... | head``: quiet, like any Unix tool killed by SIGPIPE), 4 a bug: the
     traceback goes to a file that the one-line message names.
     """
+    previous = _terminate_like_interrupt()
     try:
         try:
             return _dispatch(argv)
@@ -69,6 +73,8 @@ def main(argv: list[str] | None = None) -> int:
             sys.stdout.flush()  # a closed pipe shows up here when the output fitted in the buffer
     except TrmlabError as error:
         return _fail(str(error), error.exit_code)
+    except Terminated:
+        return _fail("terminated (SIGTERM); partial output was removed", 128 + Terminated.signum)
     except KeyboardInterrupt:
         return _fail("interrupted", 130)
     except BrokenPipeError:
@@ -80,6 +86,21 @@ def main(argv: list[str] | None = None) -> int:
     except Exception:
         return _fail(f"internal error (a bug in trmlab); traceback written to {_save_traceback()}; "
                      "please report it with that file", 4)
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
+
+
+def _terminate_like_interrupt() -> Any:
+    """SIGTERM raises :class:`Terminated` (a KeyboardInterrupt) so that every command cleans up on it as on
+    Ctrl-C; the training loop installs its own handler while it trains. Returns the handler replaced."""
+    if threading.current_thread() is not threading.main_thread():
+        return None
+
+    def terminate(_signum: int, _frame: Any) -> None:
+        raise Terminated()
+
+    return signal.signal(signal.SIGTERM, terminate)
 
 
 def _save_traceback() -> str:
@@ -115,7 +136,12 @@ def _dispatch(argv: list[str] | None) -> int:
 
 
 def _fail(message: str, code: int) -> int:
-    print(f"trmlab: error: {message}", file=sys.stderr)
+    # One line (cli.md), also for messages that list several problems on lines of their own.
+    lines = [line.strip() for line in message.splitlines() if line.strip()]
+    one_line = lines[0] if lines else ""
+    for line in lines[1:]:
+        one_line += (" " if one_line.endswith(":") else "; ") + line
+    print(f"trmlab: error: {one_line}", file=sys.stderr)
     return code
 
 

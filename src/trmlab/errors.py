@@ -37,6 +37,24 @@ class OutputError(TrmlabError):
     exit_code = 3
 
 
+class DeviceError(TrmlabError):
+    """The device asked for is not there (``device=cuda`` on a machine without CUDA): exit code 3."""
+
+    exit_code = 3
+
+
+class RunBusyError(TrmlabError):
+    """Another live process writes the run directory (its lock names it): exit code 3."""
+
+    exit_code = 3
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM outside the training loop: unwinds like Ctrl-C (so every cleanup handler runs), exit 143."""
+
+    signum = 15
+
+
 _WRITE_HINTS = {
     errno.ENOSPC: "free some space or write elsewhere",
     errno.EDQUOT: "free some space or write elsewhere",
@@ -63,3 +81,32 @@ def write_failure(target: str, error: OSError, *, cleaned: bool = True) -> Outpu
     hint = _WRITE_HINTS.get(error.errno or -1, "check the path and try again")
     cleanup = "; partial output was removed" if cleaned else ""
     return OutputError(f"{target}: cannot write: {cause}{where}; {hint}{cleanup}")
+
+
+def as_write_os_error(error: BaseException, path: object) -> OSError | None:
+    """The OSError behind a writer library's own exception, or None when ``error`` is not about the disk.
+
+    safetensors reports a full disk as ``SafetensorError('... I/O error: No space left on device (os error
+    28)')`` and ``torch.save`` as a bare ``RuntimeError`` from its zip writer; both are made an OSError (with
+    the errno, and ``path``) so that the command names the cause and exits 3. A library error without an
+    errno counts as a full disk only when the file system of ``path`` has no free space left.
+    """
+    import os
+    import re
+    import shutil
+
+    if isinstance(error, OSError):
+        return error
+    if isinstance(error, TrmlabError) or not isinstance(error, Exception):
+        return None
+    found = re.search(r"os error (\d+)", str(error))
+    if found:
+        number = int(found.group(1))
+        return OSError(number, os.strerror(number), str(path))
+    try:
+        free = shutil.disk_usage(os.path.dirname(os.path.abspath(str(path))) or ".").free
+    except OSError:
+        return None
+    if free < 1 << 20:
+        return OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(path))
+    return None

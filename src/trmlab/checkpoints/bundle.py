@@ -22,7 +22,8 @@ from typing import Any
 
 import torch
 
-from trmlab.errors import CheckpointError
+from trmlab.errors import CheckpointError, as_write_os_error
+from trmlab.staging import make_parents, remove_created
 
 FORMAT = "trmlab-checkpoint"
 FORMAT_VERSION = 1
@@ -81,6 +82,17 @@ def _write_part(path: Path, name: str, part: Part) -> dict[str, Any] | None:
     return table
 
 
+def _write_part_or_os_error(path: Path, name: str, part: Part) -> dict[str, Any] | None:
+    """:func:`_write_part`, with a writer library's disk failure (safetensors, torch.save) as an OSError."""
+    try:
+        return _write_part(path, name, part)
+    except Exception as error:
+        cause = as_write_os_error(error, path)
+        if cause is None or cause is error:
+            raise
+        raise cause from error
+
+
 def _fsync(path: Path) -> None:
     os.chmod(path, 0o666 & ~_umask())  # temp-file helpers create 0600 files; use the usual permissions
     with open(path, "rb") as handle:
@@ -107,15 +119,16 @@ def write_checkpoint(directory: str | Path, parts: Mapping[str, Part],
         raise CheckpointError(f"{MANIFEST} is written by write_checkpoint itself; do not pass it as a part")
     if directory.exists() and not overwrite:
         raise CheckpointError(f"{directory} already exists; refusing to overwrite a checkpoint")
-    directory.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{directory.name}.", suffix=".tmp", dir=directory.parent))
-    os.chmod(tmp, 0o777 & ~_umask())
+    created = make_parents(directory)
+    tmp = None
     try:
+        tmp = Path(tempfile.mkdtemp(prefix=f".{directory.name}.", suffix=".tmp", dir=directory.parent))
+        os.chmod(tmp, 0o777 & ~_umask())
         files, tensors = {}, {}
         for name, part in parts.items():
             if not _is_plain_file_name(name):
                 raise CheckpointError(f"checkpoint part name {name!r} must be a plain file name")
-            table = _write_part(tmp / name, name, part)
+            table = _write_part_or_os_error(tmp / name, name, part)
             files[name] = {"sha256": _sha256(tmp / name), "bytes": (tmp / name).stat().st_size}
             if table is not None:
                 tensors[name] = table
@@ -123,10 +136,12 @@ def write_checkpoint(directory: str | Path, parts: Mapping[str, Part],
                     "git_commit": _git_commit(),
                     "created": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
                     **dict(manifest_extra or {}), "files": files, "tensors": tensors}
-        _write_part(tmp / MANIFEST, MANIFEST, manifest)
+        _write_part_or_os_error(tmp / MANIFEST, MANIFEST, manifest)
         _replace_dir(tmp, directory)
     except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
+        if tmp is not None:
+            shutil.rmtree(tmp, ignore_errors=True)
+        remove_created(created)
         raise
     return directory
 

@@ -57,7 +57,7 @@ def _load_index_array(path: Path) -> np.ndarray:
         raise DataError(f"{path}: missing; the dataset split is incomplete (rebuild it)")
     try:
         array = np.load(path, allow_pickle=False)
-    except (ValueError, OSError) as error:
+    except (ValueError, OSError, EOFError) as error:  # EOFError: an empty file
         raise DataError(f"{path}: not a readable .npy array ({error})") from None
     if array.ndim != 1 or not np.issubdtype(array.dtype, np.integer):
         raise DataError(f"{path}: expected a 1-D integer array, found {array.dtype} {list(array.shape)}")
@@ -69,7 +69,7 @@ def _load_grid_array(path: Path, seq_len: int) -> np.ndarray:
         raise DataError(f"{path}: missing; the dataset split is incomplete (rebuild it)")
     try:
         array = np.load(path, mmap_mode="r", allow_pickle=False)
-    except (ValueError, OSError) as error:
+    except (ValueError, OSError, EOFError) as error:  # EOFError: an empty file
         raise DataError(f"{path}: not a readable .npy array ({error})") from None
     if array.ndim != 2 or array.shape[1] != seq_len or not np.issubdtype(array.dtype, np.integer):
         raise DataError(f"{path}: expected an integer array [N, seq_len={seq_len}], "

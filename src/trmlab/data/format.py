@@ -12,7 +12,9 @@ import contextlib
 import json
 import math
 import os
+import re
 import shutil
+import sys
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -21,6 +23,7 @@ from typing import Any
 import numpy as np
 
 from trmlab.errors import DataError, not_utf8, write_failure
+from trmlab.staging import make_parents, remove_created
 
 SPLITS = ("train", "test")
 SET_NAME = "all"
@@ -101,17 +104,53 @@ def staged_directory(output: Path, label: str) -> Iterator[Path]:
     way) becomes one :class:`OutputError` naming ``label`` (how the user spelled the output, e.g.
     ``--output-dir data/x``) and the cause."""
     staging: Path | None = None
+    created = None
+    done = False
     try:
-        output.parent.mkdir(parents=True, exist_ok=True)
-        staging = output.parent / f".{output.name}.partial-{uuid.uuid4().hex[:8]}"
+        created = make_parents(output)
+        remove_stale_partials(output)
+        staging = output.parent / f".{output.name}.partial-{os.getpid()}-{uuid.uuid4().hex[:8]}"
         staging.mkdir()
         yield staging
         _move_into_place(staging, output)
+        done = True
     except OSError as error:
         raise write_failure(label, error) from error
     finally:
         if staging is not None and staging.exists():
             shutil.rmtree(staging, ignore_errors=True)
+        if not done:
+            remove_created(created)  # not even an empty parent directory this build created
+
+
+def remove_stale_partials(output: Path) -> list[Path]:
+    """Remove the staging directories of ``output`` left by builds whose process is gone (killed with
+    SIGKILL, or a machine crash), saying so on stderr; a live build's staging directory is left alone."""
+    removed = []
+    pattern = re.compile(rf"\.{re.escape(output.name)}\.partial-(\d+)-[0-9a-f]+")
+    for child in output.parent.iterdir() if output.parent.is_dir() else []:
+        match = pattern.fullmatch(child.name)
+        if match and child.is_dir() and not process_alive(int(match.group(1))):
+            shutil.rmtree(child, ignore_errors=True)
+            print(f"trmlab: removed {child}, the partial output of an earlier build that did not finish "
+                  f"(process {match.group(1)} is gone)", file=sys.stderr)
+            removed.append(child)
+    return removed
+
+
+def process_alive(pid: int) -> bool:
+    """Whether process ``pid`` exists on this machine (a zombie counts as gone)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # someone else's live process
+    try:
+        with open(f"/proc/{pid}/stat") as handle:
+            return handle.read().rsplit(")", 1)[-1].split()[0] != "Z"
+    except OSError:
+        return True
 
 
 def _move_into_place(staging: Path, output: Path) -> None:

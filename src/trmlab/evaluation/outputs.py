@@ -12,6 +12,7 @@ import json
 import os
 import shutil
 import tempfile
+import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -59,10 +60,11 @@ def load_raw_predictions(path: str | Path) -> RawPredictions:
             if missing:
                 raise DataError(f"{path}: missing arrays {missing}; expected {list(RAW_KEYS)}")
             arrays = {k: data[k] for k in RAW_KEYS}
-    except (OSError, ValueError) as error:
-        if isinstance(error, DataError):
-            raise
-        raise DataError(f"{path}: not a readable .npz ({error})") from None
+    except DataError:
+        raise
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as error:  # truncated or not a zip at all
+        raise DataError(f"{path}: not a readable .npz ({error or type(error).__name__}); write it again "
+                        f"with `trmlab eval`") from None
     raw = RawPredictions(**arrays)
     n = len(raw.puzzle_identifiers)
     if raw.inputs.ndim != 2 or raw.preds.shape != raw.inputs.shape or len(raw.inputs) != n:

@@ -32,7 +32,7 @@ from trmlab.checkpoints.bundle import (
     read_checkpoint,
     write_checkpoint,
 )
-from trmlab.errors import CheckpointError
+from trmlab.errors import CheckpointError, as_write_os_error
 from trmlab.interop.hub import hub_origin, resolve_path
 from trmlab.interop.loading import (
     infer_dims,
@@ -48,6 +48,7 @@ from trmlab.interop.research_keys import (
     research_order,
     research_prefix,
 )
+from trmlab.staging import make_parents, remove_created
 
 OFFICIAL_CONFIG_COPY = "official_all_config.yaml"
 OFFICIAL_MODEL_CLASS = "recursive_reasoning.trm@TinyRecursiveReasoningModel_ACTV1"
@@ -67,6 +68,7 @@ def official_to_trmlab(src: str | Path, dst: str | Path, *, config: Any = None, 
     from trmlab.models.core import prefix_length
 
     src = Path(resolve_path(src))  # an hf:// path: fetched through the Hugging Face cache
+    refuse_inconsistent(src, config, seq_len)
     state, resolved = read_step_file(src, config)
     research = resolved.config.arch.name != "trm"
     prefix_len = prefix_length(resolved.config.arch)
@@ -99,6 +101,18 @@ def official_to_trmlab(src: str | Path, dst: str | Path, *, config: Any = None, 
     if (origin := hub_origin(src)) is not None:  # fetched from the Hub: repository and commit
         manifest["source"]["hub"] = origin
     return write_checkpoint(dst, parts, manifest)
+
+
+def refuse_inconsistent(src: Path, config: Any = None, seq_len: int | None = None) -> None:
+    """Refuse to convert what ``trmlab checkpoint inspect`` flags (a tensor the config does not build...)."""
+    from trmlab.interop.inspect import inspect_checkpoint
+
+    problems = inspect_checkpoint(src, config, seq_len).inconsistencies
+    if problems:
+        more = f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""
+        first = " ".join(problems[0].split())
+        raise CheckpointError(f"{src}: {first}{more}; refusing to convert an inconsistent checkpoint (see "
+                              f"trmlab checkpoint inspect {src})")
 
 
 def research_layout(path: Path) -> dict[str, Any]:
@@ -229,6 +243,7 @@ def trmlab_to_official(src: str | Path, dst: str | Path, *, use_ema: bool = True
     if dst.exists():
         raise CheckpointError(f"{dst} already exists; choose a new output folder")
     bundle = read_checkpoint(src, verify=True)
+    refuse_inconsistent(src)
     resolved = bundle.config()
     arch = resolved.config.arch
     if require_research and arch.name == "trm":
@@ -243,15 +258,23 @@ def trmlab_to_official(src: str | Path, dst: str | Path, *, use_ema: bool = True
     state = _init_buffers_in_forward_dtype(state, resolved.config.arch.forward_dtype, src)
     step = bundle.manifest.get("step")
     name = f"step_{step if step is not None else 0}"
-    dst.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{dst.name}.", suffix=".tmp", dir=dst.parent))
-    tmp.chmod(0o755)
+    created = make_parents(dst)
+    tmp = None
     try:
+        tmp = Path(tempfile.mkdtemp(prefix=f".{dst.name}.", suffix=".tmp", dir=dst.parent))
+        tmp.chmod(0o755)
         if arch.name == "trm":
-            torch.save(official_state_dict(state, arch), tmp / name)
+            official = official_state_dict(state, arch)
         else:
             layout = (bundle.manifest.get("source") or {}).get("research_layout")
-            torch.save(research_state_dict(state, arch, layout, str(src)), tmp / name)
+            official = research_state_dict(state, arch, layout, str(src))
+        try:
+            torch.save(official, tmp / name)
+        except Exception as error:  # torch's zip writer reports a full disk as a bare RuntimeError
+            cause = as_write_os_error(error, tmp / name)
+            if cause is None or cause is error:
+                raise
+            raise cause from error
         if bundle.has(OFFICIAL_CONFIG_COPY):
             shutil.copyfile(src / OFFICIAL_CONFIG_COPY, tmp / "all_config.yaml")
         else:
@@ -259,7 +282,9 @@ def trmlab_to_official(src: str | Path, dst: str | Path, *, use_ema: bool = True
             (tmp / "all_config.yaml").write_text(yaml.safe_dump(document, sort_keys=True))
         tmp.rename(dst)
     except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
+        if tmp is not None:
+            shutil.rmtree(tmp, ignore_errors=True)
+        remove_created(created)
         raise
     return dst / name
 

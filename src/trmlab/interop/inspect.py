@@ -141,12 +141,20 @@ def _inspect_trmlab(path: Path, config: Any, seq_len: int | None) -> Inspection:
         bundle = read_checkpoint(path, verify=False)
         checksum_problems.append(f"CHECKSUM PROBLEM: {error}")  # an inconsistency: the exit code says so
     manifest = bundle.manifest
-    weights = EMA_FILE if bundle.has(EMA_FILE) else MODEL_FILE
-    tables = manifest.get("tensors", {})
-    shapes = {k: (v["shape"], v["dtype"]) for k, v in tables.get(weights, {}).items()}
-    if TABLE_FILE in tables:
-        info = tables[TABLE_FILE]["weights"]
-        shapes[TABLE_KEY] = (info["shape"], info["dtype"])
+    # What the files hold (their safetensors headers), not what the manifest says they hold.
+    stored_files, file_problems = {}, []
+    for name in (MODEL_FILE, EMA_FILE, TABLE_FILE):
+        if bundle.has(name):
+            try:
+                stored_files[name] = safetensors_shapes(path / name)
+            except CheckpointError as error:
+                file_problems.append(str(error))
+                continue
+            file_problems += _manifest_disagreements(name, stored_files[name], manifest)
+    weights = EMA_FILE if EMA_FILE in stored_files else MODEL_FILE
+    shapes = dict(stored_files.get(weights, {}))
+    if "weights" in stored_files.get(TABLE_FILE, {}):
+        shapes[TABLE_KEY] = stored_files[TABLE_FILE]["weights"]
     stored_keys = {k: (f"{TABLE_FILE}:weights" if k == TABLE_KEY else f"{weights}:{k}") for k in shapes}
     notes.append(f"step {manifest.get('step')}, contents {manifest.get('contents')}, trmlab "
                  f"{manifest.get('trmlab_version')} (commit {manifest.get('git_commit')})")
@@ -159,8 +167,94 @@ def _inspect_trmlab(path: Path, config: Any, seq_len: int | None) -> Inspection:
     length = seq_len or (manifest.get("model") or {}).get("seq_len")
     report = _report(path, f"trmlab checkpoint (format {manifest.get('format_version')})", shapes,
                      stored_keys, resolved, source, length, notes)
-    report.inconsistencies = checksum_problems + report.inconsistencies + conflicts
+    rows = (manifest.get("model") or {}).get("num_puzzle_identifiers")
+    if TABLE_KEY in shapes and isinstance(rows, int) and shapes[TABLE_KEY][0][:1] != [rows]:
+        file_problems.append(f"{TABLE_FILE}: weights has {shapes[TABLE_KEY][0][0]} rows but the model was "
+                             f"built for {rows} puzzle identifiers (manifest.json)")
+    if resolved is not None:
+        report.inconsistencies += _other_weights_file(stored_files, weights, shapes, resolved, report, length)
+        report.inconsistencies += _dtype_problems(stored_files, resolved, report, length)
+    report.inconsistencies = checksum_problems + file_problems + report.inconsistencies + conflicts
     return report
+
+
+SAFETENSORS_DTYPES = {"F64": "float64", "F32": "float32", "F16": "float16", "BF16": "bfloat16",
+                      "I64": "int64", "I32": "int32", "I16": "int16", "I8": "int8", "U8": "uint8",
+                      "BOOL": "bool"}
+
+
+def safetensors_shapes(path: Path) -> dict[str, tuple[list[int], str]]:
+    """{tensor: (shape, dtype)} from a safetensors file's header (the tensors themselves are not read)."""
+    import json
+    import struct
+
+    try:
+        with open(path, "rb") as handle:
+            head = handle.read(8)
+            size = struct.unpack("<Q", head)[0] if len(head) == 8 else -1
+            if not 0 < size <= path.stat().st_size - 8:
+                raise ValueError("truncated or not a safetensors file")
+            header = json.loads(handle.read(size))
+        tensors = {key: info for key, info in header.items() if key != "__metadata__"}
+        end = max((int(info["data_offsets"][1]) for info in tensors.values()), default=0)
+        if end > path.stat().st_size - 8 - size:
+            raise ValueError(f"truncated: its tensors need {end:,} bytes of data, the file holds "
+                             f"{path.stat().st_size - 8 - size:,}")
+        shapes = {key: (list(info["shape"]), SAFETENSORS_DTYPES.get(info["dtype"], info["dtype"]))
+                  for key, info in tensors.items()}
+    except (OSError, ValueError, KeyError, TypeError, AttributeError, struct.error) as error:
+        raise CheckpointError(f"{path}: not a readable safetensors file ({error})") from None
+    return shapes
+
+
+def _manifest_disagreements(name: str, stored: dict[str, tuple[list[int], str]], manifest: dict[str, Any]
+                            ) -> list[str]:
+    recorded = {k: (v.get("shape"), v.get("dtype")) for k, v in
+                ((manifest.get("tensors") or {}).get(name) or {}).items() if isinstance(v, dict)}
+    problems = [f"{name}: {key} is stored as {list(stored[key][0])} {stored[key][1]} but manifest.json "
+                f"records {recorded[key][0]} {recorded[key][1]}"
+                for key in sorted(stored.keys() & recorded.keys()) if tuple(stored[key]) != recorded[key]]
+    problems += [f"{name}: {key} is not listed in manifest.json"
+                 for key in sorted(stored.keys() - recorded.keys())]
+    problems += [f"{name}: {key} is listed in manifest.json but missing from the file"
+                 for key in sorted(recorded.keys() - stored.keys())]
+    return problems
+
+
+def _other_weights_file(stored_files: dict[str, Any], checked: str, shapes: dict[str, Any], resolved: Any,
+                        report: Inspection, seq_len: int | None) -> list[str]:
+    """The raw weights are checked against the config too when the report shows the EMA weights."""
+    from trmlab.checkpoints.bundle import MODEL_FILE
+
+    if checked == MODEL_FILE or MODEL_FILE not in stored_files:
+        return []
+    raw = dict(stored_files[MODEL_FILE])
+    if TABLE_KEY in shapes:
+        raw[TABLE_KEY] = shapes[TABLE_KEY]
+    problems = _consistency(raw, resolved.config, _infer(raw), seq_len)
+    return [f"{MODEL_FILE}: {problem}" for problem in problems if problem not in report.inconsistencies]
+
+
+def _dtype_kind(dtype: str) -> str:
+    return "float" if "float" in dtype else "bool" if dtype == "bool" else "integer"
+
+
+def _dtype_problems(stored_files: dict[str, Any], resolved: Any, report: Inspection, seq_len: int | None
+                    ) -> list[str]:
+    """Every stored dtype of another kind than the same tensor's in the model the config builds."""
+    expected = _expected_state(resolved.config, report.inferred, seq_len)
+    if isinstance(expected, str):
+        return []  # already reported by the shape check
+    problems = []
+    for name, tensors in stored_files.items():
+        for key, (_, dtype) in tensors.items():
+            canonical = TABLE_KEY if key == "weights" and name.startswith("puzzle") else key
+            want = expected.get(canonical)
+            # Float widths may differ (converted official/research files keep theirs; loading casts), but
+            # an integer or boolean tensor where the model holds floats (or the reverse) cannot be loaded.
+            if want is not None and _dtype_kind(want[1]) != _dtype_kind(dtype):
+                problems.append(f"{name}: {key} is {dtype}, the config builds {want[1]}")
+    return problems
 
 
 def _report(path: Path, fmt: str, shapes: dict[str, tuple[list[int], str]], stored: dict[str, str],
@@ -203,7 +297,6 @@ def _infer(shapes: dict[str, tuple[list[int], str]]) -> dict[str, Any]:
 def _consistency(shapes: dict[str, tuple[list[int], str]], config: Any, inferred: dict[str, Any],
                  seq_len: int | None) -> list[str]:
     """Every disagreement between the stored shapes and the model the config describes."""
-    from trmlab.models import build_model
     from trmlab.models.core import prefix_length
 
     arch = config.arch
@@ -212,13 +305,10 @@ def _consistency(shapes: dict[str, tuple[list[int], str]], config: Any, inferred
     for key in ("core.position_embedding.weight", "core.blocks.0.token_mixer.down.weight"):
         if key in shapes and seq_len is None:
             seq_len = shapes[key][0][0] - prefix_len
-    try:
-        with torch.device("meta"):
-            model = build_model(arch, seq_len=seq_len or 1, vocab_size=inferred["vocab_size"] or 1,
-                                num_puzzle_identifiers=max(inferred["num_puzzle_identifiers"], 1))
-    except TrmlabError as error:
-        return [f"the config does not describe a buildable model: {error}"]
-    expected = {k: list(v.shape) for k, v in model.state_dict().items()}
+    built = _expected_state(config, inferred, seq_len)
+    if isinstance(built, str):
+        return [built]
+    expected = {k: shape for k, (shape, _) in built.items()}
     for key in expected.keys() - shapes.keys():
         problems.append(f"missing {_name(key)}: the config expects shape {expected[key]}")
     for key in shapes.keys() - expected.keys():
@@ -231,6 +321,21 @@ def _consistency(shapes: dict[str, tuple[list[int], str]], config: Any, inferred
         problems.append(f"H_init/L_init stored as {init_dtype} but arch.forward_dtype is "
                         f"{arch.forward_dtype} (the official trainer stores them in the forward dtype)")
     return sorted(problems)
+
+
+def _expected_state(config: Any, inferred: dict[str, Any], seq_len: int | None
+                    ) -> dict[str, tuple[list[int], str]] | str:
+    """{key: (shape, dtype)} of the model ``config`` builds (on the meta device), or why it cannot be
+    built."""
+    from trmlab.models import build_model
+
+    try:
+        with torch.device("meta"):
+            model = build_model(config.arch, seq_len=seq_len or 1, vocab_size=inferred["vocab_size"] or 1,
+                                num_puzzle_identifiers=max(inferred["num_puzzle_identifiers"], 1))
+    except TrmlabError as error:
+        return f"the config does not describe a buildable model: {error}"
+    return {k: (list(v.shape), str(v.dtype).removeprefix("torch.")) for k, v in model.state_dict().items()}
 
 
 def _name(key: str) -> str:

@@ -23,7 +23,7 @@ from typing import Any
 
 import yaml
 
-from trmlab.errors import DataError
+from trmlab.errors import ConfigError, DataError, not_utf8
 from trmlab.progress import track
 from trmlab.reports.charts import curves_section
 from trmlab.reports.png import ARC_PALETTE, grid_data_uri
@@ -56,9 +56,17 @@ class ReportSource:
     evals: list[EvalDir] = field(default_factory=list)
 
 
+def _read_text(path: Path) -> str:
+    """A UTF-8 text input of the report; other bytes are a DataError naming the file."""
+    try:
+        return path.read_bytes().decode("utf-8")
+    except UnicodeDecodeError as error:
+        raise DataError(not_utf8(path, error)) from None
+
+
 def _read_json(path: Path) -> Any:
     try:
-        return json.loads(path.read_text())
+        return json.loads(_read_text(path))
     except json.JSONDecodeError as error:
         raise DataError(f"{path}: not valid JSON ({error})") from None
 
@@ -73,18 +81,34 @@ def _read_metric_lines(path: Path) -> list[dict[str, Any]]:
     """metrics.jsonl lines; a torn last line (a killed run) is skipped, any other bad line is an error."""
     if not path.is_file():
         return []
-    lines = path.read_text().splitlines()
+    lines = _read_text(path).splitlines()
     records = []
     for number, line in enumerate(lines, start=1):
         if not line.strip():
             continue
         try:
-            records.append(json.loads(line))
+            record = json.loads(line)
         except json.JSONDecodeError:
             if number == len(lines):
                 continue
             raise DataError(f"{path}:{number}: not a JSON line") from None
+        if not isinstance(record, dict):
+            raise DataError(f"{path}:{number}: not a JSON object (each line is one record)")
+        step = record.get("step", 0)
+        if not isinstance(step, int) or isinstance(step, bool):
+            raise DataError(f"{path}:{number}: 'step' is {step!r}, not an integer")
+        records.append(record)
     return records
+
+
+def _read_config(path: Path) -> dict[str, Any]:
+    try:
+        document = yaml.safe_load(_read_text(path))
+    except yaml.YAMLError as error:
+        raise DataError(f"{path}: not valid YAML ({' '.join(str(error).split())})") from None
+    if document is not None and not isinstance(document, dict):
+        raise DataError(f"{path}: not a trmlab config.yaml (a mapping expected)")
+    return document
 
 
 def _step_of(path: Path) -> int:
@@ -104,7 +128,7 @@ def load_source(path: str | Path) -> ReportSource:
                         f"(config.yaml, metrics.jsonl)")
     source = ReportSource(root, "run", metric_lines=_read_metric_lines(root / "metrics.jsonl"))
     if (root / "config.yaml").is_file():
-        source.config = yaml.safe_load((root / "config.yaml").read_text())
+        source.config = _read_config(root / "config.yaml")
     eval_root = root / "eval"
     if eval_root.is_dir():
         dirs = sorted((d for d in eval_root.iterdir() if (d / "metrics.json").is_file()), key=_step_of)
@@ -314,8 +338,10 @@ def render_report(path: str | Path, *, max_tasks: int | None = None, top: int = 
 def write_report(path: str | Path, out: str | Path | None = None, **options: Any) -> Path:
     """Render and write the report atomically (default: ``<DIR>/report.html``); returns its path."""
     target = Path(out) if out is not None else Path(path) / "report.html"
+    if out is not None and not target.parent.is_dir():  # checked first: nothing is created on the way
+        raise ConfigError(f"out={out}: the directory {target.parent} does not exist; create it or choose "
+                          f"another out=FILE")
     text = render_report(path, **options)
-    target.parent.mkdir(parents=True, exist_ok=True)
     handle, temporary = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
     try:
         with os.fdopen(handle, "w", encoding="utf-8") as f:

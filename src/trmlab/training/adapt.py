@@ -150,6 +150,10 @@ def load_tasks(path: str | Path, canvas: int) -> list[Any]:
     from trmlab.data.sources import load_challenges_file
 
     tasks = load_challenges_file(path, SUBSET)
+    without = [t.task_id for t in tasks if not t.pairs["train"]]
+    if without:
+        raise DataError(f"{path}: task {without[0]!r} ({len(without)} in all) has an empty \"train\" list; "
+                        f"adaptation trains on each task's demonstration pairs, so give it at least one")
     too_big = [t.task_id for t in tasks if t.max_side > canvas]
     if too_big:
         raise DataError(f"{path}: task {too_big[0]!r} ({len(too_big)} in all) has a grid larger than the "
@@ -260,24 +264,34 @@ def adapt(settings: AdaptSettings, *, progress: bool = True) -> AdaptResult | No
     out = Path(settings.out)
     data, run = out / "data", out / "run"
     resolved = adaptation_config(recipe, settings, data, run, tasks)
+    if not (out / SETTINGS_FILE).is_file():
+        from trmlab.training.transfer import reconcile_init_config
+
+        reconcile_init_config(resolved, settings.checkpoint)  # an architecture conflict: refused before OUT
     # The process group lives across training and prediction (the loop leaves a group it did not open).
     ctx = setup_distributed(resolved.config.device)
+    created = not out.exists()
     try:
         resuming = False
-        if ctx.is_main:
-            out, resuming = prepare_out(settings)
-            if not data.is_dir():
-                build_adaptation_data(tasks, data, rows, settings, log=_say)
-            if not resuming or not _has_checkpoint(run):
-                shutil.rmtree(run, ignore_errors=True)  # a run killed before its first checkpoint
-        resuming = _shared_flag(resuming and _has_checkpoint(run), ctx)
-        barrier(ctx)
-        if resuming:
-            budget = "null" if settings.max_minutes is None else settings.max_minutes
-            resolved = resume_config(str(run), [f"max_minutes={budget}"])  # this command's budget
-        started = time.perf_counter()
-        trainer = Trainer(resolved, resume=run if resuming else None, progress=progress,
-                          evaluate=lambda _trainer, _step: {})
+        try:
+            if ctx.is_main:
+                out, resuming = prepare_out(settings)
+                if not data.is_dir():
+                    build_adaptation_data(tasks, data, rows, settings, log=_say)
+                if not resuming or not _has_checkpoint(run):
+                    shutil.rmtree(run, ignore_errors=True)  # a run killed before its first checkpoint
+            resuming = _shared_flag(resuming and _has_checkpoint(run), ctx)
+            barrier(ctx)
+            if resuming:
+                budget = "null" if settings.max_minutes is None else settings.max_minutes
+                resolved = resume_config(str(run), [f"max_minutes={budget}"])  # this command's budget
+            started = time.perf_counter()
+            trainer = Trainer(resolved, resume=run if resuming else None, progress=progress,
+                              evaluate=lambda _trainer, _step: {})
+        except BaseException:
+            if created and ctx.is_main:  # refused before training: leave no OUT behind to block the retry
+                shutil.rmtree(out, ignore_errors=True)
+            raise
         if ctx.is_main and not resuming:
             _say(f"adapt: {len(tasks)} task(s), mode={settings.mode}: new table rows {rows:,}.."
                  f"{trainer.dataset.num_puzzle_identifiers - 1:,} (initialised to the mean of the "

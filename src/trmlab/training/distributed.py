@@ -15,7 +15,7 @@ from dataclasses import dataclass
 import torch
 import torch.distributed as dist
 
-from trmlab.errors import ConfigError
+from trmlab.errors import ConfigError, DeviceError
 
 
 @dataclass
@@ -47,7 +47,7 @@ def resolve_device(setting: str, local_rank: int = 0) -> torch.device:
         raise ConfigError(f"device={setting!r} is not a device; use auto, cpu, cuda or cuda:N") from None
     if device.type == "cuda":
         if not torch.cuda.is_available():
-            raise ConfigError(f"device={setting} but CUDA is not available here; use device=cpu or auto")
+            raise DeviceError(f"device={setting} but CUDA is not available here; use device=cpu or auto")
         if device.index is None:
             device = torch.device(f"cuda:{local_rank}")
     return device

@@ -45,7 +45,7 @@ from trmlab.training.distributed import (
 )
 from trmlab.training.ema import EMA
 from trmlab.training.optim import AdamATan2, SparseSignSGD
-from trmlab.training.run_dir import RunDir, with_absolute_data_paths
+from trmlab.training.run_dir import RunDir, RunLock, with_absolute_data_paths
 from trmlab.training.schedule import lr_at
 from trmlab.training.signals import StopOnSignal, TrainingInterrupted
 
@@ -246,7 +246,10 @@ class Trainer:
 
     def run(self) -> TrainResult:
         """Train to ``total_steps`` (or resume and finish), checkpointing and evaluating on schedule."""
+        lock = RunLock(self.run_dir.path, self._say)
         try:
+            if self.ctx.is_main:
+                lock.acquire()  # one writer per run directory: a second resume is refused, naming this one
             self._start()
             result = TrainResult(self.run_dir.path, self.step, self.total_steps)
             self._train(result)
@@ -254,6 +257,7 @@ class Trainer:
         finally:
             for logger in self.loggers:
                 logger.close()
+            lock.release()
             teardown(self.ctx)
 
     def _start(self) -> None:
@@ -494,6 +498,13 @@ class Trainer:
     def _resume(self) -> None:
         from trmlab.training.state import load_latest_checkpoint
 
+        if not self.run_dir.checkpoint_steps():
+            # Stopped (or failed, e.g. on a full disk) before its first checkpoint: nothing to restore.
+            self._say(f"trmlab train: {self.run_dir.path} has no checkpoint yet; starting the run over from "
+                      f"step 0")
+            if self.ctx.is_main:
+                self.run_dir.truncate_metrics(0)
+            return
         load_latest_checkpoint(self)
         if self.ctx.is_main:
             self.run_dir.truncate_metrics(self.step)

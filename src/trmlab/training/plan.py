@@ -151,21 +151,29 @@ def _shorten(values: list[int], shown: int = 6) -> str:
                                                                else "") + "]"
 
 
-def dry_run(resolved: Any, *, as_json: bool = False) -> str:
-    """``trmlab train ... --dry-run``: open the data, plan the run, and return the plan; writes nothing."""
+def dry_run(resolved: Any, *, as_json: bool = False, resume: str | None = None) -> str:
+    """``trmlab train ... --dry-run``: every check the run makes before its first step, then the plan.
+
+    The trainer is built as for the run (device, data, ``init_from`` loaded and reconciled, the model, the
+    evaluation data, the loggers' settings); with ``resume`` the checkpoint it would resume from is checked
+    and loaded into the model, without setting anything aside. Nothing is written.
+    """
     import json
 
-    from trmlab.data.dataset import ArcDataset
+    from trmlab.training.distributed import teardown
+    from trmlab.training.loop import Trainer
+    from trmlab.training.state import check_resumable
 
-    config = resolved.config
-    if not config.data_paths:
-        raise ConfigError("data_paths is empty: name the training dataset directories (data_paths=[DIR])")
-    dataset = ArcDataset(list(config.data_paths), "train")
-    sampler = make_sampler(config, dataset)
-    summary = plan_summary(plan_steps(sampler, config), config, sampler)
+    trainer = Trainer(resolved, resume=resume, progress=False)
+    try:
+        resumed = check_resumable(trainer) if resume is not None else None
+    finally:
+        teardown(trainer.ctx)
+    config, dataset = trainer.config, trainer.dataset
+    summary = plan_summary(trainer.plan, config, trainer.sampler)
     if as_json:
-        return json.dumps(summary)
+        return json.dumps(summary | ({"resume": resumed} if resumed else {}))
     header = (f"trmlab train --dry-run: {config.arch.name} on {', '.join(config.data_paths)} "
               f"({dataset.total_groups} groups, {dataset.num_puzzles} puzzles, {dataset.num_examples} "
-              f"examples); nothing is written")
-    return header + "\n" + describe_plan(summary)
+              f"examples), device {trainer.ctx.device}; nothing is written")
+    return "\n".join([header, *([resumed] if resumed else []), describe_plan(summary)])

@@ -22,7 +22,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from trmlab.errors import ConfigError, write_failure
+from trmlab.errors import ConfigError, RunBusyError, write_failure
 
 _ADJECTIVES = ("amber", "brisk", "calm", "dapper", "eager", "fuzzy", "gentle", "hardy", "icy", "jolly",
                "keen", "lucid", "mellow", "nimble", "odd", "plucky", "quiet", "rapid", "sunny", "tidy",
@@ -176,3 +176,115 @@ class RunDir:
             if child.name.startswith(".tmp-") or child.name.startswith(".step_"):
                 shutil.rmtree(child, ignore_errors=True)
         return removed
+
+
+LOCK_FILE = ".trmlab-lock.json"
+
+
+class RunLock:
+    """The one-writer lock of a run directory (cli.md: "a run directory has one writer").
+
+    ``<run_dir>/.trmlab-lock.json`` names the holder (pid, host, start time, command). It is created with a
+    hard link of a complete temporary file, so it is either absent or whole, and two processes can never both
+    create it. A lock whose holder is gone (same host, no such process) is taken over with a message; any
+    other holder is named in a :class:`~trmlab.errors.RunBusyError` (exit 3).
+    """
+
+    def __init__(self, run_dir: str | Path, say: Any = None) -> None:
+        self.path = Path(run_dir) / LOCK_FILE
+        self.say = say or (lambda message: print(message, file=sys.stderr, flush=True))
+        self.held = False
+        self.created: Path | None = None
+
+    def acquire(self) -> RunLock:
+        """Take the lock (creating the run directory if needed) or raise RunBusyError naming the holder."""
+        from trmlab.staging import make_parents
+
+        if self.path.parent.exists() and not self.path.parent.is_dir():
+            raise ConfigError(f"run_dir {self.path.parent}: exists and is a file, not a directory; choose "
+                              f"another run_dir")
+        try:
+            if not self.path.parent.is_dir():
+                self.created = make_parents(self.path.parent) or self.path.parent
+                self.path.parent.mkdir(exist_ok=True)
+            mine = self._holder_record()
+            for _ in range(3):  # a taken-over lock may be raced for by another process: try again
+                if self._create(mine):
+                    self.held = True
+                    return self
+                holder = self._read()
+                if holder is not None and not _holder_gone(holder):
+                    raise RunBusyError(f"run_dir {self.path.parent} is being written by another process "
+                                       f"({_describe(holder)}); wait for it to finish, or stop it "
+                                       f"(a lock left by a dead process is taken over automatically)")
+                self.say(f"trmlab: taking over the lock of {self.path.parent} left by "
+                         f"{_describe(holder) if holder else 'a process that did not finish writing it'}, "
+                         f"which is gone")
+                self.path.unlink(missing_ok=True)
+        except OSError as error:
+            from trmlab.staging import remove_created
+
+            remove_created(self.created)  # a run directory made only for the lock it could not hold
+            raise write_failure(f"run_dir {self.path.parent}", error) from error
+        raise RunBusyError(f"run_dir {self.path.parent}: could not take its lock {self.path} (other "
+                           f"processes keep taking it); try again")
+
+    def release(self) -> None:
+        """Drop the lock if this process holds it (and a run directory created only for it)."""
+        if not self.held:
+            return
+        self.held = False
+        holder = self._read()
+        if holder is not None and holder.get("pid") == os.getpid() and holder.get("host") == _host():
+            self.path.unlink(missing_ok=True)
+        if self.created is not None and self.path.parent.is_dir() and not any(self.path.parent.iterdir()):
+            shutil.rmtree(self.created, ignore_errors=True)
+
+    def __enter__(self) -> RunLock:
+        return self.acquire()
+
+    def __exit__(self, *exc: object) -> None:
+        self.release()
+
+    @staticmethod
+    def _holder_record() -> dict[str, Any]:
+        return {"pid": os.getpid(), "host": _host(), "started": time.strftime("%Y-%m-%d %H:%M:%S %Z"),
+                "command": " ".join(sys.argv)}
+
+    def _create(self, record: dict[str, Any]) -> bool:
+        tmp = self.path.with_name(f"{LOCK_FILE}.{os.getpid()}.tmp")
+        tmp.write_text(json.dumps(record))
+        try:
+            os.link(tmp, self.path)
+            return True
+        except FileExistsError:
+            return False
+        finally:
+            tmp.unlink(missing_ok=True)
+
+    def _read(self) -> dict[str, Any] | None:
+        try:
+            record = json.loads(self.path.read_bytes())
+        except FileNotFoundError:
+            return {"pid": -1, "host": _host()}  # released meanwhile: counts as gone
+        except (OSError, ValueError):
+            return None
+        return record if isinstance(record, dict) else None
+
+
+def _host() -> str:
+    import socket
+
+    return socket.gethostname()
+
+
+def _holder_gone(holder: dict[str, Any]) -> bool:
+    from trmlab.data.format import process_alive
+
+    pid = holder.get("pid")
+    return holder.get("host") == _host() and isinstance(pid, int) and (pid < 0 or not process_alive(pid))
+
+
+def _describe(holder: dict[str, Any]) -> str:
+    return (f"pid {holder.get('pid')} on {holder.get('host')}, started {holder.get('started')}"
+            + (f": {holder['command']}" if holder.get("command") else ""))

@@ -203,9 +203,50 @@ def newest_valid_checkpoint(run_dir: Any, say: Any = print) -> Any:
 
 def load_latest_checkpoint(trainer: Any) -> Path:
     """Restore the trainer from the newest valid checkpoint of its run directory (every rank)."""
+    bundle = newest_valid_checkpoint(trainer.run_dir, trainer._say)
+    path = bundle.path
+    state = checked_resume_state(bundle, trainer)
+    trainer.adam.load_state_dict(state["adam"])
+    trainer.step = int(state["step"])
+    trainer.sampler.load_state_dict(state["sampler"])
+    own = state["ranks"][trainer.ctx.rank]
+    restore_rng(own["rng"], trainer.exploration)
+    trainer._saved_carry = own["carry"] or None
+    trainer._say(f"trmlab train: resuming {trainer.run_dir.path} from {path.name} (step {trainer.step:,} of "
+                 f"{trainer.total_steps:,})")
+    return path
+
+
+def check_resumable(trainer: Any) -> str:
+    """What ``resume=`` would do, checked without changing the run directory (``train --dry-run``): the
+    newest checkpoint that verifies must match the run (processes, data, step count) and load into the
+    model. Returns a line describing it."""
+    from trmlab.checkpoints import read_checkpoint
     from trmlab.errors import CheckpointError
 
-    bundle = newest_valid_checkpoint(trainer.run_dir, trainer._say)
+    steps = trainer.run_dir.checkpoint_steps()
+    if not steps:
+        return f"resume: {trainer.run_dir.path} has no checkpoint yet; the run would start over from step 0"
+    skipped = []
+    for step in steps:
+        try:
+            bundle = read_checkpoint(trainer.run_dir.checkpoint_path(step), verify=True)
+            bundle.train_state()
+        except CheckpointError as error:
+            skipped.append(f"step_{step} ({error})")
+            continue
+        checked_resume_state(bundle, trainer)
+        aside = f"; unusable, would be set aside: {', '.join(skipped)}" if skipped else ""
+        return f"resume: from {bundle.path.name} of {trainer.run_dir.path}{aside}"
+    raise CheckpointError(f"{trainer.run_dir.checkpoints_path}: no complete checkpoint to resume from "
+                          f"({len(steps)} found, none valid: {'; '.join(skipped)})")
+
+
+def checked_resume_state(bundle: Any, trainer: Any) -> dict[str, Any]:
+    """The training state of ``bundle`` after checking it against the trainer; the weights (and EMA) are
+    loaded into the trainer's model (strict: every tensor's key and shape)."""
+    from trmlab.errors import CheckpointError
+
     path = bundle.path
     state = bundle.train_state()
     if not isinstance(state, dict) or state.get("format") != STATE_FORMAT:
@@ -222,20 +263,17 @@ def load_latest_checkpoint(trainer: Any) -> Path:
     weights = bundle.tensors("model.safetensors")
     if bundle.has("puzzle_embedding.safetensors"):
         weights[TABLE_PREFIX + "weights"] = bundle.tensors("puzzle_embedding.safetensors")["weights"]
-    trainer.model.load_state_dict(weights, strict=True)
-    if trainer.ema is not None:
-        ema_file = bundle.tensors("ema.safetensors")
-        trainer.ema.load_state_dict({"shadow": {n: ema_file[n] for n in trainer.ema.names},
-                                     "num_updates": state["ema"]["num_updates"]})
-    trainer.adam.load_state_dict(state["adam"])
-    trainer.step = int(state["step"])
-    trainer.sampler.load_state_dict(state["sampler"])
-    own = state["ranks"][trainer.ctx.rank]
-    restore_rng(own["rng"], trainer.exploration)
-    trainer._saved_carry = own["carry"] or None
-    trainer._say(f"trmlab train: resuming {trainer.run_dir.path} from {path.name} (step {trainer.step:,} of "
-                 f"{trainer.total_steps:,})")
-    return path
+    try:
+        trainer.model.load_state_dict(weights, strict=True)
+        if trainer.ema is not None:
+            ema_file = bundle.tensors("ema.safetensors")
+            trainer.ema.load_state_dict({"shadow": {n: ema_file[n] for n in trainer.ema.names},
+                                         "num_updates": state["ema"]["num_updates"]})
+    except (RuntimeError, KeyError) as error:  # a tensor missing, extra or of another shape
+        first = " ".join(str(error).split())[:300]
+        raise CheckpointError(f"{path}: its weights do not fit the run's model ({first}); see trmlab "
+                              f"checkpoint inspect {path}") from None
+    return state
 
 
 def _check_same_dataset(bundle: Any, trainer: Any) -> None:
