@@ -1,6 +1,6 @@
-"""Accuracy versus evaluation compute for one Sudoku / Maze checkpoint: the test-time settings of
-``trmlab eval`` (stochastic trajectories, halting with continuous batching, deeper recursion;
-docs/evaluation.md).
+"""Accuracy versus evaluation compute for one Sudoku / Maze / ARC checkpoint: the test-time settings of
+``trmlab eval`` (stochastic trajectories, halting with continuous batching, deeper recursion, the ARC
+augmentation budget; docs/evaluation.md).
 
 Settings are chosen on a **validation** split and reported on the held-out **test** split:
 
@@ -19,6 +19,17 @@ run's eval directory under ``OUT/evals/<split>/<setting>`` (``trmlab report OUT/
 
     PYTHONPATH=src .venv/bin/python benchmarks/bench_test_time.py runs/sudoku-cpu/checkpoints/step_2500 \
         runs/data/sudoku6 runs/data/sudoku6-val --out runs/bench-test-time/sudoku
+
+An **ARC** dataset (``test_puzzles.json``) runs a plain grid instead, with nothing chosen and so no validation
+split: pass@1 / pass@2 for every augmentation budget ``num_augmentations=K`` of ``--augmentations`` (the first
+K augmented versions of each task, original first) at every step limit of ``--steps`` (default: the
+checkpoint's halt_max_steps, 2× and 4× it; the first runs the official protocol, the others ``steps=N``), then
+``steps=halt_max_steps`` through the test-time engine (must score as the official protocol) and
+``samples=--samples noise=SIGMA`` for each SIGMA of ``--noises``, both with every augmentation. Compute is
+relative to the official protocol with every augmentation.
+
+    PYTHONPATH=src .venv/bin/python benchmarks/bench_test_time.py runs/demo/checkpoints/step_4036 \
+        runs/data/demo-arc1 --out runs/bench-test-time/arc --augmentations 1,2,4,9 --samples 4 --noises 0.4
 """
 
 from __future__ import annotations
@@ -36,7 +47,7 @@ import numpy as np
 import torch
 
 from trmlab.data.dataset import ArcDataset
-from trmlab.evaluation.grid import accuracies, dataset_task
+from trmlab.evaluation.grid import accuracies, dataset_task, is_arc_dataset
 from trmlab.evaluation.runner import EvalSettings, evaluate
 from trmlab.evaluation.test_time import SELECT_RULES, TestTimeSettings, Trajectories, select
 from trmlab.interop.loading import load_checkpoint
@@ -177,9 +188,13 @@ def run_bench(args: argparse.Namespace) -> dict[str, Any]:
     test.run(f"samples{args.samples}-noise{sigma:g}-{rule}-halt-q-T{threshold:g}", combined)
     return {"checkpoint": str(args.checkpoint), "task": test.task, "chosen": {
         "halt_threshold": threshold, "noise": sigma, "select": rule},
-        "machine": f"{platform.node()} {platform.processor() or platform.machine()}, "
-                   f"torch {torch.__version__}, 1 thread", "command": " ".join(sys.argv),
+        "machine": _machine(), "command": " ".join(sys.argv),
         "points": [vars(p) for p in val.points + test.points]}
+
+
+def _machine() -> str:
+    processor = platform.processor() or platform.machine()
+    return f"{platform.node()} {processor}, torch {torch.__version__}, 1 thread"
 
 
 def _row(p: dict[str, Any]) -> str:
@@ -243,11 +258,119 @@ def plot(results: dict[str, Any], path: Path) -> None:
     plt.close(figure)
 
 
+# -- ARC: pass@K versus the augmentation budget and the step limit (nothing chosen) ------------------------
+
+
+def _arc_point(model: Any, data: Path, out: Path, name: str, augmentations: int, tt: TestTimeSettings | None,
+               batch: int) -> dict[str, Any]:
+    """One ARC evaluation: pass@1 / pass@2, the test inputs solved, its ACT steps and CPU seconds."""
+    settings = EvalSettings(global_batch_size=batch, num_augmentations=augmentations, test_time=tt)
+    started = time.process_time()
+    result = evaluate(model, data, settings=settings, out_dir=out / name, replace=True)
+    cpu = time.process_time() - started
+    counts, arc = result.counts, result.result
+    act = counts.get("act_steps", counts["rows"] * model.arch.halt_max_steps)
+    return {"split": "test", "name": name, "settings": (tt or TestTimeSettings()).as_dict(),
+            "num_augmentations": augmentations, "pass@1": result.metrics["ARC/pass@1"],
+            "pass@2": result.metrics["ARC/pass@2"], "solved@2": sum(p.passed(2) for p in arc.pairs),
+            "test_inputs": len(arc.pairs), "act_steps": act, "cpu_seconds": cpu}
+
+
+def run_arc_bench(args: argparse.Namespace) -> dict[str, Any]:
+    torch.set_num_threads(1)
+    torch.manual_seed(0)
+    probe = ArcDataset([args.test], "test")
+    model = load_checkpoint(args.checkpoint, seq_len=probe.seq_len, device="cpu", use_ema=True)
+    halt_max_steps = model.arch.halt_max_steps
+    steps = args.steps or [halt_max_steps, 2 * halt_max_steps, 4 * halt_max_steps]
+    every = max(args.augmentations)
+    evals, points = args.out / "evals" / "test", []
+
+    def run(name: str, augmentations: int, tt: TestTimeSettings | None) -> None:
+        point = _arc_point(model, args.test, evals, name, augmentations, tt, args.batch)
+        points.append(point)
+        print(f"[arc] {name}: pass@1 {point['pass@1'] * 100:.1f}%  pass@2 {point['pass@2'] * 100:.1f}%  "
+              f"ACT steps {point['act_steps']}  cpu {point['cpu_seconds']:.1f}s", flush=True)
+
+    for n in steps:
+        for k in args.augmentations:
+            official = n == halt_max_steps
+            run(f"aug{k}" if official else f"aug{k}-steps{n}", k,
+                None if official else TestTimeSettings(steps=n, seed=args.seed))
+    engine = TestTimeSettings(steps=halt_max_steps, seed=args.seed)  # must score as the official protocol
+    run(f"aug{every}-steps{halt_max_steps}-engine", every, engine)
+    for sigma in args.noises:
+        run(f"aug{every}-samples{args.samples}-noise{sigma:g}", every,
+            TestTimeSettings(samples=args.samples, noise=sigma, seed=args.seed))
+    reference = next(p for p in points if p["name"] == f"aug{every}")
+    for point in points:
+        point["relative_compute"] = point["act_steps"] / reference["act_steps"]
+    return {"checkpoint": str(args.checkpoint), "task": "arc", "halt_max_steps": halt_max_steps,
+            "machine": _machine(), "command": " ".join(sys.argv), "points": points}
+
+
+def _arc_row(p: dict[str, Any]) -> str:
+    s = p["settings"]
+    what = f"num_augmentations={p['num_augmentations']}"
+    what += f" steps={s['steps']}" if s["steps"] else ""
+    what += f" samples={s['samples']} noise={s['noise']:g}" if s["samples"] > 1 else ""
+    return (f"| {p['name']} | {what} | {p['pass@1'] * 100:.1f} | {p['pass@2'] * 100:.1f} | "
+            f"{p['solved@2']} / {p['test_inputs']} | {p['act_steps']:,} | {p['relative_compute']:.2f}x | "
+            f"{p['cpu_seconds']:.1f} |")
+
+
+def write_arc_outputs(results: dict[str, Any], out: Path) -> None:
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "results.json").write_text(json.dumps(results, indent=1))
+    lines = [f"# Test-time compute: arc ({results['checkpoint']})", "",
+             f"Machine: {results['machine']}. Command: `{results['command']}`", "",
+             "| run | settings | pass@1 % | pass@2 % | test inputs solved (pass@2) | ACT steps | "
+             "compute (vs official, every augmentation) | CPU s |", "|---|---|---|---|---|---|---|---|"]
+    lines += [_arc_row(p) for p in results["points"]]
+    (out / "results.md").write_text("\n".join(lines) + "\n")
+    plot_arc(results, out / "accuracy_vs_compute.png")
+
+
+def plot_arc(results: dict[str, Any], path: Path) -> None:
+    """pass@2 against relative compute and CPU seconds: one line per step limit across the augmentation
+    budgets, the stochastic runs as single points."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    points = results["points"]
+    figure, axes = plt.subplots(1, 2, figsize=(9, 3.4))
+    compute = "ACT steps × rows (official, all augmentations = 1)"
+    for axis, key, label in ((axes[0], "relative_compute", compute),
+                             (axes[1], "cpu_seconds", "CPU seconds (1 thread)")):
+        for n in sorted({p["settings"]["steps"] or results["halt_max_steps"] for p in points}):
+            line = [p for p in points if (p["settings"]["steps"] or results["halt_max_steps"]) == n
+                    and p["settings"]["samples"] == 1 and not p["name"].endswith("engine")]
+            line.sort(key=lambda p: p["num_augmentations"])
+            axis.plot([p[key] for p in line], [p["pass@2"] * 100 for p in line], marker="o", ms=4,
+                      label=f"{n} ACT steps, K = {', '.join(str(p['num_augmentations']) for p in line)}")
+        noisy = [p for p in points if p["settings"]["samples"] > 1]
+        if noisy:
+            axis.scatter([p[key] for p in noisy], [p["pass@2"] * 100 for p in noisy], marker="x", color="k",
+                         label="samples + noise (all augmentations)", zorder=3)
+        axis.set_xscale("log")
+        axis.set_xlabel(label, fontsize=8)
+        axis.set_ylabel("pass@2 % (13 tasks)", fontsize=8)
+        axis.grid(alpha=0.3)
+    axes[0].legend(fontsize=7)
+    figure.suptitle("ARC demo (toy: 13 tasks ≤ 6×6): pass@2 versus evaluation compute", fontsize=9)
+    figure.tight_layout()
+    figure.savefig(path, dpi=80)
+    plt.close(figure)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("checkpoint", type=Path)
     parser.add_argument("test", type=Path, help="dataset directory whose test split is the held-out set")
-    parser.add_argument("val", type=Path, help="dataset directory whose test split is the validation set")
+    parser.add_argument("val", type=Path, nargs="?",
+                        help="dataset directory whose test split is the validation set (not for ARC)")
     parser.add_argument("--out", type=Path, required=True)
     parser.add_argument("--batch", type=int, default=256)
     parser.add_argument("--seed", type=int, default=0)
@@ -255,12 +378,20 @@ def main() -> None:
     parser.add_argument("--samples", type=int, default=8)
     parser.add_argument("--noises", type=_parse_floats, default=[0.1, 0.2, 0.4, 0.8])
     parser.add_argument("--thresholds", type=_parse_floats, default=[-2.0, -1.0, 0.0, 1.0, 2.0, 4.0])
-    parser.add_argument("--steps", type=_parse_ints, default=[1, 2, 3, 6, 8])
+    parser.add_argument("--steps", type=_parse_ints, default=None,
+                        help="step limits (default 1,2,3,6,8; ARC: halt_max_steps, 2x and 4x it)")
+    parser.add_argument("--augmentations", type=_parse_ints, default=[1, 2, 4, 9],
+                        help="ARC: augmentation budgets num_augmentations=K (the largest is the reference)")
     args = parser.parse_args()
+    arc = is_arc_dataset(args.test)
+    if not arc and args.val is None:
+        parser.error("a Sudoku / Maze dataset needs the validation dataset directory as well")
+    if not arc and args.steps is None:
+        args.steps = [1, 2, 3, 6, 8]
     started = time.process_time()
-    results = run_bench(args)
+    results = run_arc_bench(args) if arc else run_bench(args)
     results["total_cpu_seconds"] = time.process_time() - started
-    write_outputs(results, args.out)
+    (write_arc_outputs if arc else write_outputs)(results, args.out)
     print(f"wrote {args.out}/results.md, results.json, accuracy_vs_compute.png "
           f"({results['total_cpu_seconds']:.0f} CPU s)")
 
