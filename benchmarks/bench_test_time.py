@@ -268,8 +268,9 @@ def _arc_point(model: Any, data: Path, out: Path, name: str, augmentations: int,
     started = time.process_time()
     result = evaluate(model, data, settings=settings, out_dir=out / name, replace=True)
     cpu = time.process_time() - started
-    counts, arc = result.counts, result.result
-    act = counts.get("act_steps", counts["rows"] * model.arch.halt_max_steps)
+    arc = result.result
+    counts = arc.counts
+    act = int(counts.get("act_steps", counts["rows"] * model.arch.halt_max_steps))
     return {"split": "test", "name": name, "settings": (tt or TestTimeSettings()).as_dict(),
             "num_augmentations": augmentations, "pass@1": result.metrics["ARC/pass@1"],
             "pass@2": result.metrics["ARC/pass@2"], "solved@2": sum(p.passed(2) for p in arc.pairs),

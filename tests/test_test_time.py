@@ -299,7 +299,9 @@ def test_grid_evaluation_reports_test_time_metrics_beside_the_official_ones(sudo
     assert "Sudoku/exact_accuracy" not in shifted.metrics  # not the official protocol: not reported as it
 
 
-def test_arc_trajectories_vote_with_the_augmentations(official_arc_build_small):
+def test_arc_trajectories_vote_with_the_augmentations(official_arc_build_small, tmp_path):
+    import json
+
     from trmlab.data.dataset import ArcDataset
 
     data = official_arc_build_small / "output"
@@ -309,7 +311,8 @@ def test_arc_trajectories_vote_with_the_augmentations(official_arc_build_small):
                         num_puzzle_identifiers=dataset.num_puzzle_identifiers)
     base = dict(global_batch_size=8, max_tasks=1, num_augmentations=2)
     default = evaluate(model, data, settings=EvalSettings(**base))
-    doubled = evaluate(model, data, settings=EvalSettings(**base, test_time=TestTimeSettings(samples=2)))
+    doubled = evaluate(model, data, settings=EvalSettings(**base, test_time=TestTimeSettings(samples=2)),
+                       out_dir=tmp_path / "eval")  # the eval directory is written (compute counts in JSON)
     assert doubled.result.counts["votes"] == 2 * default.result.counts["votes"]
     assert doubled.metrics == default.metrics  # two clean copies: the same vote, twice
     assert np.array_equal(doubled.raw.preds[::2], default.raw.preds)
@@ -317,6 +320,8 @@ def test_arc_trajectories_vote_with_the_augmentations(official_arc_build_small):
     votes = [[(c.hash, c.votes) for c in pair.candidates] for pair in default.result.pairs]
     assert [[(c.hash, c.votes // 2) for c in pair.candidates] for pair in doubled.result.pairs] == votes
     assert doubled.result.counts["relative_compute"] == 2.0
+    written = json.loads((tmp_path / "eval" / "metrics.json").read_text())["counts"]
+    assert written["act_steps"] == written["official_act_steps"] * 2
 
 
 def test_report_draws_accuracy_against_compute_for_a_settings_directory(tmp_path):

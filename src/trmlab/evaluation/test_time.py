@@ -510,5 +510,5 @@ def flatten_arc_rows(inputs: np.ndarray, identifiers: np.ndarray, rows: dict[str
     runs = _as_trajectories(rows)
     count, K = runs.q_halt_logits.shape
     flat = {"preds": runs.preds.reshape(count * K, -1), "q_halt_logits": runs.q_halt_logits.reshape(-1),
-            "compute": {"trajectories": count * K, **compute_counts(runs, rows["halt_max_steps"][0])}}
+            "compute": {"trajectories": count * K, **compute_counts(runs, int(rows["halt_max_steps"][0]))}}
     return np.repeat(inputs, K, axis=0), np.repeat(identifiers, K, axis=0), flat
