@@ -44,6 +44,7 @@ import torch
 from trmlab.data.build_maze import MAZE_CHARSET
 from trmlab.data.build_sudoku import SUDOKU_BOXES
 from trmlab.errors import ConfigError
+from trmlab.progress import Progress
 
 SELECT_RULES = ("q", "vote", "valid")
 HALT_RULES = ("none", "q")
@@ -376,12 +377,6 @@ def _rank_rows(count: int, rank: int, world: int) -> np.ndarray:
     return np.arange(rank, count, world)
 
 
-def _progress_bar(total: int, enabled: bool) -> Any:
-    from tqdm import tqdm
-
-    return tqdm(total=total, disable=not enabled, unit="traj", desc="eval", dynamic_ncols=True)
-
-
 def _gathered(local: dict[str, np.ndarray], rank: int, world: int) -> dict[str, np.ndarray] | None:
     from trmlab.evaluation.runner import _gather_rows
 
@@ -391,7 +386,8 @@ def _gathered(local: dict[str, np.ndarray], rank: int, world: int) -> dict[str, 
 def _local_trajectories(model: Any, fetch: Callable, positions: np.ndarray, settings: Any,
                         progress: bool, rank: int) -> dict[str, np.ndarray]:
     tt: TestTimeSettings = settings.test_time
-    with _progress_bar(len(positions) * tt.samples, progress and rank == 0) as bar:
+    shown = progress and rank == 0
+    with Progress("eval", len(positions) * tt.samples, unit="trajectories", enabled=shown) as bar:
         runs = run_trajectories(model, lambda rows: fetch(positions[rows]), len(positions), tt,
                                 settings.global_batch_size, row_ids=positions, progress=bar)
     return {"position": positions, "preds": runs.preds, "q_halt_logits": runs.q_halt_logits,
