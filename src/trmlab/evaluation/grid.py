@@ -121,16 +121,22 @@ def accuracies(preds: np.ndarray, labels: np.ndarray, ignore: int | None) -> tup
     return right.sum(axis=1) == count, right.sum(axis=1) / np.maximum(count, 1)
 
 
+def vote_index(candidates: np.ndarray, q_halt: np.ndarray) -> np.ndarray:
+    """Per row, the index of the first candidate holding the most frequent grid among its K candidates
+    [N, K, S] (ties: larger mean q_halt [N, K], then the grid seen first)."""
+    winners = np.empty(candidates.shape[0], dtype=np.int64)
+    for row, (grids, q) in enumerate(zip(candidates, q_halt, strict=True)):
+        tally: dict[bytes, list[int]] = {}
+        for index, grid in enumerate(grids):
+            tally.setdefault(grid.tobytes(), []).append(index)
+        members = max(tally.values(), key=lambda m: (len(m), sum(float(q[i]) for i in m) / len(m)))
+        winners[row] = members[0]
+    return winners
+
+
 def vote(candidates: np.ndarray, q_halt: np.ndarray) -> np.ndarray:
     """Per row, the most frequent grid among its K candidates [N, K, S] (ties: larger mean q_halt [N, K])."""
-    winners = np.empty((candidates.shape[0], candidates.shape[2]), dtype=candidates.dtype)
-    for row, (grids, q) in enumerate(zip(candidates, q_halt, strict=True)):
-        tally: dict[bytes, list[float]] = {}
-        for grid, logit in zip(grids, q, strict=True):
-            tally.setdefault(grid.tobytes(), []).append(float(logit))
-        best = max(tally.items(), key=lambda item: (len(item[1]), sum(item[1]) / len(item[1])))[0]
-        winners[row] = np.frombuffer(best, dtype=candidates.dtype)
-    return winners
+    return candidates[np.arange(candidates.shape[0]), vote_index(candidates, q_halt)]
 
 
 @dataclass

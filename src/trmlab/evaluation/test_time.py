@@ -44,6 +44,7 @@ import torch
 from trmlab.data.build_maze import MAZE_CHARSET
 from trmlab.data.build_sudoku import SUDOKU_BOXES
 from trmlab.errors import ConfigError
+from trmlab.evaluation.grid import vote_index
 from trmlab.progress import Progress
 
 SELECT_RULES = ("q", "vote", "valid")
@@ -349,20 +350,12 @@ def select(trajectories: Trajectories, rule: str, inputs: np.ndarray, task: str)
     if rule == "q":
         return np.argmax(q, axis=1)
     if rule == "vote":
-        return np.array([_vote_index(p, s) for p, s in zip(preds, q, strict=True)], dtype=np.int64)
+        return vote_index(preds, q)
     check_select(rule, task)
     rows, K, _ = preds.shape
     valid = CHECKERS[task](np.repeat(inputs, K, axis=0), preds.reshape(rows * K, -1)).reshape(rows, K)
     ranked = np.where(valid, q, -np.inf)
     return np.where(valid.any(axis=1), np.argmax(ranked, axis=1), np.argmax(q, axis=1))
-
-
-def _vote_index(grids: np.ndarray, q: np.ndarray) -> int:
-    tally: dict[bytes, list[int]] = {}
-    for index, grid in enumerate(grids):
-        tally.setdefault(grid.tobytes(), []).append(index)
-    best = max(tally.values(), key=lambda members: (len(members), float(np.mean(q[members]))))
-    return best[0]
 
 
 def chosen(trajectories: Trajectories, index: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
