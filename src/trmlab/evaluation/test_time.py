@@ -44,7 +44,8 @@ import torch
 from trmlab.data.build_maze import MAZE_CHARSET
 from trmlab.data.build_sudoku import SUDOKU_BOXES
 from trmlab.errors import ConfigError
-from trmlab.evaluation.grid import vote_index
+from trmlab.evaluation.grid import TASK_NAMES, GridEvalResult, _npz_bytes, accuracies, vote_index
+from trmlab.evaluation.outputs import RawPredictions, json_bytes, write_output_dir
 from trmlab.progress import Progress
 
 SELECT_RULES = ("q", "vote", "valid")
@@ -183,15 +184,14 @@ def run_trajectories(model: Any, fetch: Callable[[np.ndarray], dict[str, torch.T
     step = model if compiled is None or settings.noise > 0 else compiled  # the hook needs eager mode
     noise = _SlotNoise(settings.noise) if settings.noise > 0 else None
     waiting = deque(range(rows * K))  # item = row * K + sample, row-major: a row's trajectories run together
-    answers: dict[str, np.ndarray] = {}
     was_training = model.training
     model.eval()
     started = time.perf_counter()
     try:
         model.core.z_L_noise = noise
         with torch.no_grad():
-            _continuous_batches(model, step, fetch, waiting, batch, K, limit, stops, noise, settings.seed,
-                                row_ids, answers, rows, progress)
+            answers = _continuous_batches(model, step, fetch, waiting, batch, K, limit, stops, noise,
+                                          settings.seed, row_ids, rows, progress)
     finally:
         model.core.z_L_noise = None
         model.train(was_training)
@@ -202,8 +202,8 @@ def run_trajectories(model: Any, fetch: Callable[[np.ndarray], dict[str, torch.T
 
 def _continuous_batches(model: Any, step: Any, fetch: Callable, waiting: deque, batch: int, K: int,
                         limit: int, stops: Callable, noise: _SlotNoise | None, seed: int, row_ids: np.ndarray,
-                        answers: dict[str, np.ndarray], rows: int, progress: Any) -> None:
-    """The slot loop of :func:`run_trajectories`; fills ``answers`` (item order)."""
+                        rows: int, progress: Any) -> dict[str, np.ndarray]:
+    """The slot loop of :func:`run_trajectories`; returns every trajectory's answer (item order)."""
     first = [waiting.popleft() for _ in range(min(batch, len(waiting)))]
     data = fetch(np.array([item // K for item in first]))
     device = data["inputs"].device
@@ -245,7 +245,8 @@ def _continuous_batches(model: Any, step: Any, fetch: Callable, waiting: deque, 
                     noise.generators[slot] = assign([item])[0]
         idle = done_slots[len(refill):]
         if idle:  # nothing waits: drop finished slots instead of running them
-            keep_list = [s for s in range(len(slots)) if s not in set(idle)]
+            idle_slots = set(idle)
+            keep_list = [s for s in range(len(slots)) if s not in idle_slots]
             keep = torch.tensor(keep_list, dtype=torch.long, device=device)
             slots = [slots[s] for s in keep_list]
             if noise is not None:
@@ -256,10 +257,10 @@ def _continuous_batches(model: Any, step: Any, fetch: Callable, waiting: deque, 
                             extra=_index_rows(carry.extra, keep))
     order = sorted(answers_list)
     assert order == list(range(rows * K)), "every trajectory must finish exactly once"
-    answers["preds"] = np.stack([answers_list[i][0] for i in order])
-    answers["q_halt"] = np.array([answers_list[i][1] for i in order], dtype=np.float32)
-    answers["q_continue"] = np.array([answers_list[i][2] for i in order], dtype=np.float32)
-    answers["steps"] = np.array([answers_list[i][3] for i in order], dtype=np.int32)
+    return {"preds": np.stack([answers_list[i][0] for i in order]),
+            "q_halt": np.array([answers_list[i][1] for i in order], dtype=np.float32),
+            "q_continue": np.array([answers_list[i][2] for i in order], dtype=np.float32),
+            "steps": np.array([answers_list[i][3] for i in order], dtype=np.int32)}
 
 
 # -- puzzle checks and selection ----------------------------------------------------------------------------
@@ -370,12 +371,6 @@ def _rank_rows(count: int, rank: int, world: int) -> np.ndarray:
     return np.arange(rank, count, world)
 
 
-def _gathered(local: dict[str, np.ndarray], rank: int, world: int) -> dict[str, np.ndarray] | None:
-    from trmlab.evaluation.runner import _gather_rows
-
-    return _gather_rows(local, rank, world)
-
-
 def _local_trajectories(model: Any, fetch: Callable, positions: np.ndarray, settings: Any,
                         progress: bool, rank: int) -> dict[str, np.ndarray]:
     tt: TestTimeSettings = settings.test_time
@@ -441,8 +436,7 @@ def evaluate_grid_trajectories(model: Any, dataset: Any, settings: Any, *, task:
     official protocol (no steps= / halt=). ``counts`` holds the compute (:func:`compute_counts`);
     trajectories.npz keeps every trajectory.
     """
-    from trmlab.evaluation.grid import TASK_NAMES, GridEvalResult, _npz_bytes, accuracies
-    from trmlab.evaluation.outputs import RawPredictions, json_bytes, write_output_dir
+    from trmlab.evaluation.runner import _gather_rows  # runner imports this module
 
     tt: TestTimeSettings = settings.test_time
     if settings.symmetry_votes > 1:
@@ -456,7 +450,7 @@ def evaluate_grid_trajectories(model: Any, dataset: Any, settings: Any, *, task:
                 "puzzle_identifiers": torch.from_numpy(identifiers[positions].astype(np.int32)).to(device)}
 
     local = _local_trajectories(model, fetch, _rank_rows(len(inputs), rank, world), settings, progress, rank)
-    rows = _gathered(local, rank, world)
+    rows = _gather_rows(local, rank, world)
     if rank != 0:
         return None
     runs = _as_trajectories(rows)
