@@ -42,7 +42,8 @@ import numpy as np
 import torch
 
 from trmlab.data.build_maze import MAZE_CHARSET
-from trmlab.data.build_sudoku import SUDOKU_BOXES
+from trmlab.data.build_sudoku import BLANK_TOKEN, SudokuFormat
+from trmlab.data.generate_maze import shortest_paths
 from trmlab.errors import ConfigError
 from trmlab.evaluation.grid import TASK_NAMES, GridEvalResult, _npz_bytes, accuracies, vote_index
 from trmlab.evaluation.outputs import RawPredictions, json_bytes, write_output_dir
@@ -50,7 +51,6 @@ from trmlab.progress import Progress
 
 SELECT_RULES = ("q", "vote", "valid")
 HALT_RULES = ("none", "q")
-SUDOKU_BLANK = 1  # the builder's tokens: value + 1, blank 0 → 1
 WALL, OPEN, START, GOAL, PATH = (1 + MAZE_CHARSET.index(c) for c in "# SGo")
 
 
@@ -269,15 +269,12 @@ def sudoku_valid(inputs: np.ndarray, preds: np.ndarray) -> np.ndarray:
     the givens of ``inputs`` (builder tokens: value + 1, blank = 1). Needs no solution."""
     rows, cells = preds.shape
     side = math.isqrt(cells)
-    box_rows, box_cols = SUDOKU_BOXES[side]
     grid = preds.astype(np.int64).reshape(rows, side, side) - 1
-    boxes = grid.reshape(rows, side // box_rows, box_rows, side // box_cols, box_cols)
-    boxes = boxes.transpose(0, 1, 3, 2, 4).reshape(rows, side, side)
     target = np.arange(1, side + 1)
     ok = np.ones(rows, dtype=bool)
-    for units in (grid, grid.transpose(0, 2, 1), boxes):
+    for units in SudokuFormat(side).units(grid).values():  # rows, columns, boxes
         ok &= (np.sort(units, axis=-1) == target).all(axis=(1, 2))
-    givens = inputs != SUDOKU_BLANK
+    givens = inputs != BLANK_TOKEN
     return ok & ((preds == inputs) | ~givens).all(axis=1)
 
 
@@ -310,27 +307,8 @@ def _maze_row_valid(maze: np.ndarray, pred: np.ndarray) -> bool:
         if degree != (1 if cell in (start, goal) else 2):
             return False
     path_length = int(on_path.sum()) - 1
-    return _reaches(on_path, start, goal) and path_length == _shortest(maze != WALL, start, goal)
-
-
-def _bfs(open_cells: np.ndarray, start: tuple[int, int]) -> dict[tuple[int, int], int]:
-    distance = {start: 0}
-    queue = deque([start])
-    while queue:
-        cell = queue.popleft()
-        for n in _neighbours(*cell, open_cells.shape[0]):
-            if open_cells[n] and n not in distance:
-                distance[n] = distance[cell] + 1
-                queue.append(n)
-    return distance
-
-
-def _reaches(cells: np.ndarray, start: tuple[int, int], goal: tuple[int, int]) -> bool:
-    return goal in _bfs(cells, start)
-
-
-def _shortest(open_cells: np.ndarray, start: tuple[int, int], goal: tuple[int, int]) -> int:
-    return _bfs(open_cells, start).get(goal, -1)
+    reaches = shortest_paths(on_path, start)[0][goal] >= 0
+    return reaches and path_length == shortest_paths(maze != WALL, start)[0][goal]
 
 
 CHECKERS: dict[str, Callable[[np.ndarray, np.ndarray], np.ndarray]] = {"sudoku": sudoku_valid,
