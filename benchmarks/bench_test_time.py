@@ -208,20 +208,28 @@ def _row(p: dict[str, Any]) -> str:
             f"{'' if oracle is None else f'{oracle * 100:.1f}'} |")
 
 
-def write_outputs(results: dict[str, Any], out: Path) -> None:
+def _write_results(results: dict[str, Any], out: Path, preamble: list[str], table: list[str],
+                   plotter: Any) -> None:
+    """OUT/results.json, OUT/results.md (title, ``preamble``, machine, command, ``table``) and the chart."""
     out.mkdir(parents=True, exist_ok=True)
     (out / "results.json").write_text(json.dumps(results, indent=1))
-    lines = [f"# Test-time compute: {results['task']} ({results['checkpoint']})", "",
-             f"Chosen on validation: halt_threshold={results['chosen']['halt_threshold']:g}, "
-             f"noise={results['chosen']['noise']:g}, select={results['chosen']['select']}.", "",
-             f"Machine: {results['machine']}. Command: `{results['command']}`", ""]
+    lines = [f"# Test-time compute: {results['task']} ({results['checkpoint']})", "", *preamble,
+             f"Machine: {results['machine']}. Command: `{results['command']}`", "", *table]
+    (out / "results.md").write_text("\n".join(lines))
+    plotter(results, out / "accuracy_vs_compute.png")
+
+
+def write_outputs(results: dict[str, Any], out: Path) -> None:
+    chosen = results["chosen"]
+    preamble = [f"Chosen on validation: halt_threshold={chosen['halt_threshold']:g}, "
+                f"noise={chosen['noise']:g}, select={chosen['select']}.", ""]
+    lines: list[str] = []
     for split in ("validation", "test"):
         lines += [f"## {split}", "", "| run | settings | exact % | token % | compute (ACT steps × rows, "
                   "vs official) | CPU s | oracle exact % |", "|---|---|---|---|---|---|---|"]
         lines += [_row(p) for p in results["points"] if p["split"] == split]
         lines.append("")
-    (out / "results.md").write_text("\n".join(lines))
-    plot(results, out / "accuracy_vs_compute.png")
+    _write_results(results, out, preamble, lines, plot)
 
 
 def plot(results: dict[str, Any], path: Path) -> None:
@@ -321,15 +329,9 @@ def _arc_row(p: dict[str, Any]) -> str:
 
 
 def write_arc_outputs(results: dict[str, Any], out: Path) -> None:
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "results.json").write_text(json.dumps(results, indent=1))
-    lines = [f"# Test-time compute: arc ({results['checkpoint']})", "",
-             f"Machine: {results['machine']}. Command: `{results['command']}`", "",
-             "| run | settings | pass@1 % | pass@2 % | test inputs solved (pass@2) | ACT steps | "
+    table = ["| run | settings | pass@1 % | pass@2 % | test inputs solved (pass@2) | ACT steps | "
              "compute (vs official, every augmentation) | CPU s |", "|---|---|---|---|---|---|---|---|"]
-    lines += [_arc_row(p) for p in results["points"]]
-    (out / "results.md").write_text("\n".join(lines) + "\n")
-    plot_arc(results, out / "accuracy_vs_compute.png")
+    _write_results(results, out, [], table + [_arc_row(p) for p in results["points"]] + [""], plot_arc)
 
 
 def plot_arc(results: dict[str, Any], path: Path) -> None:
