@@ -200,12 +200,23 @@ def run_trajectories(model: Any, fetch: Callable[[np.ndarray], dict[str, torch.T
                         answers["q_continue"].reshape(rows, K), answers["steps"].reshape(rows, K), seconds)
 
 
+def _fetch_items(fetch: Callable, items: list[int], K: int) -> dict[str, torch.Tensor]:
+    """The batch rows of ``items`` (trajectory numbers): each input row fetched once, however many of its K
+    trajectories start together, then repeated on the device."""
+    rows, repeat = np.unique(np.array([item // K for item in items]), return_inverse=True)
+    data = fetch(rows)
+    if len(rows) == len(items):  # rows come in order (row-major items): nothing repeats
+        return data
+    index = torch.from_numpy(repeat.reshape(-1)).to(next(iter(data.values())).device)
+    return {k: v.index_select(0, index) for k, v in data.items()}
+
+
 def _continuous_batches(model: Any, step: Any, fetch: Callable, waiting: deque, batch: int, K: int,
                         limit: int, stops: Callable, noise: _SlotNoise | None, seed: int, row_ids: np.ndarray,
                         rows: int, progress: Any) -> dict[str, np.ndarray]:
     """The slot loop of :func:`run_trajectories`; returns every trajectory's answer (item order)."""
     first = [waiting.popleft() for _ in range(min(batch, len(waiting)))]
-    data = fetch(np.array([item // K for item in first]))
+    data = _fetch_items(fetch, first, K)
     device = data["inputs"].device
     slots = list(first)  # the item each slot works on
     carry = model.initial_carry(data)  # every slot starts halted: the first step resets it and takes `data`
@@ -237,7 +248,7 @@ def _continuous_batches(model: Any, step: Any, fetch: Callable, waiting: deque, 
         if refill:
             new_items = [waiting.popleft() for _ in refill]
             index = torch.tensor(refill, device=device)
-            incoming = fetch(np.array([item // K for item in new_items]))
+            incoming = _fetch_items(fetch, new_items, K)
             data = {k: v.index_copy(0, index, incoming[k].to(v.dtype)) for k, v in data.items()}
             for slot, item in zip(refill, new_items, strict=True):
                 slots[slot] = item
