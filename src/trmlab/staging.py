@@ -1,11 +1,13 @@
 """Creating an output's parent directories so that a failure can take back exactly what it created.
 
 cli.md: on any failure nothing partial is left, "not even an empty parent directory that the command
-created"; a directory the user already had is never removed.
+created"; a directory the user already had is never removed. :func:`process_alive` tells what a dead
+process left behind (a data build's staging directory, a run directory's lock) from a live one's.
 """
 
 from __future__ import annotations
 
+import os
 import shutil
 from pathlib import Path
 
@@ -22,3 +24,18 @@ def remove_created(top: Path | None) -> None:
     """Undo :func:`make_parents` (``top`` is what it returned): used on a failure before the output exists."""
     if top is not None:
         shutil.rmtree(top, ignore_errors=True)
+
+
+def process_alive(pid: int) -> bool:
+    """Whether process ``pid`` exists on this machine (a zombie counts as gone)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # someone else's live process
+    try:
+        with open(f"/proc/{pid}/stat") as handle:
+            return handle.read().rsplit(")", 1)[-1].split()[0] != "Z"
+    except OSError:
+        return True

@@ -279,7 +279,7 @@ def _host() -> str:
 
 
 def _holder_gone(holder: dict[str, Any]) -> bool:
-    from trmlab.data.format import process_alive
+    from trmlab.staging import process_alive
 
     pid = holder.get("pid")
     return holder.get("host") == _host() and isinstance(pid, int) and (pid < 0 or not process_alive(pid))
