@@ -205,8 +205,7 @@ class RunLock:
                               f"another run_dir")
         try:
             if not self.path.parent.is_dir():
-                self.created = make_parents(self.path.parent) or self.path.parent
-                self.path.parent.mkdir(exist_ok=True)
+                self.created = make_parents(self.path)  # the run directory and any parent it needs
             mine = self._holder_record()
             for _ in range(3):  # a taken-over lock may be raced for by another process: try again
                 if self._create(mine):
