@@ -16,8 +16,13 @@ def make_parents(path: str | Path) -> Path | None:
     """Create the missing parent directories of ``path``; return the topmost one created (None: none)."""
     parent = Path(path).parent
     missing = [p for p in (parent, *parent.parents) if not p.exists()]
-    parent.mkdir(parents=True, exist_ok=True)
-    return missing[-1] if missing else None
+    top = missing[-1] if missing else None
+    try:
+        parent.mkdir(parents=True, exist_ok=True)
+    except OSError:
+        remove_created(top)  # failed part way (a read-only level): the levels made before it go too
+        raise
+    return top
 
 
 def remove_created(top: Path | None) -> None:
