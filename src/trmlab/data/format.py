@@ -23,7 +23,7 @@ from typing import Any
 import numpy as np
 
 from trmlab.errors import DataError, not_utf8, write_failure
-from trmlab.staging import make_parents, remove_created
+from trmlab.staging import make_parents, process_alive, remove_created
 
 SPLITS = ("train", "test")
 SET_NAME = "all"
@@ -136,21 +136,6 @@ def remove_stale_partials(output: Path) -> list[Path]:
                   f"(process {match.group(1)} is gone)", file=sys.stderr)
             removed.append(child)
     return removed
-
-
-def process_alive(pid: int) -> bool:
-    """Whether process ``pid`` exists on this machine (a zombie counts as gone)."""
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True  # someone else's live process
-    try:
-        with open(f"/proc/{pid}/stat") as handle:
-            return handle.read().rsplit(")", 1)[-1].split()[0] != "Z"
-    except OSError:
-        return True
 
 
 def _move_into_place(staging: Path, output: Path) -> None:

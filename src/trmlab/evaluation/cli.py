@@ -14,7 +14,7 @@ from typing import Any
 
 from trmlab.errors import ConfigError
 from trmlab.grammar import Setting, add_settings, boolean, parse_words
-from trmlab.progress import add_no_progress_flag
+from trmlab.progress import add_no_progress_flag, uses_bar
 
 
 def positive_ints(text: str) -> tuple[int, ...]:
@@ -151,7 +151,7 @@ def _run_eval(args: argparse.Namespace) -> int:
 
     settings, _ = parse_words(args.settings, EVAL_SETTINGS, "trmlab eval")
     # hf:// paths: the dataset is fetched, and checked against a known release, before its checkpoint is.
-    args.data_dir = str(resolve_path(args.data_dir, progress=_progress(args)))
+    args.data_dir = str(resolve_path(args.data_dir, progress=uses_bar()))
     check_release_dataset(args.checkpoint, args.data_dir)
     # Fail on a bad dataset before loading the model.
     arc = is_arc_dataset(args.data_dir)
@@ -186,7 +186,7 @@ def _evaluate_checkpoint(args: argparse.Namespace, settings: dict[str, Any], tes
     requested = settings.get("weights", "ema")
     if requested not in ("ema", "raw"):
         raise ConfigError(f"trmlab eval: weights={requested!r}: choose ema or raw")
-    checkpoint = Path(resolve_path(args.checkpoint, progress=_progress(args)))  # hf://: the cached copy
+    checkpoint = Path(resolve_path(args.checkpoint, progress=uses_bar()))  # hf://: the cached copy
     model = load_checkpoint(checkpoint, seq_len=test_set.seq_len, device=device, use_ema=requested == "ema")
     evaluated = evaluated_weights(checkpoint, model, requested, explicit="weights" in settings)
     if (origin := hub_origin(checkpoint)) is not None:  # metrics.json says which repository and commit
@@ -231,10 +231,6 @@ def _evaluate_checkpoint(args: argparse.Namespace, settings: dict[str, Any], tes
         print(f"wrote {out}/metrics.json, {written}")
     barrier(ctx)  # ranks leave together, after rank 0 has written
     return 0
-
-
-def _progress(args: argparse.Namespace) -> bool:
-    return sys.stderr.isatty() and not args.no_progress
 
 
 def evaluated_weights(checkpoint: Path, model: Any, requested: str, explicit: bool) -> dict[str, Any]:

@@ -193,11 +193,11 @@ def _run_train(args: argparse.Namespace) -> int:
         return 0
     from trmlab.errors import OutputError
 
-    if "--no-progress" in flags:  # given among the settings: the evaluations during training follow it too
-        from trmlab import progress
+    if "--no-progress" in flags:  # after the preset (REMAINDER kept it among the words), so trmlab.cli did
+        from trmlab import progress  # not see it: set the mode here, for training and its evaluations alike
 
         progress.configure(bars=False)
-    trainer = Trainer(resolved, resume=resume, progress=not (args.no_progress or "--no-progress" in flags))
+    trainer = Trainer(resolved, resume=resume)  # bar or plain lines: as trmlab.progress is configured
     try:
         result = trainer.run()
     except TrainingInterrupted as stopped:
@@ -241,7 +241,7 @@ def _run_adapt(args: argparse.Namespace) -> int:
 
     settings = parse_adapt_words(args.checkpoint, args.tasks, list(args.settings))
     try:
-        result = adapt(settings, progress=not args.no_progress)
+        result = adapt(settings)  # --no-progress: trmlab.cli configured trmlab.progress from it
     except TrainingInterrupted as stopped:
         print(f"interrupted at step {stopped.step}; checkpoint step_{stopped.step} written; resume with the "
               f"same trmlab adapt command", file=sys.stderr, flush=True)

@@ -74,23 +74,15 @@ def refuse_owned_keys(overrides: list[str]) -> None:
                               f"{DEMO_OWNED_KEYS[key]}=?")
 
 
-def fresh_run_path(wanted: Path) -> Path:
-    """``wanted`` if free, else the first free ``<wanted>-2``, ``<wanted>-3``, ... (nothing is replaced)."""
-    if not wanted.exists():
-        return wanted
-    number = 2
-    while (candidate := wanted.with_name(f"{wanted.name}-{number}")).exists():
-        number += 1
-    return candidate
-
-
 def choose_run_path(wanted: Path, overwrite: bool) -> tuple[Path, str | None]:
     """(where this demo run goes, what to tell the user about it): a previous run is kept (a fresh name is
     chosen) unless ``overwrite``. Nothing is written or printed here."""
     if not wanted.exists():
         return wanted, None
     if not overwrite:
-        chosen = fresh_run_path(wanted)
+        from trmlab.evaluation.outputs import default_out_dir  # <wanted>-2, -3 ...: the eval/push rule
+
+        chosen = default_out_dir(wanted.parent, wanted.name)
         return chosen, (f"demo: {wanted} holds an earlier run (kept); this run goes to {chosen} (--overwrite "
                         f"replaces {wanted} instead)")
     if not (wanted / "config.yaml").is_file():

@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from trmlab.errors import ConfigError, RunBusyError, write_failure
+from trmlab.staging import make_parents, process_alive, remove_created
 
 _ADJECTIVES = ("amber", "brisk", "calm", "dapper", "eager", "fuzzy", "gentle", "hardy", "icy", "jolly",
                "keen", "lucid", "mellow", "nimble", "odd", "plucky", "quiet", "rapid", "sunny", "tidy",
@@ -113,13 +114,13 @@ class RunDir:
     def _populate(self, resolved: Any) -> None:
         from trmlab.config import save_resolved
 
-        created = [p for p in (self.path, *self.path.parents) if not p.exists()]
+        created = None
         try:
-            self.checkpoints_path.mkdir(parents=True, exist_ok=True)
+            created = make_parents(self.config_path)
+            self.checkpoints_path.mkdir(exist_ok=True)
             save_resolved(resolved, self.config_path)
         except OSError as error:
-            if created:  # only what this call created: never a directory the user already had
-                shutil.rmtree(created[-1], ignore_errors=True)
+            remove_created(created)  # only what this call created: never a directory the user already had
             raise write_failure(f"run_dir {self.path}", error) from error
 
     def append_metrics(self, record: dict[str, Any]) -> None:
@@ -198,15 +199,12 @@ class RunLock:
 
     def acquire(self) -> RunLock:
         """Take the lock (creating the run directory if needed) or raise RunBusyError naming the holder."""
-        from trmlab.staging import make_parents
-
         if self.path.parent.exists() and not self.path.parent.is_dir():
             raise ConfigError(f"run_dir {self.path.parent}: exists and is a file, not a directory; choose "
                               f"another run_dir")
         try:
             if not self.path.parent.is_dir():
-                self.created = make_parents(self.path.parent) or self.path.parent
-                self.path.parent.mkdir(exist_ok=True)
+                self.created = make_parents(self.path)  # the run directory and any parent it needs
             mine = self._holder_record()
             for _ in range(3):  # a taken-over lock may be raced for by another process: try again
                 if self._create(mine):
@@ -222,8 +220,6 @@ class RunLock:
                          f"which is gone")
                 self.path.unlink(missing_ok=True)
         except OSError as error:
-            from trmlab.staging import remove_created
-
             remove_created(self.created)  # a run directory made only for the lock it could not hold
             raise write_failure(f"run_dir {self.path.parent}", error) from error
         raise RunBusyError(f"run_dir {self.path.parent}: could not take its lock {self.path} (other "
@@ -279,8 +275,6 @@ def _host() -> str:
 
 
 def _holder_gone(holder: dict[str, Any]) -> bool:
-    from trmlab.data.format import process_alive
-
     pid = holder.get("pid")
     return holder.get("host") == _host() and isinstance(pid, int) and (pid < 0 or not process_alive(pid))
 
