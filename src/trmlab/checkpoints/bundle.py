@@ -22,7 +22,7 @@ from typing import Any
 
 import torch
 
-from trmlab.errors import CheckpointError, as_write_os_error
+from trmlab.errors import CheckpointError, write_errors_as_os_error
 from trmlab.staging import make_parents, remove_created
 
 FORMAT = "trmlab-checkpoint"
@@ -84,13 +84,8 @@ def _write_part(path: Path, name: str, part: Part) -> dict[str, Any] | None:
 
 def _write_part_or_os_error(path: Path, name: str, part: Part) -> dict[str, Any] | None:
     """:func:`_write_part`, with a writer library's disk failure (safetensors, torch.save) as an OSError."""
-    try:
+    with write_errors_as_os_error(path):
         return _write_part(path, name, part)
-    except Exception as error:
-        cause = as_write_os_error(error, path)
-        if cause is None or cause is error:
-            raise
-        raise cause from error
 
 
 def _fsync(path: Path) -> None:
