@@ -24,8 +24,8 @@ def case_vectors(folder: Path) -> dict[str, np.ndarray]:
 
 
 def seeded_weights(shapes: dict[str, tuple[int, ...]], seed: int, gain: float) -> dict[str, torch.Tensor]:
-    """The draw of generate.py's ``seeded_weights``: in sorted key order, randn × gain/√(last dimension) for
-    tensors of two or more dimensions, randn for vectors."""
+    """The weights of a case (generate.py draws them with this function too): in sorted key order,
+    randn × gain/√(last dimension) for tensors of two or more dimensions, randn for vectors."""
     generator = torch.Generator().manual_seed(seed)
     weights = {}
     for key in sorted(shapes):

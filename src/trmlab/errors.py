@@ -3,7 +3,9 @@
 Every message names the file, key, task or tensor at fault and says what to do.
 """
 
+import contextlib
 import errno
+from collections.abc import Iterator
 
 
 class TrmlabError(Exception):
@@ -110,3 +112,16 @@ def as_write_os_error(error: BaseException, path: object) -> OSError | None:
     if free < 1 << 20:
         return OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(path))
     return None
+
+
+@contextlib.contextmanager
+def write_errors_as_os_error(path: object) -> Iterator[None]:
+    """Re-raise a writer library's disk failure inside the block as the OSError :func:`as_write_os_error`
+    finds behind it (chained); any other exception passes unchanged."""
+    try:
+        yield
+    except Exception as error:
+        cause = as_write_os_error(error, path)
+        if cause is None or cause is error:
+            raise
+        raise cause from error

@@ -16,13 +16,13 @@ import shutil
 import subprocess
 import tempfile
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from trmlab.errors import CheckpointError, as_write_os_error
+from trmlab.errors import CheckpointError, write_errors_as_os_error
 from trmlab.staging import make_parents, remove_created
 
 FORMAT = "trmlab-checkpoint"
@@ -84,13 +84,8 @@ def _write_part(path: Path, name: str, part: Part) -> dict[str, Any] | None:
 
 def _write_part_or_os_error(path: Path, name: str, part: Part) -> dict[str, Any] | None:
     """:func:`_write_part`, with a writer library's disk failure (safetensors, torch.save) as an OSError."""
-    try:
+    with write_errors_as_os_error(path):
         return _write_part(path, name, part)
-    except Exception as error:
-        cause = as_write_os_error(error, path)
-        if cause is None or cause is error:
-            raise
-        raise cause from error
 
 
 def _fsync(path: Path) -> None:
@@ -175,6 +170,8 @@ class CheckpointBundle:
 
     path: Path
     manifest: dict[str, Any]
+    # train_state.pt once read: resume reads it to validate the checkpoint, then to restore from it.
+    _train_state: Any = field(default=None, init=False, repr=False, compare=False)
 
     def has(self, name: str) -> bool:
         """Whether the manifest lists file ``name``."""
@@ -199,11 +196,13 @@ class CheckpointBundle:
         return load_resolved(self.path / CONFIG_FILE)
 
     def train_state(self) -> Any:
-        """``train_state.pt``, loaded weights-only."""
+        """``train_state.pt``, loaded weights-only (read once per bundle)."""
         from trmlab.interop.safe_load import safe_torch_load
 
-        self._require(TRAIN_STATE_FILE)
-        return safe_torch_load(self.path / TRAIN_STATE_FILE)
+        if self._train_state is None:
+            self._require(TRAIN_STATE_FILE)
+            self._train_state = safe_torch_load(self.path / TRAIN_STATE_FILE)
+        return self._train_state
 
     def _require(self, name: str) -> None:
         if not self.has(name):

@@ -32,7 +32,7 @@ from trmlab.checkpoints.bundle import (
     read_checkpoint,
     write_checkpoint,
 )
-from trmlab.errors import CheckpointError, as_write_os_error
+from trmlab.errors import CheckpointError, write_errors_as_os_error
 from trmlab.interop.hub import hub_origin, resolve_path
 from trmlab.interop.loading import (
     infer_dims,
@@ -268,13 +268,8 @@ def trmlab_to_official(src: str | Path, dst: str | Path, *, use_ema: bool = True
         else:
             layout = (bundle.manifest.get("source") or {}).get("research_layout")
             official = research_state_dict(state, arch, layout, str(src))
-        try:
+        with write_errors_as_os_error(tmp / name):  # torch's zip writer: a full disk is a bare RuntimeError
             torch.save(official, tmp / name)
-        except Exception as error:  # torch's zip writer reports a full disk as a bare RuntimeError
-            cause = as_write_os_error(error, tmp / name)
-            if cause is None or cause is error:
-                raise
-            raise cause from error
         if bundle.has(OFFICIAL_CONFIG_COPY):
             shutil.copyfile(src / OFFICIAL_CONFIG_COPY, tmp / "all_config.yaml")
         else:

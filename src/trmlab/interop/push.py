@@ -182,15 +182,16 @@ def official_comparison(config: Any) -> tuple[list[str], list[tuple[str, Any, An
     """(the keys that differ, rows ``(key, this checkpoint, official default, differs)``) for every
     architecture key of this variant and the recipe keys of the seed's table, against the official
     repository's defaults (preset ``trm-arc1-repo-default``: cfg_pretrain.yaml + arch/trm.yaml)."""
-    from trmlab.config.fields import get_value, schema_fields
+    from trmlab.config.diff import diff_table
     from trmlab.config.loader import load_config
 
     official = load_config(OFFICIAL_DEFAULTS_PRESET).config
+    compared = diff_table([("checkpoint", config), ("official", official)], all_rows=True)
+    rows = {row.key: row for row in compared}
     encoder_keys = config.arch.name == "trm"  # a TRM has no encoder: its encoder keys mean nothing
-    keys = [key for key, info in schema_fields().items()
-            if info.arch and not (encoder_keys and "encoder" in key)] + list(RECIPE_KEYS)
-    rows = [(key, get_value(config, key), get_value(official, key)) for key in keys]
-    table = [(key, mine, theirs, mine != theirs) for key, mine, theirs in rows]
+    keys = [key for key, row in rows.items()
+            if row.arch and not (encoder_keys and "encoder" in key)] + list(RECIPE_KEYS)
+    table = [(key, *rows[key].values, rows[key].differs) for key in keys]
     return [key for key, _, _, differs in table if differs], table
 
 

@@ -178,27 +178,41 @@ def save_training_checkpoint(trainer: Any) -> Path:
 
 def newest_valid_checkpoint(run_dir: Any, say: Any = print) -> Any:
     """The newest checkpoint of ``run_dir`` whose checksums verify, reporting (and setting aside) bad ones."""
+    from trmlab.errors import CheckpointError
+
+    def set_aside(path: Path, error: Exception) -> None:
+        aside = path.with_name(f"{path.name}.corrupt")
+        say(f"trmlab train: checkpoint {path} is unusable ({error}); moved it to {aside.name} and "
+            f"falling back to the previous checkpoint")
+        if aside.exists():
+            import shutil
+
+            shutil.rmtree(aside)
+        path.rename(aside)
+
+    found = len(run_dir.checkpoint_steps())  # counted before any is set aside
+    bundle = _newest_readable(run_dir, set_aside)
+    if bundle is None:
+        raise CheckpointError(f"{run_dir.checkpoints_path}: no complete checkpoint to resume from "
+                              f"({found} found, none valid); start a new run instead")
+    return bundle
+
+
+def _newest_readable(run_dir: Any, on_unusable: Any) -> Any:
+    """The newest checkpoint of ``run_dir`` that verifies and whose training state reads (None if none);
+    ``on_unusable(path, error)`` is called for each newer one that does not."""
     from trmlab.checkpoints import read_checkpoint
     from trmlab.errors import CheckpointError
 
-    steps = run_dir.checkpoint_steps()
-    for step in steps:
+    for step in run_dir.checkpoint_steps():
         path = run_dir.checkpoint_path(step)
         try:
             bundle = read_checkpoint(path, verify=True)
             bundle.train_state()  # a readable state is part of "valid"
             return bundle
         except CheckpointError as error:
-            aside = path.with_name(f"{path.name}.corrupt")
-            say(f"trmlab train: checkpoint {path} is unusable ({error}); moved it to {aside.name} and "
-                f"falling back to the previous checkpoint")
-            if aside.exists():
-                import shutil
-
-                shutil.rmtree(aside)
-            path.rename(aside)
-    raise CheckpointError(f"{run_dir.checkpoints_path}: no complete checkpoint to resume from "
-                          f"({len(steps)} found, none valid); start a new run instead")
+            on_unusable(path, error)
+    return None
 
 
 def load_latest_checkpoint(trainer: Any) -> Path:
@@ -221,25 +235,19 @@ def check_resumable(trainer: Any) -> str:
     """What ``resume=`` would do, checked without changing the run directory (``train --dry-run``): the
     newest checkpoint that verifies must match the run (processes, data, step count) and load into the
     model. Returns a line describing it."""
-    from trmlab.checkpoints import read_checkpoint
     from trmlab.errors import CheckpointError
 
     steps = trainer.run_dir.checkpoint_steps()
     if not steps:
         return f"resume: {trainer.run_dir.path} has no checkpoint yet; the run would start over from step 0"
-    skipped = []
-    for step in steps:
-        try:
-            bundle = read_checkpoint(trainer.run_dir.checkpoint_path(step), verify=True)
-            bundle.train_state()
-        except CheckpointError as error:
-            skipped.append(f"step_{step} ({error})")
-            continue
-        checked_resume_state(bundle, trainer)
-        aside = f"; unusable, would be set aside: {', '.join(skipped)}" if skipped else ""
-        return f"resume: from {bundle.path.name} of {trainer.run_dir.path}{aside}"
-    raise CheckpointError(f"{trainer.run_dir.checkpoints_path}: no complete checkpoint to resume from "
-                          f"({len(steps)} found, none valid: {'; '.join(skipped)})")
+    skipped: list[str] = []
+    bundle = _newest_readable(trainer.run_dir, lambda path, error: skipped.append(f"{path.name} ({error})"))
+    if bundle is None:
+        raise CheckpointError(f"{trainer.run_dir.checkpoints_path}: no complete checkpoint to resume from "
+                              f"({len(steps)} found, none valid: {'; '.join(skipped)})")
+    checked_resume_state(bundle, trainer)
+    aside = f"; unusable, would be set aside: {', '.join(skipped)}" if skipped else ""
+    return f"resume: from {bundle.path.name} of {trainer.run_dir.path}{aside}"
 
 
 def checked_resume_state(bundle: Any, trainer: Any) -> dict[str, Any]:

@@ -40,7 +40,9 @@ def reconcile_init_config(resolved: Any, path: str | Path) -> tuple[Any, str]:
     if _is_bundle(path):
         from trmlab.checkpoints import read_checkpoint
 
-        stored = read_checkpoint(path, verify=True).config()
+        # Only config.yaml is needed here: load_init_weights verifies every file's checksum when it reads
+        # the weights (before the first step), so the checkpoint is hashed once, not once per reader.
+        stored = read_checkpoint(path, verify=False).config()
         reconciled = reconcile_architecture(stored, resolved, resolved.config.allow_arch_mismatch, str(path))
         return reconciled, stored.config.arch.name
     if path.is_dir():
