@@ -339,3 +339,29 @@ def test_push_official_layout_and_upload_errors(arc1_checkpoint, tmp_path, monke
     monkeypatch.setitem(sys.modules, "huggingface_hub", None)
     assert main(["checkpoint", "push", str(arc1_checkpoint), "hf://me/x"]) == 2
     assert "pip install 'trmlab[hub]'" in one_error_line(capsys)
+
+
+def test_a_trainer_fetches_an_hf_init_from_once_for_config_and_weights(tiny_repo, tmp_path, monkeypatch):
+    """One fetch, so the architecture and the weights cannot come from two commits of an unpinned path."""
+    import trmlab.interop.hub as hub
+    from train_helpers import write_tiny_dataset
+    from trmlab.config.loader import load_config
+    from trmlab.training.loop import Trainer
+
+    fetched: list[str] = []
+    real = hub.resolve_path
+
+    def counting(path, **kwargs):
+        if hub.is_hub_path(str(path)):
+            fetched.append(str(path))
+        return real(path, **kwargs)
+
+    monkeypatch.setattr(hub, "resolve_path", counting)
+    data = write_tiny_dataset(tmp_path / "data", groups=2, puzzles_per_group=2, seq_len=36, num_ids=10)
+    resolved = load_config(None, [f"data_paths=[{data}]", f"run_dir={tmp_path / 'run'}", "device=cpu",
+                                  "max_steps=1", "global_batch_size=4", "eval_interval=null",
+                                  f"init_from={STEP}"])
+    with pytest.warns(UserWarning, match="no dataset fingerprint"):
+        trainer = Trainer(resolved, progress=False, evaluate=lambda trainer, step: {})
+    assert fetched == [STEP]
+    assert trainer.init_report["loaded"] == 14 and trainer.config.arch.L_cycles == 3

@@ -155,19 +155,24 @@ class Trainer:
         self.dataset = self._open_dataset()
         self.sampler = make_sampler(config, self.dataset, ctx.rank, ctx.world_size)
         self.init_variant: str | None = None
+        init_path = None
         if config.init_from and not self.resume_dir:
+            from trmlab.interop.hub import resolve_path
             from trmlab.training.transfer import reconcile_init_config
 
+            # hf:// is fetched once: the config and the weights below come from the same commit.
+            init_path = Path(resolve_path(config.init_from))
             # The checkpoint's architecture becomes the run's (refused on conflict) before the model exists.
-            self.resolved, self.init_variant = reconcile_init_config(self.resolved, config.init_from)
+            self.resolved, self.init_variant = reconcile_init_config(self.resolved, config.init_from,
+                                                                     fetched=init_path)
             self.config = config = self.resolved.config
         self.model = build_model(config, seq_len=self.dataset.seq_len, vocab_size=self.dataset.vocab_size,
                                  num_puzzle_identifiers=self.dataset.num_puzzle_identifiers).to(ctx.device)
         self.init_report: dict[str, Any] = {}
-        if config.init_from and not self.resume_dir:
+        if init_path is not None:
             from trmlab.training.transfer import load_init_weights
 
-            self.init_report = load_init_weights(self, config.init_from)
+            self.init_report = load_init_weights(self, init_path)
         if config.freeze_weights:
             # Only the puzzle table learns (sign-SGD on the rows in each batch); AdamATan2 gets no parameter.
             self.model.requires_grad_(False)

@@ -26,12 +26,16 @@ def _is_bundle(path: Path) -> bool:
     return path.is_dir() and is_trmlab_checkpoint(path)
 
 
-def reconcile_init_config(resolved: Any, path: str | Path) -> tuple[Any, str]:
-    """(the run's ResolvedConfig with the checkpoint's architecture, the checkpoint's variant name)."""
+def reconcile_init_config(resolved: Any, path: str | Path, *, fetched: Path | None = None) -> tuple[Any, str]:
+    """(the run's ResolvedConfig with the checkpoint's architecture, the checkpoint's variant name).
+
+    ``fetched``: the local copy of an ``hf://`` ``path`` that the caller already resolved (so the config and
+    the weights come from one fetch, one commit); resolved here when omitted.
+    """
     from trmlab.interop.hub import describe_origin, resolve_path
     from trmlab.interop.loading import official_config, reconcile_architecture
 
-    asked, path = path, Path(resolve_path(path))  # hf://: the cached copy
+    asked, path = path, Path(fetched if fetched is not None else resolve_path(path))  # hf://: the cached copy
     if (origin := describe_origin(path)) is not None:  # the run's provenance names repository and commit
         resolved = type(resolved)(resolved.config, {**resolved.provenance, "init_from": (
             f"{resolved.provenance.get('init_from', 'given')} — {asked} fetched as {origin}")})
@@ -85,7 +89,7 @@ def load_init_weights(trainer: Any, path: str | Path) -> dict[str, Any]:
     """Copy the checkpoint's weights into ``trainer.model``; returns a report (also printed on rank 0)."""
     from trmlab.interop.hub import resolve_path
 
-    path = Path(resolve_path(path))  # hf://: the cached copy (fetched by reconcile_init_config)
+    path = Path(resolve_path(path))  # hf://: the cached copy (the trainer passes the one it fetched)
     model, config = trainer.model, trainer.config
     state, fingerprint, source = _checkpoint_state(path, config.arch)
     table = state.pop(TABLE_KEY, None)
