@@ -339,3 +339,11 @@ def test_report_draws_accuracy_against_compute_for_a_settings_directory(tmp_path
     page = (tmp_path / "report.html").read_text()
     assert "<td>halt-q</td>" in page and "<td>87.50</td><td>0.40×</td>" in page  # the test-time score
     assert "<td>90.00</td><td>1.00×</td>" in page and page.index("halt-q") < page.index("<td>official")
+
+
+def test_sudoku_check_rejects_a_latin_square_whose_boxes_repeat_digits():
+    latin = np.array([[1, 2, 3, 4], [2, 3, 4, 1], [3, 4, 1, 2], [4, 1, 2, 3]])  # rows, columns fine; boxes not
+    sudoku = np.array([[1, 2, 3, 4], [3, 4, 1, 2], [2, 1, 4, 3], [4, 3, 2, 1]])
+    blanks = np.full((2, 16), 1)  # builder tokens: blank = 1, digit d = d + 1
+    ok = sudoku_valid(blanks, np.stack([latin.reshape(-1) + 1, sudoku.reshape(-1) + 1]))
+    assert ok.tolist() == [False, True]
