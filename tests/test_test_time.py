@@ -342,7 +342,8 @@ def test_report_draws_accuracy_against_compute_for_a_settings_directory(tmp_path
 
 
 def test_sudoku_check_rejects_a_latin_square_whose_boxes_repeat_digits():
-    latin = np.array([[1, 2, 3, 4], [2, 3, 4, 1], [3, 4, 1, 2], [4, 1, 2, 3]])  # rows, columns fine; boxes not
+    # rows and columns are permutations, the 2×2 boxes are not
+    latin = np.array([[1, 2, 3, 4], [2, 3, 4, 1], [3, 4, 1, 2], [4, 1, 2, 3]])
     sudoku = np.array([[1, 2, 3, 4], [3, 4, 1, 2], [2, 1, 4, 3], [4, 3, 2, 1]])
     blanks = np.full((2, 16), 1)  # builder tokens: blank = 1, digit d = d + 1
     ok = sudoku_valid(blanks, np.stack([latin.reshape(-1) + 1, sudoku.reshape(-1) + 1]))

@@ -116,11 +116,15 @@ def resolve_path(path: Any, *, progress: bool | None = None) -> Any:
         raise HubError(f"{path}: name a file or folder inside the repository (e.g. "
                        f"{target.url('arc_v1_public/step_518071')})")
     hub = hub_module()
-    show = sys.stderr.isatty() if progress is None else progress
+    if progress is None:  # the command's progress mode (--no-progress, rank 0 only), as everywhere else
+        from trmlab.progress import uses_bar
+
+        progress = uses_bar()
+    show = progress
     with _progress_bars(hub, show):
         if not show:
             print(f"fetching {path} through the Hugging Face cache (no progress bar: stderr is not a "
-                  "terminal)", file=sys.stderr)
+                  "terminal, or --no-progress)", file=sys.stderr)
         local = _fetch_file_or_folder(hub, target, str(path))
         if _STEP_FILE.fullmatch(Path(target.path).name) and local.is_file():
             _fetch_sibling_config(hub, target)
