@@ -732,9 +732,10 @@ def test_sigterm(point: str, world: World, tmp_path: Path) -> None:
     resume from)."""
     if point.startswith("build-arc"):
         inputs = shutil.copytree(world.arc_input, tmp_path / "input")
-        # Enough augmentations that the build is still running when the signal comes.
+        # Enough augmentations that the build is still running when the signal comes: with 300 an idle
+        # machine finished the whole build (0.2 s) between seeing the staging folder and the signal.
         argv = ["data", "build-arc", "--input-file-prefix", str(inputs / "mini"), "--output-dir",
-                str(tmp_path / "new" / "arc"), "--num-aug", "300"]
+                str(tmp_path / "new" / "arc"), "--num-aug", "2000"]
         process = _start(argv, tmp_path)
         staging = lambda: list((tmp_path / "new").glob(".arc.partial-*"))  # noqa: E731
         if point == "build-arc-staging-created":
